@@ -1,0 +1,135 @@
+use super::*;
+
+const ADT: &[u8] = b"MSH|^~\\&|PAS|RTH|EPR|RTH|20240101120000+0000||ADT^A01^ADT_A01|MSG0001|P|2.5|||AL|NE||UNICODE UTF-8\rEVN|A01|20240101120000\rPID|1||12345^^^RTH^MR~9434765919^^^NHS^NH||SMITH^JOHN^^^MR||19800101|M\rPV1|1|I|WARD1^BED2\rZXY|custom|data\r";
+
+#[test]
+fn reads_fields_components_and_repetitions() {
+    let m = Message::parse(ADT);
+    assert!(m.is_acceptable(), "{:?}", m.problems());
+    assert_eq!(m.segment_count(), 5);
+    assert_eq!(m.get("MSH-9.1").unwrap(), b"ADT");
+    assert_eq!(m.get("MSH-9.2").unwrap(), b"A01");
+    assert_eq!(m.get("MSH-10").unwrap(), b"MSG0001");
+    assert_eq!(m.get("MSH-1").unwrap(), b"|");
+    assert_eq!(m.get("MSH-2").unwrap(), b"^~\\&");
+    assert_eq!(m.get("PID-3[2].1").unwrap(), b"9434765919");
+    assert_eq!(m.get("PID-3[1].4").unwrap(), b"RTH");
+    assert_eq!(m.get("PID-5.2").unwrap(), b"JOHN");
+    assert_eq!(m.get("ZXY-2").unwrap(), b"data");
+    assert_eq!(m.get("PID-99").unwrap(), b"");
+    assert_eq!(m.charset(), Charset::Utf8);
+    assert_eq!(m.encode(), ADT);
+}
+
+#[test]
+fn mixed_separators_bom_and_mllp_bytes() {
+    let raw = b"\xEF\xBB\xBF\x0BMSH|^~\\&|A|B|C|D|20240101||ORU^R01|1|P|2.3\r\nPID|1||X\nOBR|1\rOBX|1|NM|GLU||5.5|mmol/L\r\n\x1C\r";
+    let m = Message::parse(raw);
+    assert!(m.is_acceptable(), "{:?}", m.problems());
+    assert_eq!(m.segment_count(), 4);
+    assert_eq!(m.get("OBX-6").unwrap(), b"mmol/L");
+    assert_eq!(m.encode(), raw);
+}
+
+#[test]
+fn occurrence_paths() {
+    let raw = b"MSH|^~\\&|A|B|C|D|20240101||ORU^R01|1|P|2.3\rOBX|1|NM|A\rOBX|2|NM|B\rOBX|3|NM|C&sub1&sub2\r";
+    let m = Message::parse(raw);
+    assert_eq!(m.get("OBX[2]-3").unwrap(), b"B");
+    assert_eq!(m.get("OBX[3]-3.1.3").unwrap(), b"sub2");
+    assert!(m.get("OBX-x").is_err());
+}
+
+#[test]
+fn non_standard_delimiters() {
+    let raw = b"MSH#*@!%#A#B#C#D#20240101##ADT*A01#1#P#2.4\rPID#1##1*2*3@4*5\r";
+    let m = Message::parse(raw);
+    assert!(m.is_acceptable(), "{:?}", m.problems());
+    assert_eq!(m.get("MSH-9.2").unwrap(), b"A01");
+    assert_eq!(m.get("PID-3[2].2").unwrap(), b"5");
+    assert!(m.problems().iter().any(|p| p.code == ProblemCode::NonStandardDelimiters));
+}
+
+#[test]
+fn escapes_are_decoded_and_formatting_kept() {
+    let raw = b"MSH|^~\\&|A|B|C|D|20240101||ORU^R01|1|P|2.3\rNTE|1||a\\F\\b\\S\\c\\T\\d\\R\\e\\E\\f\\.br\\g\\H\\bold\\N\\\\X41\\\r";
+    let m = Message::parse(raw);
+    assert_eq!(m.text_at("NTE-3"), "a|b^c&d~e\\f\ng\\H\\bold\\N\\A");
+    assert_eq!(escape("a|b^c", m.delimiters()), "a\\F\\b\\S\\c");
+}
+
+#[test]
+fn latin1_is_decoded_to_utf8() {
+    let raw = b"MSH|^~\\&|A|B|C|D|20240101||ADT^A01|1|P|2.5|||||||8859/1\rPID|1||1||M\xFCller\r";
+    let m = Message::parse(raw);
+    assert_eq!(m.text_at("PID-5"), "M\u{fc}ller");
+}
+
+#[test]
+fn fatal_problems_are_reported_not_panicked() {
+    for raw in [&b""[..], b"   \r\n", b"PID|1\r", b"MSH|", b"MSH|^~\\&|A|B|C|D|2024||||P|2.5\r", b"MSHA^~\\&|"] {
+        let m = Message::parse(raw);
+        assert!(!m.is_acceptable(), "{:?}", String::from_utf8_lossy(raw));
+    }
+    let m = Message::parse(b"MSH|^~\\&|A|B|C|D|2024||ADT^A01||P|2.5\r");
+    assert_eq!(m.fatal_problem().map(|p| p.code), Some(ProblemCode::MissingControlId));
+}
+
+#[test]
+fn explicit_null() {
+    let m = Message::parse(b"MSH|^~\\&|A|B|C|D|2024||ADT^A08|1|P|2.5\rPID|1||1||\"\"\r");
+    assert!(m.find("PID", 0).map(|s| s.field(5).is_null()).unwrap_or(false));
+}
+
+#[test]
+fn batches_are_split() {
+    let raw = b"FHS|^~\\&\rBHS|^~\\&\rMSH|^~\\&|A|B|C|D|1||ADT^A01|1|P|2.5\rPID|1\rMSH|^~\\&|A|B|C|D|1||ADT^A01|2|P|2.5\rBTS|2\rFTS|1\r";
+    let msgs = split_messages(raw);
+    assert_eq!(msgs.len(), 2);
+    assert_eq!(msgs[0], b"MSH|^~\\&|A|B|C|D|1||ADT^A01|1|P|2.5\rPID|1\r");
+    assert_eq!(msgs[1], b"MSH|^~\\&|A|B|C|D|1||ADT^A01|2|P|2.5\r");
+}
+
+/// Parse then encode gives back the same bytes, and no corpus message panics the parser.
+#[test]
+fn corpus_round_trip() {
+    let Some(files) = corpus_files() else { return };
+    let mut n = 0;
+    for path in files {
+        let bytes = std::fs::read(&path).unwrap_or_default();
+        for msg in split_messages(&bytes) {
+            let m = Message::parse(msg);
+            assert_eq!(m.encode(), msg);
+            for seg in m.segments() {
+                for f in 0..seg.field_count() + 1 {
+                    for r in seg.field(f).repetitions() {
+                        let _ = m.text(r.raw());
+                    }
+                }
+            }
+            n += 1;
+        }
+    }
+    assert!(n > 400, "only {n} corpus messages found");
+}
+
+pub(crate) fn corpus_files() -> Option<Vec<std::path::PathBuf>> {
+    let root = std::env::var_os("SLUICE_CORPUS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus"));
+    let manifest = root.join("manifest.tsv");
+    let Ok(text) = std::fs::read_to_string(&manifest) else {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "corpus not found at {}", root.display());
+        eprintln!("skipping: corpus not found at {} (set SLUICE_CORPUS)", root.display());
+        return None;
+    };
+    Some(
+        text.lines()
+            .skip(1)
+            .filter_map(|l| {
+                let cols: Vec<&str> = l.split('\t').collect();
+                matches!(cols.get(2), Some(&"hl7v2") | Some(&"hl7v2-literal")).then(|| root.join(cols[0]))
+            })
+            .collect(),
+    )
+}

@@ -1,0 +1,336 @@
+//! Rust shapes of the records in `schemas/`. Field names and types mirror the `.avsc` files;
+//! the schema tests encode and decode each one, so a drift fails the build's tests.
+
+use crate::Micros;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Timestamp {
+    pub value: String,
+    pub precision: String,
+    pub offset_minutes: Option<i32>,
+    pub utc_micros: Option<Micros>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Coded {
+    pub code: Option<String>,
+    pub text: Option<String>,
+    pub system: Option<String>,
+    pub alt_code: Option<String>,
+    pub alt_text: Option<String>,
+    pub alt_system: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Identifier {
+    pub value: String,
+    pub type_code: Option<String>,
+    pub assigning_authority: Option<String>,
+    pub assigning_facility: Option<String>,
+    pub system: Option<String>,
+    pub nhs_number_valid: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct MshSummary {
+    pub sending_application: String,
+    pub sending_facility: String,
+    pub receiving_application: String,
+    pub receiving_facility: String,
+    pub message_datetime: String,
+    pub message_type: String,
+    pub trigger_event: String,
+    pub message_structure: String,
+    pub control_id: String,
+    pub processing_id: String,
+    pub version: String,
+    pub charset: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RawMessage {
+    pub raw_id: String,
+    pub transport: String,
+    pub listener: String,
+    pub peer: String,
+    pub received_at: Micros,
+    pub detected_charset: String,
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+    pub msh: Option<MshSummary>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct EventSource {
+    pub sending_application: String,
+    pub sending_facility: String,
+    pub receiving_application: String,
+    pub receiving_facility: String,
+    pub control_id: String,
+    pub version: String,
+    pub processing_id: String,
+    pub raw_id: String,
+    pub raw_topic: String,
+    pub raw_partition: i32,
+    pub raw_offset: i64,
+    pub transport: String,
+    pub charset: String,
+    pub replay: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct PersonName {
+    pub family: Option<String>,
+    pub given: Option<String>,
+    pub middle: Option<String>,
+    pub suffix: Option<String>,
+    pub prefix: Option<String>,
+    pub type_code: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Address {
+    pub lines: Vec<String>,
+    pub city: Option<String>,
+    pub district: Option<String>,
+    pub postcode: Option<String>,
+    pub country: Option<String>,
+    pub type_code: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Patient {
+    pub identifiers: Vec<Identifier>,
+    pub names: Vec<PersonName>,
+    pub birth_date: Option<Timestamp>,
+    pub sex: Option<String>,
+    pub addresses: Vec<Address>,
+    pub death_time: Option<Timestamp>,
+    pub deceased: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Encounter {
+    pub patient_class: Option<String>,
+    pub location: Option<String>,
+    pub prior_location: Option<String>,
+    pub admission_type: Option<String>,
+    pub hospital_service: Option<String>,
+    pub visit_number: Option<Identifier>,
+    pub admit_time: Option<Timestamp>,
+    pub discharge_time: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Merge {
+    pub prior_identifiers: Vec<Identifier>,
+    pub prior_account: Option<String>,
+    pub prior_visit: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Order {
+    pub segment: String,
+    pub set_id: Option<String>,
+    pub placer_order_number: Option<String>,
+    pub filler_order_number: Option<String>,
+    pub service: Option<Coded>,
+    pub observation_time: Option<Timestamp>,
+    pub result_status: Option<String>,
+    pub order_control: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Observation {
+    pub set_id: Option<String>,
+    pub order_index: Option<i32>,
+    pub value_type: Option<String>,
+    pub code: Option<Coded>,
+    pub sub_id: Option<String>,
+    pub values: Vec<String>,
+    pub units: Option<Coded>,
+    pub reference_range: Option<String>,
+    pub abnormal_flags: Vec<String>,
+    pub result_status: Option<String>,
+    pub observation_time: Option<Timestamp>,
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct UnmappedSegment {
+    pub index: i32,
+    pub name: String,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct UnmappedField {
+    pub segment_index: i32,
+    pub segment: String,
+    pub field: i32,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ClinicalEvent {
+    pub event_id: String,
+    pub message_type: String,
+    pub trigger_event: String,
+    pub message_structure: String,
+    pub kind: String,
+    pub source: EventSource,
+    pub message_time: Option<Timestamp>,
+    pub event_time: Option<Timestamp>,
+    pub patient: Option<Patient>,
+    pub encounter: Option<Encounter>,
+    pub merge: Option<Merge>,
+    pub orders: Vec<Order>,
+    pub observations: Vec<Observation>,
+    pub notes: Vec<String>,
+    pub unmapped_segments: Vec<UnmappedSegment>,
+    pub unmapped_fields: Vec<UnmappedField>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct MatchResult {
+    pub outcome: String,
+    pub rule: String,
+    pub evidence: Vec<String>,
+    pub ignored: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct MatchedEvent {
+    pub event: ClinicalEvent,
+    pub enterprise_id: Option<String>,
+    #[serde(rename = "match")]
+    pub match_result: MatchResult,
+    pub matched_at: Micros,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct IdentityLink {
+    pub key: String,
+    pub enterprise_id: String,
+    pub status: String,
+    pub source_event_id: String,
+    pub updated_at: Micros,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct SeenEvent {
+    pub event_id: String,
+    pub raw_id: String,
+    pub first_seen_at: Micros,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct DeadLetter {
+    pub dead_letter_id: String,
+    pub stage: String,
+    pub reason_code: String,
+    pub detail: String,
+    pub original_topic: Option<String>,
+    pub original_partition: Option<i32>,
+    pub original_offset: Option<i64>,
+    #[serde(with = "serde_bytes")]
+    pub original_key: Option<Vec<u8>>,
+    #[serde(with = "serde_bytes")]
+    pub original_value: Vec<u8>,
+    pub original_headers: BTreeMap<String, String>,
+    pub attempt: i32,
+    pub first_failed_at: Micros,
+    pub failed_at: Micros,
+    pub trace_parent: Option<String>,
+    pub peer: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct DeadLetterAudit {
+    pub audit_id: String,
+    pub dead_letter_id: String,
+    pub action: String,
+    pub reason: String,
+    pub actor: String,
+    pub target_topic: Option<String>,
+    pub at: Micros,
+}
+
+/// Ties a Rust record to its schema.
+pub trait Record: Serialize + serde::de::DeserializeOwned {
+    const TYPE: crate::schemas::RecordType;
+}
+
+macro_rules! record {
+    ($($t:ident),*) => {$(
+        impl Record for $t {
+            const TYPE: crate::schemas::RecordType = crate::schemas::RecordType::$t;
+        }
+    )*};
+}
+record!(RawMessage, ClinicalEvent, MatchedEvent, IdentityLink, SeenEvent, DeadLetter, DeadLetterAudit);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schemas::SchemaSet;
+    use crate::wire;
+
+    fn round_trip<T: Record + PartialEq + std::fmt::Debug>(set: &SchemaSet, v: &T) {
+        let s = set.get(T::TYPE);
+        let bytes = wire::encode(s, 7, v).expect("encode");
+        let (id, body) = wire::split(&bytes).expect("split");
+        assert_eq!(id, 7);
+        let back: T = wire::decode(s, s, body).expect("decode");
+        assert_eq!(&back, v);
+    }
+
+    pub fn sample_event() -> ClinicalEvent {
+        let ts = Timestamp { value: "20240101120000+0100".into(), precision: "second".into(), offset_minutes: Some(60), utc_micros: Some(1_704_106_800_000_000) };
+        let id = Identifier { value: "9434765919".into(), type_code: Some("NH".into()), assigning_authority: Some("NHS".into()), system: Some("https://fhir.nhs.uk/Id/nhs-number".into()), nhs_number_valid: Some(true), ..Default::default() };
+        ClinicalEvent {
+            event_id: "e".into(),
+            message_type: "ORU".into(),
+            trigger_event: "R01".into(),
+            kind: "result".into(),
+            message_time: Some(ts.clone()),
+            patient: Some(Patient { identifiers: vec![id.clone()], names: vec![PersonName { family: Some("X".into()), ..Default::default() }], birth_date: Some(ts.clone()), addresses: vec![Address { lines: vec!["1 A St".into()], ..Default::default() }], ..Default::default() }),
+            encounter: Some(Encounter { visit_number: Some(id.clone()), admit_time: Some(ts.clone()), ..Default::default() }),
+            merge: Some(Merge { prior_identifiers: vec![id], ..Default::default() }),
+            orders: vec![Order { segment: "OBR".into(), service: Some(Coded { code: Some("a".into()), ..Default::default() }), ..Default::default() }],
+            observations: vec![Observation { values: vec!["5.5".into()], units: Some(Coded { code: Some("mmol/L".into()), ..Default::default() }), abnormal_flags: vec!["H".into()], observation_time: Some(ts), ..Default::default() }],
+            unmapped_segments: vec![UnmappedSegment { index: 4, name: "ZXY".into(), text: "ZXY|1".into() }],
+            unmapped_fields: vec![UnmappedField { segment_index: 2, segment: "PID".into(), field: 30, text: "Y".into() }],
+            warnings: vec!["w".into()],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn every_record_round_trips_through_its_schema() {
+        let set = SchemaSet::load().expect("schemas load");
+        round_trip(&set, &RawMessage { raw_id: "r".into(), transport: "mllp".into(), listener: "l".into(), peer: "p".into(), received_at: 1, detected_charset: "ascii".into(), payload: b"MSH|\r\x00\xff".to_vec(), msh: Some(MshSummary::default()), warnings: vec![] });
+        round_trip(&set, &sample_event());
+        round_trip(&set, &MatchedEvent { event: sample_event(), enterprise_id: Some("x".into()), match_result: MatchResult { outcome: "new".into(), ..Default::default() }, matched_at: 5 });
+        round_trip(&set, &IdentityLink { key: "k".into(), ..Default::default() });
+        round_trip(&set, &SeenEvent::default());
+        let mut headers = BTreeMap::new();
+        headers.insert("traceparent".to_owned(), "00-x".to_owned());
+        round_trip(&set, &DeadLetter { original_key: Some(vec![1, 2]), original_value: vec![0, 1, 255], original_headers: headers, original_offset: Some(9), ..Default::default() });
+        round_trip(&set, &DeadLetterAudit::default());
+    }
+
+    #[test]
+    fn schemas_are_self_contained_for_standard_clients() {
+        for r in crate::schemas::RecordType::ALL {
+            let json = crate::schemas::schema_json(r).expect("schema json");
+            assert!(apache_avro::Schema::parse_str(&json).is_ok(), "{}", r.name());
+        }
+        let matched = crate::schemas::schema_json(crate::schemas::RecordType::MatchedEvent).expect("json");
+        assert!(matched.contains("\"name\":\"ClinicalEvent\""));
+    }
+}

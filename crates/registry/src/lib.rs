@@ -1,0 +1,1 @@
+//! schema registry: client for the Confluent REST API and the embedded server

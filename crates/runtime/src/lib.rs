@@ -1,0 +1,1 @@
+//! kafka runtime: transactional consume-transform-produce, telemetry, health, shutdown

@@ -1,0 +1,1 @@
+//! dead-letter: quarantine index, inspection, replay and discard API

@@ -1,0 +1,1 @@
+//! identifier-match: patient identity resolution to enterprise ids

@@ -1,0 +1,1 @@
+//! ingest: MLLP listener producing raw HL7 v2 to Kafka

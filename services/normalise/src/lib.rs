@@ -1,0 +1,1 @@
+//! normalise: raw HL7 v2 to canonical clinical events

@@ -1,0 +1,1 @@
+//! route: content-based routing of matched events to destination topics
