@@ -55,3 +55,22 @@ mod tests {
         assert_eq!(id(a).len(), 36);
     }
 }
+
+/// The Kafka key of a record before matching: the sending facility and the first patient
+/// identifier (PID-3) with its assigning authority, so one source patient's messages share a
+/// partition and keep their order. Messages without a patient are keyed by facility and MSH-10.
+pub fn source_patient_key(msg: &sluice_hl7::Message<'_>) -> Vec<u8> {
+    let facility = msg.segment(0).field(4).raw();
+    let mut key = facility.to_vec();
+    key.push(b'|');
+    match msg.find("PID", 0) {
+        Some(pid) if !pid.field(3).is_empty() => {
+            let cx = pid.field(3).repetition(0);
+            key.extend_from_slice(cx.component(1).raw());
+            key.push(b'^');
+            key.extend_from_slice(cx.component(4).raw());
+        }
+        _ => key.extend_from_slice(msg.segment(0).field(10).raw()),
+    }
+    key
+}

@@ -14,6 +14,7 @@ pub mod nhs;
 pub mod records;
 pub mod schemas;
 pub mod topology;
+pub mod time;
 pub mod wire;
 
 pub use records::*;

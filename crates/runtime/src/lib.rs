@@ -1,1 +1,43 @@
-//! kafka runtime: transactional consume-transform-produce, telemetry, health, shutdown
+//! The Sluice runtime: everything a service needs that is not its own logic.
+//!
+//! - [`processor`]: the one trait a processing service implements: a pure function from one
+//!   input record to an [`processor::Outcome`] (emit, skip, reject with a bounded code);
+//! - [`transactional`]: the consume-transform-produce loop around it, with Kafka transactions:
+//!   outputs, dead letters and the consumed offsets commit together or not at all;
+//! - [`config`]: layered configuration (defaults, file, `SLUICE_` environment variables);
+//! - [`kafka`]: client settings shared by every producer and consumer;
+//! - [`telemetry`]: logs, metrics, `/metrics`, `/healthz`, `/readyz`;
+//! - [`shutdown`]: SIGTERM/SIGINT as a future and a flag;
+//! - [`trace`]: W3C `traceparent` carried in Kafka headers.
+//!
+//! Guarantees: an input offset is committed only in the transaction that holds everything
+//! produced from it; infrastructure failures are retried (never dead-lettered); fatal producer
+//! errors end the process with a non-zero code so the supervisor restarts it.
+
+pub mod config;
+pub mod kafka;
+pub mod processor;
+pub mod shutdown;
+pub mod stage;
+pub mod state;
+pub mod telemetry;
+pub mod trace;
+pub mod transactional;
+
+/// Microseconds since the Unix epoch, now. The only clock services read, through
+/// [`processor::Context`], so processors stay pure.
+pub fn now_micros() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+}
+
+/// Registers the value schema of every topic `service` produces (per `topology/topics.yaml`)
+/// and returns the store ready for encoding.
+pub async fn register_produced(store: &sluice_registry::SchemaStore, service: &str) -> Result<(), anyhow::Error> {
+    let topology = sluice_model::topology::Topology::load()?;
+    for t in topology.produced_by(service) {
+        let record = sluice_model::schemas::RecordType::from_name(&t.value_schema)
+            .ok_or_else(|| anyhow::anyhow!("topic {} has unknown value schema {}", t.name, t.value_schema))?;
+        store.register(&t.name, record).await?;
+    }
+    Ok(())
+}

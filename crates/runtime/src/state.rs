@@ -1,0 +1,56 @@
+//! Rebuilding in-memory state from a compacted topic at start-up.
+
+use crate::config::KafkaConfig;
+use crate::kafka;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use std::time::{Duration, Instant};
+
+/// Reads every committed record of `topic` from the beginning and hands each (key, value) to
+/// `apply`, in partition order. It stops when every partition has reached its end and nothing
+/// new arrived for a short quiet period (end offsets alone can read low right after a write on
+/// some brokers). Callers must have fenced their previous producer first (init_transactions),
+/// so no open transaction of theirs holds the read back.
+pub fn read_topic(cfg: &KafkaConfig, topic: &str, mut apply: impl FnMut(Option<&[u8]>, Option<&[u8]>)) -> anyhow::Result<u64> {
+    let mut c = kafka::base(cfg, "sluice-state-loader");
+    c.set("group.id", "sluice-state-loader")
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true");
+    let consumer: BaseConsumer = c.create()?;
+    let meta = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let partitions: Vec<i32> = meta.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
+    if partitions.is_empty() {
+        anyhow::bail!("topic {topic} has no partitions");
+    }
+    let mut tpl = TopicPartitionList::new();
+    for p in &partitions {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let mut at_end: std::collections::HashSet<i32> = std::collections::HashSet::new();
+    let mut last_record = Instant::now();
+    let quiet = Duration::from_millis(500);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut n = 0u64;
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                apply(m.key(), m.payload());
+                n += 1;
+                at_end.remove(&m.partition());
+                last_record = Instant::now();
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p);
+            }
+            Some(Err(e)) => anyhow::bail!("reading {topic} failed: {e}"),
+            None => {}
+        }
+        if at_end.len() == partitions.len() && last_record.elapsed() > quiet {
+            return Ok(n);
+        }
+    }
+    anyhow::bail!("reading {topic} did not reach its end in time")
+}

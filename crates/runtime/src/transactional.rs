@@ -1,0 +1,446 @@
+//! The exactly-once-style consume-transform-produce loop.
+//!
+//! One batch is one Kafka transaction: every output record, every dead letter and the offsets of
+//! every input consumed for them are committed together (`send_offsets_to_transaction` with the
+//! consumer's group metadata), so a crash at any point either commits all of a batch or none of
+//! it, and a consumer reading with `read_committed` never sees half a batch.
+//!
+//! Errors are handled the way librdkafka classifies them:
+//! - retriable (e.g. a commit that timed out): the same call is made again, nothing is re-sent;
+//! - abortable (`txn_requires_abort`): the transaction is aborted, the consumer is rewound to the
+//!   committed offsets, the processor forgets its uncommitted state, and the batch is redone;
+//! - fatal (e.g. fenced by a newer instance with the same transactional id): the loop returns an
+//!   error and the process exits non-zero so its supervisor restarts it.
+//!
+//! Infrastructure failures (broker or registry unavailable) are retried with backoff and make
+//! the service not ready; they never dead-letter data.
+//!
+//! The loop runs on its own OS thread: librdkafka's transactional calls block, and the consumer
+//! is polled synchronously so rebalance callbacks run where we expect them.
+
+use crate::config::RuntimeConfig;
+use crate::processor::{Context, Input, Outcome, Processor};
+use crate::shutdown::Shutdown;
+use crate::telemetry::{Readiness, runtime_metrics};
+use crate::{kafka, now_micros, trace};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use sluice_model::DeadLetter;
+use sluice_registry::SchemaStore;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Header marking a record re-produced by the dead-letter service.
+pub const REPLAY_HEADER: &str = "sluice-replay";
+const OP_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("kafka client could not be created: {0}")]
+    Client(KafkaError),
+    #[error("fatal kafka error in {op}: {source}")]
+    Fatal { op: &'static str, source: KafkaError },
+    #[error("processor could not start: {0}")]
+    Init(anyhow::Error),
+    #[error("schema registration failed: {0}")]
+    Registry(#[from] sluice_registry::RegistryError),
+}
+
+/// What a stage needs to run.
+pub struct Stage<'a> {
+    /// Service name: metric label, consumer group (`sluice-<name>`) and transactional id prefix.
+    pub name: &'static str,
+    pub inputs: Vec<String>,
+    pub dead_letter_topic: String,
+    pub config: &'a RuntimeConfig,
+    pub store: Arc<SchemaStore>,
+    pub shutdown: Shutdown,
+    pub readiness: Readiness,
+    /// Used only to fetch unknown writer schemas from the registry.
+    pub handle: tokio::runtime::Handle,
+}
+
+/// Sets a flag when partitions are revoked, so an open batch holding records of a revoked
+/// partition is aborted instead of committed under a stale assignment.
+struct RebalanceFlag(Arc<AtomicBool>);
+
+impl ClientContext for RebalanceFlag {}
+
+impl ConsumerContext for RebalanceFlag {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(_) = rebalance {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+enum Action {
+    Retry,
+    Abort,
+    Fatal,
+}
+
+fn classify(e: &KafkaError) -> Action {
+    match e {
+        KafkaError::Transaction(t) if t.is_fatal() => Action::Fatal,
+        KafkaError::Transaction(t) if t.txn_requires_abort() => Action::Abort,
+        KafkaError::Transaction(t) if t.is_retriable() => Action::Retry,
+        _ => Action::Abort,
+    }
+}
+
+fn error_kind(e: &KafkaError) -> &'static str {
+    match e {
+        KafkaError::Transaction(t) if t.is_fatal() => "fatal",
+        KafkaError::Transaction(t) if t.txn_requires_abort() => "abortable",
+        KafkaError::Transaction(t) if t.is_retriable() => "retriable",
+        _ => "other",
+    }
+}
+
+struct Batch {
+    started: Instant,
+    records: usize,
+    offsets: HashMap<(String, i32), i64>,
+}
+
+/// Runs the loop until shutdown. Returns an error only for fatal conditions.
+/// `make` builds the processor after this instance's producer has fenced its previous
+/// incarnation, so state it rebuilds from topics sees no half-finished transaction of ours.
+pub fn run<P: Processor>(stage: Stage<'_>, make: impl FnOnce() -> anyhow::Result<P>) -> Result<(), RuntimeError> {
+    let cfg = stage.config;
+    let metrics = runtime_metrics();
+    let svc = stage.name;
+    let instance = format!("{svc}-{}", cfg.instance_id);
+
+    let mut pcfg = kafka::idempotent_producer(&cfg.kafka, &instance);
+    pcfg.set("transactional.id", format!("sluice-{instance}")).set("transaction.timeout.ms", cfg.transaction_timeout_ms.to_string());
+    let producer: BaseProducer = pcfg.create().map_err(RuntimeError::Client)?;
+    let revoked = Arc::new(AtomicBool::new(false));
+    let consumer: BaseConsumer<RebalanceFlag> = kafka::read_committed_consumer(&cfg.kafka, &instance, &format!("sluice-{svc}"))
+        .create_with_context(RebalanceFlag(revoked.clone()))
+        .map_err(RuntimeError::Client)?;
+
+    // init_transactions also fences any previous incarnation of this instance
+    let mut backoff = Backoff::new();
+    loop {
+        match producer.init_transactions(OP_TIMEOUT) {
+            Ok(()) => break,
+            Err(e) if matches!(classify(&e), Action::Fatal) => return Err(RuntimeError::Fatal { op: "init_transactions", source: e }),
+            Err(e) => {
+                metrics.infrastructure_errors.with_label_values(&[svc, "init_transactions"]).inc();
+                tracing::warn!(service = svc, error = %e, "init_transactions failed, retrying");
+                if stage.shutdown.is_triggered() {
+                    return Ok(());
+                }
+                backoff.sleep();
+            }
+        }
+    }
+    let mut processor = make().map_err(RuntimeError::Init)?;
+    let topics: Vec<&str> = stage.inputs.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics).map_err(RuntimeError::Client)?;
+    tracing::info!(service = svc, "consuming");
+
+    let mut batch: Option<Batch> = None;
+    let batch_max = Duration::from_millis(cfg.batch_max_ms);
+    let mut draining_since: Option<Instant> = None;
+    let grace = Duration::from_secs(cfg.drain_grace_secs);
+
+    loop {
+        let shutting_down = stage.shutdown.is_triggered();
+        if shutting_down && draining_since.is_none() {
+            draining_since = Some(Instant::now());
+        }
+        if shutting_down && batch.is_none() {
+            break;
+        }
+        if draining_since.is_some_and(|t| t.elapsed() > grace) {
+            tracing::warn!(service = svc, "drain grace period over, aborting the open transaction");
+            let _ = producer.abort_transaction(OP_TIMEOUT);
+            break;
+        }
+        producer.poll(Duration::ZERO);
+
+        let mut failed: Option<(&'static str, Option<KafkaError>)> = None;
+        if !shutting_down {
+            let polled = consumer.poll(Duration::from_millis(50));
+            if revoked.swap(false, Ordering::SeqCst) && batch.is_some() {
+                failed = Some(("rebalance", None));
+            } else {
+                match polled {
+                    None => {
+                        if batch.is_none() {
+                            stage.readiness.set(true);
+                        }
+                    }
+                    Some(Err(e)) => {
+                        metrics.infrastructure_errors.with_label_values(&[svc, "consume"]).inc();
+                        tracing::debug!(service = svc, error = %e, "consumer error");
+                    }
+                    Some(Ok(msg)) => {
+                        metrics.consumed.with_label_values(&[svc]).inc();
+                        if batch.is_none() {
+                            if let Err(e) = producer.begin_transaction() {
+                                if matches!(classify(&e), Action::Fatal) {
+                                    return Err(RuntimeError::Fatal { op: "begin_transaction", source: e });
+                                }
+                                failed = Some(("begin_transaction", Some(e)));
+                            } else {
+                                batch = Some(Batch { started: Instant::now(), records: 0, offsets: HashMap::new() });
+                            }
+                        }
+                        if failed.is_none() {
+                            if let Some(b) = batch.as_mut() {
+                                if let Err(code) = handle_record(&stage, &producer, &mut processor, &msg, b) {
+                                    failed = Some((code, None));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        let due = batch.as_ref().is_some_and(|b| b.records >= cfg.batch_max_records || b.started.elapsed() >= batch_max || shutting_down);
+        if failed.is_none() && due {
+            if let Some(b) = batch.take() {
+                match commit(&stage, &producer, &consumer, &b) {
+                    Ok(()) => {
+                        processor.committed();
+                        metrics.transactions.with_label_values(&[svc, "committed"]).inc();
+                        metrics.transaction_seconds.with_label_values(&[svc]).observe(b.started.elapsed().as_secs_f64());
+                        stage.readiness.set(true);
+                        backoff.reset();
+                    }
+                    Err(CommitError::Fatal(op, e)) => return Err(RuntimeError::Fatal { op, source: e }),
+                    Err(CommitError::Abort(op, e)) => failed = Some((op, Some(e))),
+                }
+            }
+        }
+
+        if let Some((op, err)) = failed {
+            if let Some(e) = &err {
+                metrics.infrastructure_errors.with_label_values(&[svc, error_kind(e)]).inc();
+                tracing::warn!(service = svc, op, error = %e, "transaction aborted, rewinding");
+            } else {
+                metrics.infrastructure_errors.with_label_values(&[svc, op]).inc();
+                tracing::info!(service = svc, op, "transaction aborted, rewinding");
+            }
+            if batch.is_some() || err.is_some() {
+                if let Err(e) = abort(&producer) {
+                    return Err(RuntimeError::Fatal { op: "abort_transaction", source: e });
+                }
+                metrics.transactions.with_label_values(&[svc, "aborted"]).inc();
+            }
+            batch = None;
+            processor.aborted();
+            rewind(&consumer, svc);
+            if op != "rebalance" {
+                stage.readiness.set(false);
+                backoff.sleep();
+            }
+        }
+    }
+    consumer.unsubscribe();
+    tracing::info!(service = svc, "stopped");
+    Ok(())
+}
+
+/// Processes one record into the open transaction. An `Err` is an infrastructure failure code.
+fn handle_record<P: Processor>(
+    stage: &Stage<'_>,
+    producer: &BaseProducer,
+    processor: &mut P,
+    msg: &rdkafka::message::BorrowedMessage<'_>,
+    batch: &mut Batch,
+) -> Result<(), &'static str> {
+    let metrics = runtime_metrics();
+    let svc = stage.name;
+    let value = msg.payload().unwrap_or(&[]);
+    let mut parent_trace = None;
+    let mut replay = false;
+    let mut headers_map = BTreeMap::new();
+    if let Some(h) = msg.headers() {
+        for header in h.iter() {
+            let v = header.value.map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default();
+            if header.key == trace::HEADER {
+                parent_trace = Some(v.clone());
+            }
+            if header.key == REPLAY_HEADER {
+                replay = true;
+            }
+            headers_map.insert(header.key.to_owned(), v);
+        }
+    }
+    if stage.handle.block_on(stage.store.prefetch(value)).is_err() {
+        return Err("schema_fetch");
+    }
+    let input = Input { topic: msg.topic(), partition: msg.partition(), offset: msg.offset(), key: msg.key(), value, replay };
+    let ctx = Context { now_micros: now_micros() };
+    let started = Instant::now();
+    let outcome = processor.process(&input, &ctx);
+    metrics.process_seconds.with_label_values(&[svc]).observe(started.elapsed().as_secs_f64());
+    let tp = trace::child_of(parent_trace.as_deref());
+    let outputs = match outcome {
+        Outcome::Emit(outputs) => {
+            metrics.outcomes.with_label_values(&[svc, "emit"]).inc();
+            outputs
+        }
+        Outcome::Skip(_) => {
+            metrics.outcomes.with_label_values(&[svc, "skip"]).inc();
+            Vec::new()
+        }
+        Outcome::Retry { code } => {
+            metrics.outcomes.with_label_values(&[svc, "retry"]).inc();
+            return Err(code);
+        }
+        Outcome::Reject { code, detail } => {
+            metrics.outcomes.with_label_values(&[svc, "reject"]).inc();
+            metrics.dead_letters.with_label_values(&[svc, code]).inc();
+            let now = ctx.now_micros;
+            let attempt = headers_map.get("sluice-attempt").and_then(|a| a.parse::<i32>().ok()).unwrap_or(0) + 1;
+            let first_failed_at = headers_map.get("sluice-first-failed-at").and_then(|a| a.parse::<i64>().ok()).unwrap_or(now);
+            let dl = DeadLetter {
+                dead_letter_id: sluice_model::ids::uuid_from(&[svc.as_bytes(), input.topic.as_bytes(), &input.partition.to_be_bytes(), &input.offset.to_be_bytes()]),
+                stage: svc.to_owned(),
+                reason_code: code.to_owned(),
+                detail,
+                original_topic: Some(input.topic.to_owned()),
+                original_partition: Some(input.partition),
+                original_offset: Some(input.offset),
+                original_key: input.key.map(<[u8]>::to_vec),
+                original_value: value.to_vec(),
+                original_headers: headers_map,
+                attempt,
+                first_failed_at,
+                failed_at: now,
+                trace_parent: Some(tp.clone()),
+                peer: None,
+            };
+            let encoded = stage.store.encode(&stage.dead_letter_topic, &dl).map_err(|_| "dead_letter_encode")?;
+            vec![crate::processor::Output { topic: stage.dead_letter_topic.clone(), key: dl.dead_letter_id.into_bytes(), value: encoded }]
+        }
+    };
+    for out in &outputs {
+        let headers = OwnedHeaders::new().insert(Header { key: trace::HEADER, value: Some(tp.as_bytes()) });
+        let mut record = BaseRecord::to(&out.topic).key(&out.key).payload(&out.value).headers(headers);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    producer.poll(Duration::from_millis(10));
+                }
+                Err(_) => return Err("produce"),
+            }
+        }
+    }
+    batch.records += 1;
+    batch.offsets.insert((input.topic.to_owned(), input.partition), input.offset + 1);
+    Ok(())
+}
+
+enum CommitError {
+    Abort(&'static str, KafkaError),
+    Fatal(&'static str, KafkaError),
+}
+
+fn commit<C: ConsumerContext>(stage: &Stage<'_>, producer: &BaseProducer, consumer: &BaseConsumer<C>, batch: &Batch) -> Result<(), CommitError> {
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), offset) in &batch.offsets {
+        if tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset)).is_err() {
+            return Err(CommitError::Abort("offsets", KafkaError::NoMessageReceived));
+        }
+    }
+    let Some(group) = consumer.group_metadata() else {
+        return Err(CommitError::Abort("group_metadata", KafkaError::NoMessageReceived));
+    };
+    retrying(stage, "send_offsets_to_transaction", || producer.send_offsets_to_transaction(&tpl, &group, OP_TIMEOUT))?;
+    // a commit that timed out is retried as a commit: the records are already in the
+    // transaction and must not be sent again
+    retrying(stage, "commit_transaction", || producer.commit_transaction(OP_TIMEOUT))?;
+    runtime_metrics().produced.with_label_values(&[stage.name]).inc_by(batch.records as u64);
+    Ok(())
+}
+
+fn retrying(stage: &Stage<'_>, op: &'static str, mut f: impl FnMut() -> Result<(), KafkaError>) -> Result<(), CommitError> {
+    let mut backoff = Backoff::new();
+    for _ in 0..10 {
+        match f() {
+            Ok(()) => return Ok(()),
+            Err(e) => match classify(&e) {
+                Action::Fatal => return Err(CommitError::Fatal(op, e)),
+                Action::Abort => return Err(CommitError::Abort(op, e)),
+                Action::Retry => {
+                    runtime_metrics().infrastructure_errors.with_label_values(&[stage.name, "retriable"]).inc();
+                    tracing::warn!(service = stage.name, op, error = %e, "retrying");
+                    stage.readiness.set(false);
+                    backoff.sleep();
+                }
+            },
+        }
+    }
+    Err(CommitError::Abort(op, KafkaError::Canceled))
+}
+
+fn abort(producer: &BaseProducer) -> Result<(), KafkaError> {
+    let mut backoff = Backoff::new();
+    loop {
+        match producer.abort_transaction(OP_TIMEOUT) {
+            Ok(()) => return Ok(()),
+            Err(e) if matches!(classify(&e), Action::Fatal) => return Err(e),
+            // no transaction open (e.g. begin failed): nothing to abort
+            Err(KafkaError::Transaction(t)) if t.code() == rdkafka::types::RDKafkaErrorCode::State => return Ok(()),
+            Err(_) => backoff.sleep(),
+        }
+    }
+}
+
+/// Moves every assigned partition back to its committed offset (or the beginning when the group
+/// has none), dropping records fetched beyond it.
+fn rewind<C: ConsumerContext>(consumer: &BaseConsumer<C>, svc: &'static str) {
+    let committed = match consumer.committed(OP_TIMEOUT) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(service = svc, error = %e, "could not read committed offsets");
+            return;
+        }
+    };
+    let mut tpl = TopicPartitionList::new();
+    for el in committed.elements() {
+        let offset = match el.offset() {
+            Offset::Offset(o) => Offset::Offset(o),
+            _ => Offset::Beginning,
+        };
+        let _ = tpl.add_partition_offset(el.topic(), el.partition(), offset);
+    }
+    if tpl.count() > 0 {
+        if let Err(e) = consumer.seek_partitions(tpl, OP_TIMEOUT) {
+            tracing::warn!(service = svc, error = %e, "rewind failed");
+        }
+    }
+}
+
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff { next: Duration::from_millis(100) }
+    }
+    fn reset(&mut self) {
+        self.next = Duration::from_millis(100);
+    }
+    fn sleep(&mut self) {
+        std::thread::sleep(self.next);
+        self.next = (self.next * 2).min(MAX_BACKOFF);
+    }
+}

@@ -1,0 +1,381 @@
+//! HL7 v2 message to canonical [`ClinicalEvent`]. Pure: bytes in, event out.
+//!
+//! Every segment the model maps has a table of the fields (and components) it maps. Any other
+//! non-empty field of a mapped segment travels in `unmapped_fields`, and every segment the model
+//! does not map at all (Z-segments, NK1, AL1, DG1, SPM ...) travels whole in
+//! `unmapped_segments`: nothing in the message is silently discarded.
+
+use sluice_hl7::{Message, Repetition, Segment};
+use sluice_model::time::parse_hl7;
+use sluice_model::{
+    Address, ClinicalEvent, Coded, Encounter, EventSource, Identifier, Merge, Observation, Order, Patient, PersonName, RawMessage, UnmappedField, UnmappedSegment, nhs,
+};
+
+pub const NHS_NUMBER_SYSTEM: &str = "https://fhir.nhs.uk/Id/nhs-number";
+
+/// Where the raw record came from.
+#[derive(Debug, Clone, Default)]
+pub struct RawPosition {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub replay: bool,
+}
+
+/// (field, components mapped; empty = the whole field is mapped)
+type FieldMap = &'static [(usize, &'static [usize])];
+
+const MSH_MAP: FieldMap = &[(1, &[]), (2, &[]), (3, &[]), (4, &[]), (5, &[]), (6, &[]), (7, &[]), (9, &[]), (10, &[]), (11, &[]), (12, &[]), (18, &[])];
+const EVN_MAP: FieldMap = &[(1, &[]), (2, &[])];
+const CX: &[usize] = &[1, 4, 5, 6];
+const PID_MAP: FieldMap = &[(1, &[]), (2, CX), (3, CX), (4, CX), (5, &[1, 2, 3, 4, 5, 7]), (7, &[]), (8, &[]), (11, &[1, 2, 3, 4, 5, 6, 7]), (29, &[]), (30, &[])];
+const PV1_MAP: FieldMap = &[(1, &[]), (2, &[]), (3, &[]), (4, &[]), (6, &[]), (10, &[]), (19, CX), (44, &[]), (45, &[])];
+const MRG_MAP: FieldMap = &[(1, CX), (3, &[]), (5, &[])];
+const ORC_MAP: FieldMap = &[(1, &[]), (2, &[]), (3, &[])];
+const CE: &[usize] = &[1, 2, 3, 4, 5, 6];
+const OBR_MAP: FieldMap = &[(1, &[]), (2, &[]), (3, &[]), (4, CE), (7, &[]), (25, &[])];
+const OBX_MAP: FieldMap = &[(1, &[]), (2, &[]), (3, CE), (4, &[]), (5, &[]), (6, CE), (7, &[]), (8, &[]), (11, &[]), (14, &[])];
+const NTE_MAP: FieldMap = &[(1, &[]), (3, &[])];
+
+fn field_map(name: &[u8]) -> Option<FieldMap> {
+    Some(match name {
+        b"MSH" => MSH_MAP,
+        b"EVN" => EVN_MAP,
+        b"PID" => PID_MAP,
+        b"PV1" => PV1_MAP,
+        b"MRG" => MRG_MAP,
+        b"ORC" => ORC_MAP,
+        b"OBR" => OBR_MAP,
+        b"OBX" => OBX_MAP,
+        b"NTE" => NTE_MAP,
+        _ => return None,
+    })
+}
+
+pub fn kind_of(message_type: &str) -> &'static str {
+    match message_type {
+        "ADT" => "adt",
+        "ORU" | "OUL" => "result",
+        "ORM" | "OML" | "OMG" | "OMP" | "ORR" => "order",
+        "SIU" => "schedule",
+        "MDM" => "document",
+        "VXU" => "immunisation",
+        "RDE" | "RDS" | "RAS" => "pharmacy",
+        _ => "generic",
+    }
+}
+
+struct Mapper<'m, 'a> {
+    msg: &'m Message<'a>,
+}
+
+impl<'a> Mapper<'_, 'a> {
+    fn text(&self, raw: &[u8]) -> Option<String> {
+        if raw.is_empty() {
+            return None;
+        }
+        Some(self.msg.text(raw))
+    }
+
+    /// Raw ER7 of a segment or field decoded to UTF-8 with escapes kept (for travelling content).
+    fn er7(&self, raw: &[u8]) -> String {
+        sluice_hl7::decode_bytes(raw, self.msg.charset()).into_owned()
+    }
+
+    fn identifier(&self, cx: &Repetition<'a>) -> Option<Identifier> {
+        let value = self.text(cx.component(1).raw())?;
+        let authority = self.text(cx.component(4).subcomponent(1)).or_else(|| self.text(cx.component(4).raw()));
+        let type_code = self.text(cx.component(5).raw());
+        let facility = self.text(cx.component(6).subcomponent(1));
+        let is_nhs = matches!(type_code.as_deref(), Some("NH" | "NHS" | "NHSNBR"))
+            || authority.as_deref().is_some_and(|a| a.eq_ignore_ascii_case("NHS") || a.eq_ignore_ascii_case("NHSNBR") || a == "2.16.840.1.113883.2.1.4.1");
+        Some(Identifier {
+            nhs_number_valid: is_nhs.then(|| nhs::is_valid(&value)),
+            system: is_nhs.then(|| NHS_NUMBER_SYSTEM.to_owned()),
+            value: if is_nhs { nhs::normalise(&value) } else { value },
+            type_code,
+            assigning_authority: authority,
+            assigning_facility: facility,
+        })
+    }
+
+    fn identifiers(&self, seg: &Segment<'a>, field: usize) -> Vec<Identifier> {
+        seg.field(field).repetitions().filter_map(|r| self.identifier(&r)).collect()
+    }
+
+    fn coded(&self, r: &Repetition<'a>) -> Option<Coded> {
+        if r.is_empty() {
+            return None;
+        }
+        let c = |n| self.text(r.component(n).raw());
+        Some(Coded { code: c(1), text: c(2), system: c(3), alt_code: c(4), alt_text: c(5), alt_system: c(6) })
+    }
+
+    fn ts(&self, seg: &Segment<'a>, field: usize) -> Option<sluice_model::Timestamp> {
+        parse_hl7(&self.text(seg.field(field).repetition(0).component(1).raw())?)
+    }
+
+    fn field_text(&self, seg: &Segment<'a>, field: usize) -> Option<String> {
+        self.text(seg.field(field).raw())
+    }
+
+    fn patient(&self, pid: &Segment<'a>) -> Patient {
+        let mut identifiers = self.identifiers(pid, 3);
+        identifiers.extend(self.identifiers(pid, 2));
+        identifiers.extend(self.identifiers(pid, 4));
+        let names = pid
+            .field(5)
+            .repetitions()
+            .filter(|r| !r.is_empty())
+            .map(|r| {
+                let c = |n| self.text(r.component(n).raw());
+                PersonName {
+                    family: self.text(r.component(1).subcomponent(1)),
+                    given: c(2),
+                    middle: c(3),
+                    suffix: c(4),
+                    prefix: c(5),
+                    type_code: c(7),
+                }
+            })
+            .collect();
+        let addresses = pid
+            .field(11)
+            .repetitions()
+            .filter(|r| !r.is_empty())
+            .map(|r| {
+                let c = |n| self.text(r.component(n).raw());
+                Address {
+                    lines: [self.text(r.component(1).subcomponent(1)), c(2)].into_iter().flatten().collect(),
+                    city: c(3),
+                    district: c(4),
+                    postcode: c(5),
+                    country: c(6),
+                    type_code: c(7),
+                }
+            })
+            .collect();
+        Patient {
+            identifiers,
+            names,
+            birth_date: self.ts(pid, 7),
+            sex: self.field_text(pid, 8),
+            addresses,
+            death_time: self.ts(pid, 29),
+            deceased: self.field_text(pid, 30),
+        }
+    }
+
+    fn encounter(&self, pv1: &Segment<'a>) -> Encounter {
+        Encounter {
+            patient_class: self.field_text(pv1, 2),
+            location: self.text(pv1.field(3).raw()).map(|_| self.er7(pv1.field(3).raw())),
+            prior_location: self.text(pv1.field(6).raw()).map(|_| self.er7(pv1.field(6).raw())),
+            admission_type: self.field_text(pv1, 4),
+            hospital_service: self.field_text(pv1, 10),
+            visit_number: self.identifier(&pv1.field(19).repetition(0)),
+            admit_time: self.ts(pv1, 44),
+            discharge_time: self.ts(pv1, 45),
+        }
+    }
+
+    /// Non-empty content of a mapped segment that its table does not cover.
+    fn unmapped_fields(&self, index: usize, seg: &Segment<'a>, map: FieldMap, out: &mut Vec<UnmappedField>) {
+        for f in 1..=seg.field_count() {
+            let field = seg.field(f);
+            if field.is_empty() {
+                continue;
+            }
+            let covered = match map.iter().find(|(n, _)| *n == f) {
+                None => false,
+                Some((_, comps)) if comps.is_empty() => true,
+                Some((_, comps)) => field.repetitions().all(|r| r.components().enumerate().all(|(i, c)| c.raw().is_empty() || comps.contains(&(i + 1)))),
+            };
+            if !covered {
+                out.push(UnmappedField { segment_index: index as i32 + 1, segment: seg.name_str().to_owned(), field: f as i32, text: self.er7(field.raw()) });
+            }
+        }
+    }
+}
+
+/// Maps a parsed message. The event id and source position are filled in by the caller.
+pub fn map_message(msg: &Message<'_>, raw: &RawMessage, pos: &RawPosition) -> ClinicalEvent {
+    let m = Mapper { msg };
+    let msh = msg.segment(0);
+    let t = |n| m.text(msh.field(n).raw()).unwrap_or_default();
+    let typ = msh.field(9).repetition(0);
+    let message_type = m.text(typ.component(1).raw()).unwrap_or_default();
+    let mut ev = ClinicalEvent {
+        event_id: sluice_model::ids::hl7_event_id(msg),
+        kind: kind_of(&message_type).to_owned(),
+        message_type,
+        trigger_event: m.text(typ.component(2).raw()).unwrap_or_default(),
+        message_structure: m.text(typ.component(3).raw()).unwrap_or_default(),
+        source: EventSource {
+            sending_application: t(3),
+            sending_facility: t(4),
+            receiving_application: t(5),
+            receiving_facility: t(6),
+            control_id: t(10),
+            version: t(12),
+            processing_id: t(11),
+            raw_id: raw.raw_id.clone(),
+            raw_topic: pos.topic.clone(),
+            raw_partition: pos.partition,
+            raw_offset: pos.offset,
+            transport: raw.transport.clone(),
+            charset: msg.charset().as_str().to_owned(),
+            replay: pos.replay,
+        },
+        message_time: m.ts(&msh, 7),
+        warnings: msg.problems().iter().map(|p| p.code.as_str().to_owned()).collect(),
+        ..Default::default()
+    };
+    let mut in_observation = false;
+    for (i, seg) in msg.segments().enumerate() {
+        let name = seg.name();
+        match name {
+            b"MSH" => {}
+            b"EVN" => ev.event_time = m.ts(&seg, 2),
+            b"PID" if ev.patient.is_none() => ev.patient = Some(m.patient(&seg)),
+            b"PV1" if ev.encounter.is_none() => ev.encounter = Some(m.encounter(&seg)),
+            b"MRG" if ev.merge.is_none() => {
+                ev.merge = Some(Merge { prior_identifiers: m.identifiers(&seg, 1), prior_account: m.field_text(&seg, 3), prior_visit: m.field_text(&seg, 5) });
+            }
+            b"ORC" => {
+                in_observation = false;
+                ev.orders.push(Order {
+                    segment: "ORC".into(),
+                    order_control: m.field_text(&seg, 1),
+                    placer_order_number: m.field_text(&seg, 2),
+                    filler_order_number: m.field_text(&seg, 3),
+                    ..Default::default()
+                });
+            }
+            b"OBR" => {
+                in_observation = false;
+                ev.orders.push(Order {
+                    segment: "OBR".into(),
+                    set_id: m.field_text(&seg, 1),
+                    placer_order_number: m.field_text(&seg, 2),
+                    filler_order_number: m.field_text(&seg, 3),
+                    service: m.coded(&seg.field(4).repetition(0)),
+                    observation_time: m.ts(&seg, 7),
+                    result_status: m.field_text(&seg, 25),
+                    order_control: None,
+                });
+            }
+            b"OBX" => {
+                in_observation = true;
+                let order_index = ev.orders.iter().rposition(|o| o.segment == "OBR").map(|i| i as i32);
+                let value_type = m.field_text(&seg, 2);
+                ev.observations.push(Observation {
+                    set_id: m.field_text(&seg, 1),
+                    order_index,
+                    code: m.coded(&seg.field(3).repetition(0)),
+                    sub_id: m.field_text(&seg, 4),
+                    // ED (encapsulated data, e.g. base64 documents) is kept as sent, components included
+                    values: seg
+                        .field(5)
+                        .repetitions()
+                        .map(|r| if value_type.as_deref() == Some("ED") { m.er7(r.raw()) } else { msg.text(r.raw()) })
+                        .collect(),
+                    value_type,
+                    units: m.coded(&seg.field(6).repetition(0)),
+                    reference_range: m.field_text(&seg, 7),
+                    abnormal_flags: seg.field(8).repetitions().filter_map(|r| m.text(r.raw())).collect(),
+                    result_status: m.field_text(&seg, 11),
+                    observation_time: m.ts(&seg, 14),
+                    notes: Vec::new(),
+                });
+            }
+            b"NTE" => {
+                let note = seg.field(3).repetitions().map(|r| msg.text(r.raw())).collect::<Vec<_>>().join("\n");
+                match ev.observations.last_mut() {
+                    Some(o) if in_observation => o.notes.push(note),
+                    _ => ev.notes.push(note),
+                }
+            }
+            _ => {
+                ev.unmapped_segments.push(UnmappedSegment { index: i as i32 + 1, name: seg.name_str().to_owned(), text: m.er7(seg.raw()) });
+                continue;
+            }
+        }
+        // a repeated PID/PV1/MRG is not mapped again: it travels whole
+        let mapped_now = match name {
+            b"PID" => ev.patient.is_some() && msg.segments().take(i).all(|s| s.name() != b"PID"),
+            b"PV1" => msg.segments().take(i).all(|s| s.name() != b"PV1"),
+            b"MRG" => msg.segments().take(i).all(|s| s.name() != b"MRG"),
+            _ => true,
+        };
+        if !mapped_now {
+            ev.unmapped_segments.push(UnmappedSegment { index: i as i32 + 1, name: seg.name_str().to_owned(), text: m.er7(seg.raw()) });
+        } else if let Some(map) = field_map(name) {
+            m.unmapped_fields(i, &seg, map, &mut ev.unmapped_fields);
+        }
+    }
+    ev
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw() -> RawMessage {
+        RawMessage {
+            raw_id: "r".into(),
+            transport: "mllp".into(),
+            listener: "l".into(),
+            peer: "p".into(),
+            received_at: 0,
+            detected_charset: "ascii".into(),
+            payload: vec![],
+            msh: None,
+            warnings: vec![],
+        }
+    }
+
+    #[test]
+    fn oru_maps_results_with_units_ranges_flags_status_and_offsets() {
+        let m = Message::parse(
+            b"MSH|^~\\&|LAB|RTH|EPR|RTH|20240630123000+0100||ORU^R01^ORU_R01|C1|P|2.5\rPID|1||123^^^RTH^MR~9434765919^^^NHS^NH||SMITH^ANN^^^MRS||19800101|F|||1 HIGH ST^^LEEDS^^LS1 1AA^GBR\rOBR|1|PL1|FL1|GLU^Glucose^L|||20240630120000+0100|||||||||||||||||F\rOBX|1|NM|GLU^Glucose^L||5.5|mmol/L^mmol/L^UCUM|3.5-5.0|H|||C|||20240630120000+0100\rNTE|1||repeat\\.br\\advised\rZLB|local|stuff\r",
+        );
+        let ev = map_message(&m, &raw(), &RawPosition::default());
+        assert_eq!(ev.kind, "result");
+        let p = ev.patient.as_ref().expect("patient");
+        assert_eq!(p.identifiers.len(), 2);
+        assert_eq!(p.identifiers[1].system.as_deref(), Some(NHS_NUMBER_SYSTEM));
+        assert_eq!(p.identifiers[1].nhs_number_valid, Some(true));
+        assert_eq!(p.addresses[0].postcode.as_deref(), Some("LS1 1AA"));
+        let o = &ev.observations[0];
+        assert_eq!(o.values, vec!["5.5"]);
+        assert_eq!(o.units.as_ref().and_then(|u| u.code.as_deref()), Some("mmol/L"));
+        assert_eq!(o.reference_range.as_deref(), Some("3.5-5.0"));
+        assert_eq!(o.abnormal_flags, vec!["H"]);
+        assert_eq!(o.result_status.as_deref(), Some("C"), "corrections keep their status");
+        assert_eq!(o.observation_time.as_ref().and_then(|t| t.offset_minutes), Some(60));
+        assert_eq!(o.notes, vec!["repeat\nadvised"]);
+        assert_eq!(o.order_index, Some(0));
+        assert_eq!(ev.orders[0].result_status.as_deref(), Some("F"));
+        assert_eq!(ev.unmapped_segments.len(), 1);
+        assert_eq!(ev.unmapped_segments[0].name, "ZLB");
+        assert!(ev.unmapped_fields.is_empty(), "{:?}", ev.unmapped_fields);
+    }
+
+    #[test]
+    fn unmapped_fields_and_components_travel() {
+        let m = Message::parse(b"MSH|^~\\&|A|B|C|D|2024||ADT^A01|1|P|2.5||||||GBR\rPID|1||1^^^X^MR^^^^^extra||N||||||||||||||||||||||||||Y\r");
+        let ev = map_message(&m, &raw(), &RawPosition::default());
+        let got: Vec<(String, i32)> = ev.unmapped_fields.iter().map(|f| (f.segment.clone(), f.field)).collect();
+        assert!(got.contains(&("MSH".into(), 17)), "{got:?}");
+        assert!(got.contains(&("PID".into(), 3)), "CX.10 is not mapped so PID-3 travels: {got:?}");
+    }
+
+    #[test]
+    fn merge_is_mapped_and_invalid_nhs_flagged() {
+        let m = Message::parse(b"MSH|^~\\&|A|B|C|D|2024||ADT^A40|1|P|2.5\rPID|1||2^^^X^MR~9434765918^^^NHS^NH\rMRG|1^^^X^MR\r");
+        let ev = map_message(&m, &raw(), &RawPosition::default());
+        assert_eq!(ev.merge.as_ref().map(|mg| mg.prior_identifiers.len()), Some(1));
+        assert_eq!(ev.patient.as_ref().map(|p| p.identifiers[1].nhs_number_valid), Some(Some(false)));
+    }
+}
