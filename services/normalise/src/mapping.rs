@@ -338,7 +338,7 @@ mod tests {
     #[test]
     fn oru_maps_results_with_units_ranges_flags_status_and_offsets() {
         let m = Message::parse(
-            b"MSH|^~\\&|LAB|RTH|EPR|RTH|20240630123000+0100||ORU^R01^ORU_R01|C1|P|2.5\rPID|1||123^^^RTH^MR~9434765919^^^NHS^NH||SMITH^ANN^^^MRS||19800101|F|||1 HIGH ST^^LEEDS^^LS1 1AA^GBR\rOBR|1|PL1|FL1|GLU^Glucose^L|||20240630120000+0100|||||||||||||||||F\rOBX|1|NM|GLU^Glucose^L||5.5|mmol/L^mmol/L^UCUM|3.5-5.0|H|||C|||20240630120000+0100\rNTE|1||repeat\\.br\\advised\rZLB|local|stuff\r",
+            b"MSH|^~\\&|LAB|RTH|EPR|RTH|20240630123000+0100||ORU^R01^ORU_R01|C1|P|2.5\rPID|1||123^^^RTH^MR~9434765919^^^NHS^NH||SMITH^ANN^^^MRS||19800101|F|||1 HIGH ST^^LEEDS^^LS1 1AA^GBR\rOBR|1|PL1|FL1|GLU^Glucose^L|||20240630120000+0100||||||||||||||||||F\rOBX|1|NM|GLU^Glucose^L||5.5|mmol/L^mmol/L^UCUM|3.5-5.0|H|||C|||20240630120000+0100\rNTE|1||repeat\\.br\\advised\rZLB|local|stuff\r",
         );
         let ev = map_message(&m, &raw(), &RawPosition::default());
         assert_eq!(ev.kind, "result");
@@ -364,7 +364,7 @@ mod tests {
 
     #[test]
     fn unmapped_fields_and_components_travel() {
-        let m = Message::parse(b"MSH|^~\\&|A|B|C|D|2024||ADT^A01|1|P|2.5||||||GBR\rPID|1||1^^^X^MR^^^^^extra||N||||||||||||||||||||||||||Y\r");
+        let m = Message::parse(b"MSH|^~\\&|A|B|C|D|2024||ADT^A01|1|P|2.5|||||GBR\rPID|1||1^^^X^MR^^^^^extra||N\r");
         let ev = map_message(&m, &raw(), &RawPosition::default());
         let got: Vec<(String, i32)> = ev.unmapped_fields.iter().map(|f| (f.segment.clone(), f.field)).collect();
         assert!(got.contains(&("MSH".into(), 17)), "{got:?}");

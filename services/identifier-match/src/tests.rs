@@ -1,0 +1,94 @@
+use super::*;
+use sluice_model::{EventSource, Merge, Patient};
+
+fn nhs(v: &str) -> Identifier {
+    Identifier { value: v.into(), system: Some("https://fhir.nhs.uk/Id/nhs-number".into()), nhs_number_valid: Some(sluice_model::nhs::is_valid(v)), type_code: Some("NH".into()), ..Default::default() }
+}
+
+fn mrn(v: &str, auth: &str) -> Identifier {
+    Identifier { value: v.into(), type_code: Some("MR".into()), assigning_authority: Some(auth.into()), ..Default::default() }
+}
+
+fn event(ids: Vec<Identifier>) -> ClinicalEvent {
+    ClinicalEvent { patient: Some(Patient { identifiers: ids, ..Default::default() }), source: EventSource { sending_facility: "RTH".into(), ..Default::default() }, ..Default::default() }
+}
+
+fn apply(index: &mut Index, d: &Decision) -> Option<String> {
+    match d {
+        Decision::Link { epi, links, .. } => {
+            for (k, e, _) in links {
+                index.load(k.clone(), e.clone());
+            }
+            Some(epi.clone())
+        }
+        _ => None,
+    }
+}
+
+#[test]
+fn same_patient_by_mrn_then_nhs_number() {
+    let mut ix = Index::default();
+    let (d, _) = decide(&ix, &event(vec![mrn("1", "RTH"), nhs("9434765919")]));
+    let a = apply(&mut ix, &d).expect("new patient");
+    let (d, _) = decide(&ix, &event(vec![nhs("9434765919")]));
+    assert_eq!(apply(&mut ix, &d), Some(a.clone()));
+    let (d, _) = decide(&ix, &event(vec![mrn("1", "RTH")]));
+    assert_eq!(apply(&mut ix, &d), Some(a));
+}
+
+#[test]
+fn invalid_nhs_number_is_never_a_key() {
+    let mut ix = Index::default();
+    let (d, ignored) = decide(&ix, &event(vec![nhs("9434765918")]));
+    assert!(matches!(d, Decision::Review("no_usable_identifier")));
+    assert_eq!(ignored, vec!["nhs_number_invalid"]);
+    // with an MRN it links by the MRN only
+    let (d, _) = decide(&ix, &event(vec![mrn("5", "RTH"), nhs("9434765918")]));
+    assert!(matches!(&d, Decision::Link { links, .. } if links.len() == 1 && links[0].0 == "mrn|RTH|5"));
+    apply(&mut ix, &d);
+}
+
+#[test]
+fn mrn_with_a_different_nhs_number_goes_to_review() {
+    let mut ix = Index::default();
+    let (d, _) = decide(&ix, &event(vec![mrn("1", "RTH"), nhs("9434765919")]));
+    apply(&mut ix, &d);
+    let (d, _) = decide(&ix, &event(vec![mrn("1", "RTH"), nhs("9999999999")]));
+    assert!(matches!(d, Decision::Review("nhs_number_conflict")));
+}
+
+#[test]
+fn keys_of_two_patients_go_to_review() {
+    let mut ix = Index::default();
+    let (d, _) = decide(&ix, &event(vec![mrn("1", "RTH")]));
+    apply(&mut ix, &d);
+    let (d, _) = decide(&ix, &event(vec![mrn("2", "RTH")]));
+    apply(&mut ix, &d);
+    let (d, _) = decide(&ix, &event(vec![mrn("1", "RTH"), mrn("2", "RTH")]));
+    assert!(matches!(d, Decision::Review("identifiers_point_to_different_patients")));
+}
+
+#[test]
+fn merge_repoints_the_prior_record() {
+    let mut ix = Index::default();
+    let (d, _) = decide(&ix, &event(vec![mrn("1", "RTH")]));
+    let a = apply(&mut ix, &d).expect("a");
+    let (d, _) = decide(&ix, &event(vec![mrn("2", "RTH")]));
+    let b = apply(&mut ix, &d).expect("b");
+    assert_ne!(a, b);
+    let mut merge = event(vec![mrn("2", "RTH")]);
+    merge.merge = Some(Merge { prior_identifiers: vec![mrn("1", "RTH")], ..Default::default() });
+    let (d, _) = decide(&ix, &merge);
+    assert!(matches!(&d, Decision::Link { outcome: "merged", .. }));
+    apply(&mut ix, &d);
+    assert_eq!(ix.resolve(&a), b);
+    let (d, _) = decide(&ix, &event(vec![mrn("1", "RTH")]));
+    assert_eq!(apply(&mut ix, &d), Some(b));
+}
+
+#[test]
+fn no_patient_is_not_applicable() {
+    let ix = Index::default();
+    let (d, _) = decide(&ix, &ClinicalEvent::default());
+    assert!(matches!(d, Decision::NotApplicable));
+}
