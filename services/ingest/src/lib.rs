@@ -1,1 +1,235 @@
-//! ingest: MLLP listener producing raw HL7 v2 to Kafka
+//! ingest: an MLLP listener that writes every received HL7 v2 message to Kafka.
+//!
+//! Guarantees:
+//! - a sender gets `AA` only after the broker has acknowledged the raw message (idempotent
+//!   producer, `acks=all`): an ACK means the message is durably in `hl7v2.raw.v1`;
+//! - a message that cannot be accepted (unparseable MSH, missing MSH-9/MSH-10, oversized frame)
+//!   gets `AR` with an ERR segment and its bytes are kept in `deadletter.ingest.v1`; if even
+//!   that write fails the sender gets `AR` with error 207 and should resend;
+//! - if Kafka is unavailable the sender gets `AR` (207, application internal error) and
+//!   nothing is acknowledged; the connection stays open;
+//! - the raw bytes are kept exactly as received (MLLP framing removed); segment separators may
+//!   be CR, LF or CRLF.
+
+pub mod ack;
+pub mod mllp;
+
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde::{Deserialize, Serialize};
+use sluice_hl7::Message;
+use sluice_model::topology::names;
+use sluice_model::{DeadLetter, MshSummary, RawMessage};
+use sluice_registry::SchemaStore;
+use sluice_runtime::config::RuntimeConfig;
+use sluice_runtime::shutdown::Shutdown;
+use sluice_runtime::telemetry::{self, Health, Readiness};
+use sluice_runtime::{kafka, now_micros, trace};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+
+pub const SERVICE: &str = "ingest";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub runtime: RuntimeConfig,
+    pub listen_addr: String,
+    /// Name of this listener in the raw record and metrics (keep it to a small set).
+    pub listener_name: String,
+    pub max_frame_bytes: usize,
+    /// A connection with no traffic for this long is closed.
+    pub idle_timeout_secs: u64,
+    pub max_connections: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            runtime: RuntimeConfig::default(),
+            listen_addr: "127.0.0.1:2575".into(),
+            listener_name: "mllp".into(),
+            max_frame_bytes: 16 * 1024 * 1024,
+            idle_timeout_secs: 300,
+            max_connections: 1024,
+        }
+    }
+}
+
+pub struct Metrics {
+    pub messages: prometheus::IntCounterVec,
+    pub ack_seconds: prometheus::HistogramVec,
+    pub connections: prometheus::IntGaugeVec,
+    pub bytes: prometheus::IntCounterVec,
+}
+
+pub fn metrics() -> &'static Metrics {
+    static M: OnceLock<Metrics> = OnceLock::new();
+    M.get_or_init(|| Metrics {
+        messages: telemetry::counter("sluice_ingest_messages_total", "messages received, by listener and result (accepted, rejected, failed)", &["listener", "result"]),
+        ack_seconds: telemetry::histogram(
+            "sluice_ingest_ack_duration_seconds",
+            "time from a complete frame to its ACK being written",
+            &["listener"],
+            vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0],
+        ),
+        connections: telemetry::gauge("sluice_ingest_connections", "open MLLP connections", &["listener"]),
+        bytes: telemetry::counter("sluice_ingest_received_bytes_total", "payload bytes received", &["listener"]),
+    })
+}
+
+/// What the listener needs to answer one message.
+pub struct Ingest {
+    cfg: Config,
+    producer: FutureProducer,
+    store: Arc<SchemaStore>,
+    readiness: Readiness,
+}
+
+/// The result of handling one frame: the ACK to send.
+pub struct Handled {
+    pub ack: Vec<u8>,
+    pub result: &'static str,
+}
+
+impl Ingest {
+    pub async fn new(cfg: Config, health: &Health, shutdown: &Shutdown) -> anyhow::Result<Arc<Ingest>> {
+        cfg.runtime.validate()?;
+        let store = sluice_runtime::stage::schema_store(&cfg.runtime)?;
+        sluice_runtime::stage::register_with_retry(&store, SERVICE, shutdown).await?;
+        let producer: FutureProducer = kafka::idempotent_producer(&cfg.runtime.kafka, &format!("ingest-{}", cfg.runtime.instance_id)).create()?;
+        let readiness = health.service(SERVICE);
+        Ok(Arc::new(Ingest { cfg, producer, store, readiness }))
+    }
+
+    async fn produce(&self, topic: &str, key: &[u8], value: &[u8], tp: &str) -> bool {
+        let headers = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header { key: trace::HEADER, value: Some(tp.as_bytes()) });
+        let rec = FutureRecord::to(topic).key(key).payload(value).headers(headers);
+        let ok = self.producer.send(rec, Duration::from_secs(30)).await.is_ok();
+        self.readiness.set(ok);
+        ok
+    }
+
+    /// Handles one complete frame (or an oversized one, truncated to the limit).
+    pub async fn handle(&self, payload: &[u8], oversized: bool, peer: &str) -> Handled {
+        let listener = self.cfg.listener_name.as_str();
+        metrics().bytes.with_label_values(&[listener]).inc_by(payload.len() as u64);
+        let msg = Message::parse(payload);
+        let now = now_micros();
+        let tp = trace::new_root();
+        let problem = if oversized { Some(("frame_too_large", "message larger than the configured maximum", "100")) } else { msg.fatal_problem().map(|p| (p.code.as_str(), p.code.as_str(), p.code.hl7_error_code())) };
+        if let Some((code, text, hl7_code)) = problem {
+            let dl = DeadLetter {
+                dead_letter_id: sluice_model::ids::uuid_from(&[b"ingest", payload, &now.to_be_bytes()]),
+                stage: SERVICE.into(),
+                reason_code: code.into(),
+                detail: if oversized { format!("frame exceeded {} bytes; first bytes kept", self.cfg.max_frame_bytes) } else { text.to_owned() },
+                original_value: payload.to_vec(),
+                attempt: 1,
+                first_failed_at: now,
+                failed_at: now,
+                trace_parent: Some(tp.clone()),
+                peer: Some(peer.to_owned()),
+                ..Default::default()
+            };
+            let kept = match self.store.encode(names::DL_INGEST, &dl) {
+                Ok(v) => self.produce(names::DL_INGEST, dl.dead_letter_id.as_bytes(), &v, &tp).await,
+                Err(_) => false,
+            };
+            return if kept {
+                metrics().messages.with_label_values(&[listener, "rejected"]).inc();
+                Handled { ack: ack::build(&msg, "AR", Some((hl7_code, text))), result: "rejected" }
+            } else {
+                metrics().messages.with_label_values(&[listener, "failed"]).inc();
+                Handled { ack: ack::build(&msg, "AR", Some(("207", "application internal error, resend"))), result: "failed" }
+            };
+        }
+        let msh = msg.segment(0);
+        let t = |n: usize| String::from_utf8_lossy(msh.field(n).raw()).into_owned();
+        let typ = msh.field(9).repetition(0);
+        let c = |n: usize| String::from_utf8_lossy(typ.component(n).raw()).into_owned();
+        let raw = RawMessage {
+            raw_id: sluice_model::ids::sha256_hex(payload),
+            transport: "mllp".into(),
+            listener: listener.to_owned(),
+            peer: peer.to_owned(),
+            received_at: now,
+            detected_charset: sluice_hl7::detect_charset(payload, msg.charset()).into(),
+            payload: payload.to_vec(),
+            msh: Some(MshSummary {
+                sending_application: t(3),
+                sending_facility: t(4),
+                receiving_application: t(5),
+                receiving_facility: t(6),
+                message_datetime: t(7),
+                message_type: c(1),
+                trigger_event: c(2),
+                message_structure: c(3),
+                control_id: t(10),
+                processing_id: t(11),
+                version: t(12),
+                charset: t(18),
+            }),
+            warnings: msg.problems().iter().map(|p| p.code.as_str().to_owned()).collect(),
+        };
+        let ok = match self.store.encode(names::RAW, &raw) {
+            Ok(v) => self.produce(names::RAW, &sluice_model::ids::source_patient_key(&msg), &v, &tp).await,
+            Err(_) => false,
+        };
+        if ok {
+            metrics().messages.with_label_values(&[listener, "accepted"]).inc();
+            Handled { ack: ack::build(&msg, "AA", None), result: "accepted" }
+        } else {
+            metrics().messages.with_label_values(&[listener, "failed"]).inc();
+            Handled { ack: ack::build(&msg, "AR", Some(("207", "application internal error, resend"))), result: "failed" }
+        }
+    }
+}
+
+/// Accepts connections until shutdown, then waits (up to the drain grace) for open
+/// connections to finish the message they are on.
+pub async fn serve(ingest: Arc<Ingest>, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+    let name = ingest.cfg.listener_name.clone();
+    let limit = Arc::new(tokio::sync::Semaphore::new(ingest.cfg.max_connections));
+    let mut tasks = tokio::task::JoinSet::new();
+    ingest.readiness.set(true);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => break,
+            accepted = listener.accept() => {
+                let Ok((stream, peer)) = accepted else { continue };
+                let Ok(permit) = limit.clone().try_acquire_owned() else {
+                    tracing::warn!(listener = %name, "connection limit reached, refusing connection");
+                    continue;
+                };
+                let ing = ingest.clone();
+                let sd = shutdown.clone();
+                tasks.spawn(async move {
+                    let _permit = permit;
+                    let listener = ing.cfg.listener_name.clone();
+                    metrics().connections.with_label_values(&[&listener]).inc();
+                    let r = mllp::connection(stream, &peer.to_string(), &ing, &sd).await;
+                    metrics().connections.with_label_values(&[&listener]).dec();
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+        }
+    }
+    let grace = Duration::from_secs(ingest.cfg.runtime.drain_grace_secs);
+    let started = Instant::now();
+    while !tasks.is_empty() && started.elapsed() < grace {
+        let _ = tokio::time::timeout(grace.saturating_sub(started.elapsed()), tasks.join_next()).await;
+    }
+    tasks.abort_all();
+    tracing::info!("ingest stopped");
+    Ok(())
+}
+
+pub async fn run(cfg: Config, shutdown: Shutdown, health: Health) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(&cfg.listen_addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, "mllp listener bound");
+    let ingest = Ingest::new(cfg, &health, &shutdown).await?;
+    serve(ingest, listener, shutdown).await
+}
