@@ -1,1 +1,59 @@
-fn main() {}
+//! `sluice`: the command line. The logic lives in the library half (`src/lib.rs`).
+
+use clap::{Parser, Subcommand};
+use sluice::{broker, generate, send, topology, up};
+
+#[derive(Parser)]
+#[command(name = "sluice", version, about = "clinical integration pipeline on Kafka")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the embedded Kafka-API broker (Tansu, in-memory) in the foreground
+    Broker(broker::Args),
+    /// Serve the embedded schema registry (Confluent REST subset) in the foreground
+    Registry {
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        addr: String,
+    },
+    /// Run the whole pipeline: broker and registry (unless external ones are given) and all services
+    Up(up::Args),
+    /// Run one service: ingest, normalise, identifier-match, route or dead-letter
+    Run {
+        service: String,
+        /// YAML configuration file (environment variables SLUICE_* override it)
+        #[arg(long, env = "SLUICE_CONFIG")]
+        config: Option<std::path::PathBuf>,
+    },
+    /// Create or verify the topics of topology/topics.yaml
+    #[command(subcommand)]
+    Topology(topology::Command),
+    /// Send HL7 v2 files over MLLP and print each ACK
+    Send(send::Args),
+    /// Write realistic synthetic HL7 v2 messages (NHS numbers from the 999 test range)
+    Generate(generate::Args),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Broker(a) => broker::run_foreground(a).await,
+        Command::Registry { addr } => {
+            sluice_runtime::telemetry::init_logging("text");
+            let shutdown = sluice_runtime::shutdown::Shutdown::new();
+            shutdown.on_signals()?;
+            let listener = tokio::net::TcpListener::bind(&addr).await?;
+            tracing::info!(addr = %listener.local_addr()?, "schema registry listening");
+            sluice_registry::server::serve(listener, async move { shutdown.wait().await }).await?;
+            Ok(())
+        }
+        Command::Up(a) => up::run(a).await,
+        Command::Run { service, config } => up::run_one(&service, config.as_deref()).await,
+        Command::Topology(c) => topology::run(c).await,
+        Command::Send(a) => send::run(a).await,
+        Command::Generate(a) => generate::run(a),
+    }
+}

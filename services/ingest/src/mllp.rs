@@ -151,3 +151,29 @@ mod tests {
         assert_eq!(d.next(), Some(Decoded::Frame(b"MSH".to_vec())));
     }
 }
+
+/// Sends one message over an open connection and reads its ACK (a minimal MLLP client, used by
+/// `sluice send` and the tests).
+pub async fn send_one(stream: &mut TcpStream, payload: &[u8], timeout: Duration) -> std::io::Result<Vec<u8>> {
+    stream.write_all(&frame(payload)).await?;
+    let mut dec = Decoder::new(16 * 1024 * 1024);
+    let mut buf = vec![0u8; 8192];
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(Decoded::Frame(ack)) = dec.next() {
+            return Ok(ack);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let n = tokio::time::timeout(left, stream.read(&mut buf)).await.map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no ack in time"))??;
+        if n == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed before the ack"));
+        }
+        dec.push(&buf[..n]);
+    }
+}
+
+/// MSA-1 of an ACK (AA, AE, AR ...), or an empty string.
+pub fn ack_code(ack: &[u8]) -> String {
+    let m = sluice_hl7::Message::parse(ack);
+    m.find("MSA", 0).map(|s| String::from_utf8_lossy(s.field(1).raw()).into_owned()).unwrap_or_default()
+}

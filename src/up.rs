@@ -1,0 +1,195 @@
+//! `sluice up`: the whole pipeline in one process, and `sluice run`: one service.
+
+use crate::{broker, generate, topology};
+use sluice_runtime::config::{RuntimeConfig, Secret};
+use sluice_runtime::shutdown::Shutdown;
+use sluice_runtime::telemetry::{self, Health};
+use std::time::Duration;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// An external Kafka cluster; without it an embedded broker is started
+    #[arg(long)]
+    pub bootstrap_servers: Option<String>,
+    #[arg(long, default_value = "plaintext")]
+    pub security_protocol: String,
+    #[arg(long)]
+    pub sasl_mechanism: Option<String>,
+    #[arg(long)]
+    pub sasl_username: Option<String>,
+    #[arg(long, env = "SLUICE_SASL_PASSWORD", hide_env_values = true)]
+    pub sasl_password: Option<String>,
+    #[arg(long)]
+    pub ssl_ca_location: Option<String>,
+    /// An external schema registry; without it the embedded one is served on --registry-addr
+    #[arg(long)]
+    pub schema_registry_url: Option<String>,
+    #[arg(long, default_value_t = 9092)]
+    pub broker_port: u16,
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    pub registry_addr: String,
+    #[arg(long, default_value = "127.0.0.1:2575")]
+    pub mllp_addr: String,
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub http_addr: String,
+    #[arg(long, default_value = "127.0.0.1:8082")]
+    pub dead_letter_addr: String,
+    /// Send this many synthetic messages (plus a few malformed ones) once running, and report
+    #[arg(long)]
+    pub demo: Option<usize>,
+    /// Stop after the demo report instead of running until Ctrl-C
+    #[arg(long)]
+    pub exit_after_demo: bool,
+}
+
+/// Runs every service in this process until shutdown or until one fails.
+pub async fn run(a: Args) -> anyhow::Result<()> {
+    telemetry::init_logging("text");
+    let shutdown = Shutdown::new();
+    shutdown.on_signals()?;
+    let mut broker_child = None;
+    let bootstrap = match &a.bootstrap_servers {
+        Some(b) => b.clone(),
+        None => {
+            broker_child = Some(broker::start(a.broker_port).await?);
+            tracing::info!(port = a.broker_port, "embedded broker started (in-memory)");
+            format!("127.0.0.1:{}", a.broker_port)
+        }
+    };
+    let registry_url = match &a.schema_registry_url {
+        Some(u) => u.clone(),
+        None => {
+            let listener = tokio::net::TcpListener::bind(&a.registry_addr).await?;
+            let addr = listener.local_addr()?;
+            let sd = shutdown.clone();
+            tokio::spawn(sluice_registry::server::serve(listener, async move { sd.wait().await }));
+            tracing::info!(%addr, "embedded schema registry listening");
+            format!("http://{addr}")
+        }
+    };
+    let rt = RuntimeConfig {
+        kafka: sluice_runtime::config::KafkaConfig {
+            bootstrap_servers: bootstrap.clone(),
+            security_protocol: a.security_protocol.clone(),
+            sasl_mechanism: a.sasl_mechanism.clone(),
+            sasl_username: a.sasl_username.clone(),
+            sasl_password: a.sasl_password.clone().map(Secret::new),
+            ssl_ca_location: a.ssl_ca_location.clone(),
+            ..Default::default()
+        },
+        schema_registry_url: registry_url,
+        http_addr: a.http_addr.clone(),
+        ..Default::default()
+    };
+    rt.validate()?;
+    let created = topology::apply(&bootstrap, 1).await?;
+    tracing::info!(created, "topology applied");
+    let health = Health::new();
+    let http = telemetry::serve_http(&a.http_addr, health.router(), shutdown.clone()).await?;
+    tracing::info!(%http, "metrics on /metrics, health on /healthz and /readyz");
+
+    let mut services = tokio::task::JoinSet::new();
+    let (sd, h) = (shutdown.clone(), health.clone());
+    let ingest = sluice_ingest::Config { runtime: rt.clone(), listen_addr: a.mllp_addr.clone(), ..Default::default() };
+    services.spawn(async move { ("ingest", sluice_ingest::run(ingest, sd, h).await) });
+    let (sd, h, c) = (shutdown.clone(), health.clone(), sluice_normalise::Config { runtime: rt.clone() });
+    services.spawn(async move { ("normalise", sluice_normalise::run(c, sd, h).await) });
+    let (sd, h, c) = (shutdown.clone(), health.clone(), sluice_identifier_match::Config { runtime: rt.clone() });
+    services.spawn(async move { ("identifier-match", sluice_identifier_match::run(c, sd, h).await) });
+    let (sd, h, c) = (shutdown.clone(), health.clone(), sluice_route::Config { runtime: rt.clone(), rules_file: None });
+    services.spawn(async move { ("route", sluice_route::run(c, sd, h).await) });
+    let (sd, h, c) = (shutdown.clone(), health.clone(), sluice_dead_letter::Config { runtime: rt.clone(), api_addr: a.dead_letter_addr.clone() });
+    services.spawn(async move { ("dead-letter", sluice_dead_letter::run(c, sd, h).await) });
+
+    if let Some(n) = a.demo {
+        let (addr, dl, http_s, exit) = (a.mllp_addr.clone(), a.dead_letter_addr.clone(), http.to_string(), a.exit_after_demo);
+        let (sd, h, boot) = (shutdown.clone(), health.clone(), bootstrap.clone());
+        tokio::spawn(async move {
+            if let Err(e) = demo(n, &addr, &boot, &h).await {
+                tracing::error!(error = %e, "demo failed");
+            }
+            println!("\nmetrics: http://{http_s}/metrics   dead letters: http://{dl}/api/dead-letters");
+            if exit {
+                sd.trigger();
+            } else {
+                println!("pipeline keeps running; send more with `sluice send --addr {addr} FILES`, Ctrl-C stops it");
+            }
+        });
+    }
+
+    let mut failure = None;
+    if let Some(Ok((name, result))) = services.join_next().await {
+        if let Err(e) = result {
+            tracing::error!(service = name, error = %e, "service failed, stopping");
+            failure = Some(e);
+        }
+        shutdown.trigger();
+    }
+    while services.join_next().await.is_some() {}
+    if let Some(mut child) = broker_child {
+        let _ = child.kill().await;
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+async fn demo(n: usize, mllp_addr: &str, bootstrap: &str, health: &Health) -> anyhow::Result<()> {
+    for _ in 0..600 {
+        if health.is_ready() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut msgs = generate::messages(n, 42);
+    let bad = generate::malformed((n / 50).max(2));
+    msgs.extend(bad);
+    let mut stream = tokio::net::TcpStream::connect(mllp_addr).await?;
+    let mut counts = std::collections::BTreeMap::new();
+    let started = std::time::Instant::now();
+    for m in &msgs {
+        let ack = sluice_ingest::mllp::send_one(&mut stream, m, Duration::from_secs(60)).await?;
+        *counts.entry(sluice_ingest::mllp::ack_code(&ack)).or_insert(0usize) += 1;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!("\nsent {} messages over MLLP in {secs:.1}s: ACKs {counts:?}", msgs.len());
+    // give the stages a moment, then show where the output is
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let topology = sluice_model::topology::Topology::load()?;
+    let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).set("isolation.level", "read_committed").create()?;
+    println!("records per topic (read_committed):");
+    for t in &topology.topics {
+        let mut total = 0i64;
+        for p in 0..t.partitions {
+            if let Ok((lo, hi)) = rdkafka::consumer::Consumer::fetch_watermarks(&consumer, &t.name, p, Duration::from_secs(5)) {
+                total += hi - lo;
+            }
+        }
+        println!("  {:<34} {total}", t.name);
+    }
+    Ok(())
+}
+
+/// Runs one service in this process, configured by file and `SLUICE_*` variables.
+pub async fn run_one(service: &str, config: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let shutdown = Shutdown::new();
+    shutdown.on_signals()?;
+    let health = Health::new();
+    macro_rules! start {
+        ($krate:ident) => {{
+            let cfg: $krate::Config = sluice_runtime::config::load(config)?;
+            telemetry::init_logging(&cfg.runtime.log_format);
+            telemetry::serve_http(&cfg.runtime.http_addr, health.router(), shutdown.clone()).await?;
+            $krate::run(cfg, shutdown, health).await
+        }};
+    }
+    match service {
+        "ingest" => start!(sluice_ingest),
+        "normalise" => start!(sluice_normalise),
+        "identifier-match" => start!(sluice_identifier_match),
+        "route" => start!(sluice_route),
+        "dead-letter" => start!(sluice_dead_letter),
+        other => anyhow::bail!("unknown service {other}: expected ingest, normalise, identifier-match, route or dead-letter"),
+    }
+}
