@@ -1,0 +1,228 @@
+//! Test harness: a real broker process (Tansu), the schema registry and each service as
+//! separate `sluice` processes on free ports, so tests can kill, pause and restart them.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use sluice_registry::{RegistryClient, SchemaStore};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn wait_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The shared corpus, or None (with a message) when absent; absent under CI=true is a failure.
+pub fn corpus_root() -> Option<PathBuf> {
+    let root = std::env::var_os("SLUICE_CORPUS").map(PathBuf::from).unwrap_or_else(|| repo().join("../shared/corpus"));
+    if root.join("manifest.tsv").exists() {
+        return Some(root);
+    }
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "corpus not found at {} (set SLUICE_CORPUS)", root.display());
+    eprintln!("skipping corpus part: corpus not found at {} (set SLUICE_CORPUS)", root.display());
+    None
+}
+
+/// Every HL7 v2 message of the corpus.
+pub fn corpus_messages() -> Vec<Vec<u8>> {
+    let Some(root) = corpus_root() else { return vec![] };
+    let manifest = std::fs::read_to_string(root.join("manifest.tsv")).unwrap();
+    let mut out = Vec::new();
+    for line in manifest.lines().skip(1) {
+        let cols: Vec<&str> = line.split('\t').collect();
+        if matches!(cols.get(2), Some(&"hl7v2") | Some(&"hl7v2-literal")) {
+            let bytes = std::fs::read(root.join(cols[0])).unwrap();
+            out.extend(sluice::send::messages_of(&bytes));
+        }
+    }
+    out
+}
+
+pub struct Proc {
+    pub child: Child,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    pub fn signal(&self, sig: &str) {
+        let st = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().unwrap();
+        assert!(st.success());
+    }
+}
+
+pub struct Pipeline {
+    pub bootstrap: String,
+    pub registry_url: String,
+    pub mllp_port: u16,
+    pub api_port: u16,
+    pub broker: Proc,
+    pub registry: Proc,
+    pub services: HashMap<&'static str, Proc>,
+    http_ports: HashMap<&'static str, u16>,
+}
+
+pub const SERVICES: [&str; 5] = ["ingest", "normalise", "identifier-match", "route", "dead-letter"];
+
+fn tansu() -> PathBuf {
+    let bin = repo().join(".tools/bin/tansu");
+    if !bin.exists() {
+        let st = Command::new("bash").arg(repo().join("scripts/setup-tools.sh")).status().unwrap();
+        assert!(st.success(), "tools setup failed");
+    }
+    bin
+}
+
+impl Pipeline {
+    pub async fn start() -> Pipeline {
+        let bport = free_port();
+        let url = format!("tcp://127.0.0.1:{bport}");
+        let broker = Proc {
+            child: Command::new(tansu())
+                .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        };
+        wait_port(bport, "broker");
+        let rport = free_port();
+        let registry = Proc {
+            child: Command::new(env!("CARGO_BIN_EXE_sluice")).args(["registry", "--addr", &format!("127.0.0.1:{rport}")]).stderr(Stdio::null()).spawn().unwrap(),
+        };
+        wait_port(rport, "registry");
+        let bootstrap = format!("127.0.0.1:{bport}");
+        sluice::topology::apply(&bootstrap, 1).await.unwrap();
+        let mut p = Pipeline {
+            bootstrap,
+            registry_url: format!("http://127.0.0.1:{rport}"),
+            mllp_port: free_port(),
+            api_port: free_port(),
+            broker,
+            registry,
+            services: HashMap::new(),
+            http_ports: HashMap::new(),
+        };
+        for s in SERVICES {
+            p.start_service(s);
+        }
+        for s in SERVICES {
+            p.wait_ready(s).await;
+        }
+        p
+    }
+
+    pub fn start_service(&mut self, name: &'static str) {
+        let http = *self.http_ports.entry(name).or_insert_with(free_port);
+        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["run", name])
+            .env("SLUICE_RUNTIME__KAFKA__BOOTSTRAP_SERVERS", &self.bootstrap)
+            .env("SLUICE_RUNTIME__SCHEMA_REGISTRY_URL", &self.registry_url)
+            .env("SLUICE_RUNTIME__HTTP_ADDR", format!("127.0.0.1:{http}"))
+            .env("SLUICE_RUNTIME__INSTANCE_ID", "e2e")
+            .env("RUST_LOG", std::env::var("SLUICE_TEST_LOG").unwrap_or_else(|_| "warn,rdkafka=error".into()))
+            .envs(if name == "ingest" { vec![("SLUICE_LISTEN_ADDR", format!("127.0.0.1:{}", self.mllp_port))] } else { vec![] })
+            .envs(if name == "dead-letter" { vec![("SLUICE_API_ADDR", format!("127.0.0.1:{}", self.api_port))] } else { vec![] })
+            .spawn()
+            .unwrap();
+        self.services.insert(name, Proc { child });
+    }
+
+    pub async fn wait_ready(&self, name: &str) {
+        let port = self.http_ports[name];
+        let url = format!("http://127.0.0.1:{port}/readyz");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = reqwest::get(&url).await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "{name} not ready in time");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn metrics_url(&self, name: &str) -> String {
+        format!("http://127.0.0.1:{}/metrics", self.http_ports[name])
+    }
+
+    pub fn kill(&mut self, name: &'static str) {
+        if let Some(mut p) = self.services.remove(name) {
+            p.signal("KILL");
+            let _ = p.child.wait();
+        }
+    }
+
+    pub fn store(&self) -> std::sync::Arc<SchemaStore> {
+        std::sync::Arc::new(SchemaStore::new(RegistryClient::new(&self.registry_url, None).unwrap()).unwrap())
+    }
+
+    /// Every committed record of a topic: (partition, offset, key, value).
+    pub fn read_all(&self, topic: &str) -> Vec<(i32, i64, Vec<u8>, Vec<u8>)> {
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("group.id", "e2e-reader")
+            .set("isolation.level", "read_committed")
+            .set("enable.partition.eof", "true")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let meta = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+        let parts: Vec<i32> = meta.topics()[0].partitions().iter().map(|p| p.id()).collect();
+        let mut tpl = TopicPartitionList::new();
+        for p in &parts {
+            tpl.add_partition_offset(topic, *p, Offset::Beginning).unwrap();
+        }
+        consumer.assign(&tpl).unwrap();
+        let mut eof = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while eof.len() < parts.len() && Instant::now() < deadline {
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => {
+                    eof.remove(&m.partition());
+                    out.push((m.partition(), m.offset(), m.key().unwrap_or_default().to_vec(), m.payload().unwrap_or_default().to_vec()));
+                }
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                    eof.insert(p);
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+/// Sends messages over one MLLP connection; returns (MSA-1, ACK latency) per message.
+pub async fn send_all(port: u16, msgs: &[Vec<u8>]) -> Vec<(String, Duration)> {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut out = Vec::with_capacity(msgs.len());
+    for m in msgs {
+        let t = Instant::now();
+        let ack = sluice_ingest::mllp::send_one(&mut s, m, Duration::from_secs(60)).await.unwrap();
+        out.push((sluice_ingest::mllp::ack_code(&ack), t.elapsed()));
+    }
+    out
+}
