@@ -26,7 +26,11 @@ pub fn tansu_path() -> anyhow::Result<PathBuf> {
         let script = root.join("scripts/setup-tools.sh");
         eprintln!("installing the embedded broker with {}", script.display());
         let status = std::process::Command::new("bash").arg(&script).arg("--broker-only").status()?;
-        anyhow::ensure!(status.success(), "broker install failed: run {} and check its output", script.display());
+        anyhow::ensure!(
+            status.success(),
+            "broker install failed: run {} and check its output",
+            script.display()
+        );
     }
     Ok(bin)
 }
@@ -35,7 +39,15 @@ pub fn tansu_path() -> anyhow::Result<PathBuf> {
 pub async fn start(port: u16) -> anyhow::Result<Child> {
     let url = format!("tcp://127.0.0.1:{port}");
     let child = Command::new(tansu_path()?)
-        .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"])
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+            "--storage-engine",
+            "memory://tansu/",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)

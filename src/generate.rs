@@ -18,8 +18,12 @@ pub struct Args {
     pub out: std::path::PathBuf,
 }
 
-const FAMILY: &[&str] = &["SMITH", "JONES", "TAYLOR", "BROWN", "WILLIAMS", "WILSON", "JOHNSON", "DAVIES", "PATEL", "WRIGHT", "KHAN", "EVANS"];
-const GIVEN: &[&str] = &["OLIVIA", "AMELIA", "ISLA", "AVA", "OLIVER", "GEORGE", "HARRY", "NOAH", "MOHAMMED", "SOPHIE", "JACK", "GRACE"];
+const FAMILY: &[&str] = &[
+    "SMITH", "JONES", "TAYLOR", "BROWN", "WILLIAMS", "WILSON", "JOHNSON", "DAVIES", "PATEL", "WRIGHT", "KHAN", "EVANS",
+];
+const GIVEN: &[&str] = &[
+    "OLIVIA", "AMELIA", "ISLA", "AVA", "OLIVER", "GEORGE", "HARRY", "NOAH", "MOHAMMED", "SOPHIE", "JACK", "GRACE",
+];
 const TESTS: &[(&str, &str, &str, &str, f64, f64)] = &[
     ("2345-7", "Glucose", "mmol/L", "3.5-5.5", 3.0, 9.0),
     ("2823-3", "Potassium", "mmol/L", "3.5-5.3", 2.8, 6.5),
@@ -50,7 +54,13 @@ struct Patient {
 }
 
 fn ts(rng: &mut StdRng) -> String {
-    format!("2026{:02}{:02}{:02}{:02}00+0000", rng.random_range(1..=11), rng.random_range(1..=28), rng.random_range(0..24), rng.random_range(0..60))
+    format!(
+        "2026{:02}{:02}{:02}{:02}00+0000",
+        rng.random_range(1..=11),
+        rng.random_range(1..=28),
+        rng.random_range(0..24),
+        rng.random_range(0..60)
+    )
 }
 
 /// `count` messages from a pool of patients; the same seed gives the same messages.
@@ -62,7 +72,12 @@ pub fn messages(count: usize, seed: u64) -> Vec<Vec<u8>> {
             nhs: nhs_number(&mut rng),
             family: FAMILY[rng.random_range(0..FAMILY.len())],
             given: GIVEN[rng.random_range(0..GIVEN.len())],
-            dob: format!("{}{:02}{:02}", rng.random_range(1930..2024), rng.random_range(1..=12), rng.random_range(1..=28)),
+            dob: format!(
+                "{}{:02}{:02}",
+                rng.random_range(1930..2024),
+                rng.random_range(1..=12),
+                rng.random_range(1..=28)
+            ),
             sex: if rng.random_bool(0.5) { "F" } else { "M" },
         })
         .collect();

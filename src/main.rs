@@ -20,7 +20,7 @@ enum Command {
         addr: String,
     },
     /// Run the whole pipeline: broker and registry (unless external ones are given) and all services
-    Up(up::Args),
+    Up(Box<up::Args>),
     /// Run one service: ingest, normalise, identifier-match, route or dead-letter
     Run {
         service: String,
@@ -50,7 +50,7 @@ async fn main() -> anyhow::Result<()> {
             sluice_registry::server::serve(listener, async move { shutdown.wait().await }).await?;
             Ok(())
         }
-        Command::Up(a) => up::run(a).await,
+        Command::Up(a) => up::run(*a).await,
         Command::Run { service, config } => up::run_one(&service, config.as_deref()).await,
         Command::Topology(c) => topology::run(c).await,
         Command::Send(a) => send::run(a).await,

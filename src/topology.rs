@@ -34,9 +34,15 @@ pub async fn apply(bootstrap: &str, replication: i32) -> anyhow::Result<usize> {
         .topics
         .iter()
         .zip(&retention)
-        .map(|(t, r)| NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(replication)).set("cleanup.policy", &t.cleanup_policy).set("retention.ms", r))
+        .map(|(t, r)| {
+            NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(replication))
+                .set("cleanup.policy", &t.cleanup_policy)
+                .set("retention.ms", r)
+        })
         .collect();
-    let results = admin.create_topics(new.iter(), &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)))).await?;
+    let results = admin
+        .create_topics(new.iter(), &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))))
+        .await?;
     let mut created = 0;
     for r in results {
         match r {
@@ -71,7 +77,11 @@ pub fn check(rules_file: Option<&std::path::Path>) -> anyhow::Result<Vec<String>
         }
     }
     // each stage's input and dead-letter topics as the services use them
-    let stages: [(&str, &[&str]); 3] = [(sluice_normalise::SERVICE, &[names::RAW]), (sluice_identifier_match::SERVICE, &[names::NORMALISED]), (sluice_route::SERVICE, &[names::MATCHED])];
+    let stages: [(&str, &[&str]); 3] = [
+        (sluice_normalise::SERVICE, &[names::RAW]),
+        (sluice_identifier_match::SERVICE, &[names::NORMALISED]),
+        (sluice_route::SERVICE, &[names::MATCHED]),
+    ];
     for (svc, inputs) in stages {
         for i in inputs {
             if !topology.consumed_by(svc).any(|t| t.name == *i) {
@@ -88,14 +98,21 @@ pub fn check(rules_file: Option<&std::path::Path>) -> anyhow::Result<Vec<String>
             problems.push(format!("dead-letter reads {dl}, but topics.yaml does not list it as a consumer"));
         }
     }
-    let cfg = sluice_route::Config { rules_file: rules_file.map(Into::into), ..Default::default() };
+    let cfg = sluice_route::Config {
+        rules_file: rules_file.map(Into::into),
+        ..Default::default()
+    };
     match sluice_route::load_rules(&cfg) {
         Err(e) => problems.push(format!("route rules: {e}")),
         Ok(rules) => {
             for d in rules.destinations() {
                 match topology.topic(&d) {
-                    Ok(t) if t.value_schema != "MatchedEvent" => problems.push(format!("route destination {d} does not carry MatchedEvent")),
-                    Ok(t) if !t.producers.iter().any(|p| p == "route") => problems.push(format!("route destination {d} does not list route as a producer")),
+                    Ok(t) if t.value_schema != "MatchedEvent" => {
+                        problems.push(format!("route destination {d} does not carry MatchedEvent"))
+                    }
+                    Ok(t) if !t.producers.iter().any(|p| p == "route") => {
+                        problems.push(format!("route destination {d} does not list route as a producer"))
+                    }
                     _ => {}
                 }
             }
@@ -106,7 +123,10 @@ pub fn check(rules_file: Option<&std::path::Path>) -> anyhow::Result<Vec<String>
 
 pub async fn run(c: Command) -> anyhow::Result<()> {
     match c {
-        Command::Apply { bootstrap_servers, replication_factor } => {
+        Command::Apply {
+            bootstrap_servers,
+            replication_factor,
+        } => {
             let n = apply(&bootstrap_servers, replication_factor).await?;
             println!("topology applied: {n} topics created");
             Ok(())

@@ -90,15 +90,37 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
 
     let mut services = tokio::task::JoinSet::new();
     let (sd, h) = (shutdown.clone(), health.clone());
-    let ingest = sluice_ingest::Config { runtime: rt.clone(), listen_addr: a.mllp_addr.clone(), ..Default::default() };
+    let ingest = sluice_ingest::Config {
+        runtime: rt.clone(),
+        listen_addr: a.mllp_addr.clone(),
+        ..Default::default()
+    };
     services.spawn(async move { ("ingest", sluice_ingest::run(ingest, sd, h).await) });
     let (sd, h, c) = (shutdown.clone(), health.clone(), sluice_normalise::Config { runtime: rt.clone() });
     services.spawn(async move { ("normalise", sluice_normalise::run(c, sd, h).await) });
-    let (sd, h, c) = (shutdown.clone(), health.clone(), sluice_identifier_match::Config { runtime: rt.clone() });
+    let (sd, h, c) = (
+        shutdown.clone(),
+        health.clone(),
+        sluice_identifier_match::Config { runtime: rt.clone() },
+    );
     services.spawn(async move { ("identifier-match", sluice_identifier_match::run(c, sd, h).await) });
-    let (sd, h, c) = (shutdown.clone(), health.clone(), sluice_route::Config { runtime: rt.clone(), rules_file: None });
+    let (sd, h, c) = (
+        shutdown.clone(),
+        health.clone(),
+        sluice_route::Config {
+            runtime: rt.clone(),
+            rules_file: None,
+        },
+    );
     services.spawn(async move { ("route", sluice_route::run(c, sd, h).await) });
-    let (sd, h, c) = (shutdown.clone(), health.clone(), sluice_dead_letter::Config { runtime: rt.clone(), api_addr: a.dead_letter_addr.clone() });
+    let (sd, h, c) = (
+        shutdown.clone(),
+        health.clone(),
+        sluice_dead_letter::Config {
+            runtime: rt.clone(),
+            api_addr: a.dead_letter_addr.clone(),
+        },
+    );
     services.spawn(async move { ("dead-letter", sluice_dead_letter::run(c, sd, h).await) });
 
     if let Some(n) = a.demo {
@@ -157,7 +179,10 @@ async fn demo(n: usize, mllp_addr: &str, bootstrap: &str, health: &Health) -> an
     // give the stages a moment, then show where the output is
     tokio::time::sleep(Duration::from_secs(5)).await;
     let topology = sluice_model::topology::Topology::load()?;
-    let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).set("isolation.level", "read_committed").create()?;
+    let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("isolation.level", "read_committed")
+        .create()?;
     println!("records per topic (read_committed):");
     for t in &topology.topics {
         let mut total = 0i64;

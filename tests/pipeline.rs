@@ -5,6 +5,8 @@
 //! SIGKILLed and restarted stage and a resend of already-ACKed messages cause no loss and no
 //! duplicate. Throughput and ACK latency are printed, not asserted.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;
@@ -13,7 +15,13 @@ use sluice_model::topology::names;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-const ROUTED: [&str; 5] = ["routed.adt.v1", "routed.results.v1", "routed.orders.v1", "routed.default.v1", names::REVIEW];
+const ROUTED: [&str; 5] = [
+    "routed.adt.v1",
+    "routed.results.v1",
+    "routed.orders.v1",
+    "routed.default.v1",
+    names::REVIEW,
+];
 
 async fn send_phase(port: u16, msgs: &[Vec<u8>], connections: usize) -> Vec<(String, Duration)> {
     let chunk = msgs.len().div_ceil(connections).max(1);
@@ -42,19 +50,26 @@ async fn mllp_to_routed_topics_exactly_once_through_kill_restart_and_resend() {
     let mut good: Vec<Vec<u8>> = sluice::generate::messages(900, 11);
     let mut bad: Vec<Vec<u8>> = sluice::generate::malformed(40);
     for m in corpus_messages() {
-        if sluice_hl7::Message::parse(&m).is_acceptable() { good.push(m) } else { bad.push(m) }
+        if sluice_hl7::Message::parse(&m).is_acceptable() {
+            good.push(m)
+        } else {
+            bad.push(m)
+        }
     }
-    let expected: HashSet<String> = good.iter().map(|m| sluice_model::ids::hl7_event_id(&sluice_hl7::Message::parse(m))).collect();
+    let expected: HashSet<String> = good
+        .iter()
+        .map(|m| sluice_model::ids::hl7_event_id(&sluice_hl7::Message::parse(m)))
+        .collect();
     // interleave bad among good so rejects happen mid-stream
     let mut all: Vec<(bool, Vec<u8>)> = Vec::new();
     let ratio = (good.len() / bad.len().max(1)).max(1);
     let mut bad_iter = bad.iter();
     for (i, g) in good.iter().enumerate() {
         all.push((true, g.clone()));
-        if i % ratio == 0 {
-            if let Some(b) = bad_iter.next() {
-                all.push((false, b.clone()));
-            }
+        if i % ratio == 0
+            && let Some(b) = bad_iter.next()
+        {
+            all.push((false, b.clone()));
         }
     }
     all.extend(bad_iter.map(|b| (false, b.clone())));
@@ -130,9 +145,17 @@ async fn mllp_to_routed_topics_exactly_once_through_kill_restart_and_resend() {
     let pipeline_secs = started.elapsed().as_secs_f64();
     let missing = expected.iter().filter(|id| !seen.contains_key(*id)).count();
     let twice = seen.values().filter(|t| t.len() > 1).count();
-    assert_eq!(missing, 0, "{missing} of {} well-formed messages never reached a routed or review topic", expected.len());
+    assert_eq!(
+        missing,
+        0,
+        "{missing} of {} well-formed messages never reached a routed or review topic",
+        expected.len()
+    );
     assert_eq!(per_topic_dupes, 0, "duplicate events within a topic");
-    assert_eq!(twice, 0, "events delivered to more than one destination (the default rules are exclusive)");
+    assert_eq!(
+        twice, 0,
+        "events delivered to more than one destination (the default rules are exclusive)"
+    );
     assert_eq!(unexpected, 0, "events that no sent message accounts for");
 
     // every malformed message is kept in the ingest dead-letter topic with a bounded code
@@ -149,7 +172,12 @@ async fn mllp_to_routed_topics_exactly_once_through_kill_restart_and_resend() {
     }
 
     // the dead-letter service indexes them
-    let list: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{}/api/dead-letters?stage=ingest", p.api_port)).await.unwrap().json().await.unwrap();
+    let list: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{}/api/dead-letters?stage=ingest", p.api_port))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list["count"].as_u64(), Some(n_bad as u64));
 
     let mut lat: Vec<Duration> = acks.iter().map(|(_, d)| *d).collect();

@@ -30,11 +30,17 @@ pub fn repo() -> PathBuf {
 
 /// The shared corpus, or None (with a message) when absent; absent under CI=true is a failure.
 pub fn corpus_root() -> Option<PathBuf> {
-    let root = std::env::var_os("SLUICE_CORPUS").map(PathBuf::from).unwrap_or_else(|| repo().join("../shared/corpus"));
+    let root = std::env::var_os("SLUICE_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("../shared/corpus"));
     if root.join("manifest.tsv").exists() {
         return Some(root);
     }
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "corpus not found at {} (set SLUICE_CORPUS)", root.display());
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "corpus not found at {} (set SLUICE_CORPUS)",
+        root.display()
+    );
     eprintln!("skipping corpus part: corpus not found at {} (set SLUICE_CORPUS)", root.display());
     None
 }
@@ -67,7 +73,11 @@ impl Drop for Proc {
 
 impl Proc {
     pub fn signal(&self, sig: &str) {
-        let st = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().unwrap();
+        let st = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
         assert!(st.success());
     }
 }
@@ -100,7 +110,15 @@ impl Pipeline {
         let url = format!("tcp://127.0.0.1:{bport}");
         let broker = Proc {
             child: Command::new(tansu())
-                .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"])
+                .args([
+                    "broker",
+                    "--listener-url",
+                    &url,
+                    "--advertised-listener-url",
+                    &url,
+                    "--storage-engine",
+                    "memory://tansu/",
+                ])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -109,7 +127,11 @@ impl Pipeline {
         wait_port(bport, "broker");
         let rport = free_port();
         let registry = Proc {
-            child: Command::new(env!("CARGO_BIN_EXE_sluice")).args(["registry", "--addr", &format!("127.0.0.1:{rport}")]).stderr(Stdio::null()).spawn().unwrap(),
+            child: Command::new(env!("CARGO_BIN_EXE_sluice"))
+                .args(["registry", "--addr", &format!("127.0.0.1:{rport}")])
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
         };
         wait_port(rport, "registry");
         let bootstrap = format!("127.0.0.1:{bport}");
@@ -141,9 +163,20 @@ impl Pipeline {
             .env("SLUICE_RUNTIME__SCHEMA_REGISTRY_URL", &self.registry_url)
             .env("SLUICE_RUNTIME__HTTP_ADDR", format!("127.0.0.1:{http}"))
             .env("SLUICE_RUNTIME__INSTANCE_ID", "e2e")
-            .env("RUST_LOG", std::env::var("SLUICE_TEST_LOG").unwrap_or_else(|_| "warn,rdkafka=error".into()))
-            .envs(if name == "ingest" { vec![("SLUICE_LISTEN_ADDR", format!("127.0.0.1:{}", self.mllp_port))] } else { vec![] })
-            .envs(if name == "dead-letter" { vec![("SLUICE_API_ADDR", format!("127.0.0.1:{}", self.api_port))] } else { vec![] })
+            .env(
+                "RUST_LOG",
+                std::env::var("SLUICE_TEST_LOG").unwrap_or_else(|_| "warn,rdkafka=error".into()),
+            )
+            .envs(if name == "ingest" {
+                vec![("SLUICE_LISTEN_ADDR", format!("127.0.0.1:{}", self.mllp_port))]
+            } else {
+                vec![]
+            })
+            .envs(if name == "dead-letter" {
+                vec![("SLUICE_API_ADDR", format!("127.0.0.1:{}", self.api_port))]
+            } else {
+                vec![]
+            })
             .spawn()
             .unwrap();
         self.services.insert(name, Proc { child });
@@ -154,10 +187,10 @@ impl Pipeline {
         let url = format!("http://127.0.0.1:{port}/readyz");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(r) = reqwest::get(&url).await {
-                if r.status().is_success() {
-                    return;
-                }
+            if let Ok(r) = reqwest::get(&url).await
+                && r.status().is_success()
+            {
+                return;
             }
             assert!(Instant::now() < deadline, "{name} not ready in time");
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -203,7 +236,12 @@ impl Pipeline {
             match consumer.poll(Duration::from_millis(200)) {
                 Some(Ok(m)) => {
                     eof.remove(&m.partition());
-                    out.push((m.partition(), m.offset(), m.key().unwrap_or_default().to_vec(), m.payload().unwrap_or_default().to_vec()));
+                    out.push((
+                        m.partition(),
+                        m.offset(),
+                        m.key().unwrap_or_default().to_vec(),
+                        m.payload().unwrap_or_default().to_vec(),
+                    ));
                 }
                 Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
                     eof.insert(p);

@@ -36,7 +36,11 @@ pub fn unescape<'a>(raw: &'a [u8], d: &Delimiters) -> Cow<'a, [u8]> {
             b"E" => out.push(esc),
             b"T" => out.push(d.subcomponent.unwrap_or(b'&')),
             b".br" => out.push(b'\n'),
-            _ if body.first() == Some(&b'X') && body.len() > 1 && (body.len() - 1) % 2 == 0 && body[1..].iter().all(u8::is_ascii_hexdigit) => {
+            _ if body.first() == Some(&b'X')
+                && body.len() > 1
+                && (body.len() - 1).is_multiple_of(2)
+                && body[1..].iter().all(u8::is_ascii_hexdigit) =>
+            {
                 for pair in body[1..].chunks(2) {
                     let hi = (pair[0] as char).to_digit(16).unwrap_or(0);
                     let lo = (pair[1] as char).to_digit(16).unwrap_or(0);

@@ -187,7 +187,10 @@ impl<'a> Message<'a> {
                 trimmed_end -= 1;
             }
             if trimmed_end > pos && !original[pos..trimmed_end].iter().all(|b| *b == b' ' || *b == b'\t') {
-                msg.segments.push(Span { start: pos, end: trimmed_end });
+                msg.segments.push(Span {
+                    start: pos,
+                    end: trimmed_end,
+                });
             }
             pos = seg_end;
             while pos < end && matches!(original[pos], b'\r' | b'\n') {
@@ -410,7 +413,11 @@ impl<'a> Segment<'a> {
         } else {
             nth_piece(self.raw, self.delims.field, n)
         };
-        Field { raw, delims: self.delims, literal: self.is_msh() && n <= 2 }
+        Field {
+            raw,
+            delims: self.delims,
+            literal: self.is_msh() && n <= 2,
+        }
     }
 
     /// Number of fields (not counting the name).
@@ -428,7 +435,11 @@ fn nth_piece(raw: &[u8], sep: u8, n: usize) -> &[u8] {
         }
         start = pos + 1;
     }
-    if memchr::memchr_iter(sep, raw).count() == n { &raw[start..] } else { &[] }
+    if memchr::memchr_iter(sep, raw).count() == n {
+        &raw[start..]
+    } else {
+        &[]
+    }
 }
 
 fn split<'a>(raw: &'a [u8], sep: Option<u8>) -> impl Iterator<Item = &'a [u8]> + 'a {
@@ -479,9 +490,11 @@ impl<'a> Field<'a> {
     }
 
     pub fn repetition(&self, index: usize) -> Repetition<'a> {
-        self.repetitions()
-            .nth(index)
-            .unwrap_or(Repetition { raw: &[], delims: self.delims, literal: self.literal })
+        self.repetitions().nth(index).unwrap_or(Repetition {
+            raw: &[],
+            delims: self.delims,
+            literal: self.literal,
+        })
     }
 
     pub fn repetition_count(&self) -> usize {
@@ -515,9 +528,15 @@ impl<'a> Repetition<'a> {
     /// Component by HL7 number (1-based); 0 or out of range gives an empty component.
     pub fn component(&self, n: usize) -> Component<'a> {
         if n == 0 {
-            return Component { raw: &[], delims: self.delims };
+            return Component {
+                raw: &[],
+                delims: self.delims,
+            };
         }
-        self.components().nth(n - 1).unwrap_or(Component { raw: &[], delims: self.delims })
+        self.components().nth(n - 1).unwrap_or(Component {
+            raw: &[],
+            delims: self.delims,
+        })
     }
 }
 

@@ -67,7 +67,14 @@ fn latin1_is_decoded_to_utf8() {
 
 #[test]
 fn fatal_problems_are_reported_not_panicked() {
-    for raw in [&b""[..], b"   \r\n", b"PID|1\r", b"MSH|", b"MSH|^~\\&|A|B|C|D|2024||||P|2.5\r", b"MSHA^~\\&|"] {
+    for raw in [
+        &b""[..],
+        b"   \r\n",
+        b"PID|1\r",
+        b"MSH|",
+        b"MSH|^~\\&|A|B|C|D|2024||||P|2.5\r",
+        b"MSHA^~\\&|",
+    ] {
         let m = Message::parse(raw);
         assert!(!m.is_acceptable(), "{:?}", String::from_utf8_lossy(raw));
     }
@@ -119,7 +126,11 @@ pub(crate) fn corpus_files() -> Option<Vec<std::path::PathBuf>> {
         .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus"));
     let manifest = root.join("manifest.tsv");
     let Ok(text) = std::fs::read_to_string(&manifest) else {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "corpus not found at {}", root.display());
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "corpus not found at {}",
+            root.display()
+        );
         eprintln!("skipping: corpus not found at {} (set SLUICE_CORPUS)", root.display());
         return None;
     };

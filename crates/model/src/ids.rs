@@ -40,22 +40,6 @@ pub fn hl7_event_id(msg: &sluice_hl7::Message<'_>) -> String {
     uuid_from(&[b"hl7v2", msh.field(3).raw(), msh.field(4).raw(), msh.field(10).raw(), &body])
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn resend_with_new_time_and_line_endings_keeps_the_id() {
-        let a = b"MSH|^~\\&|A|B|C|D|20240101||ADT^A01|42|P|2.5\rPID|1||1\r";
-        let b = b"MSH|^~\\&|A|B|C|D|20240102||ADT^A01|42|P|2.5\r\nPID|1||1\r\n";
-        let c = b"MSH|^~\\&|A|B|C|D|20240101||ADT^A01|42|P|2.5\rPID|1||2\r";
-        let id = |x: &[u8]| hl7_event_id(&sluice_hl7::Message::parse(x));
-        assert_eq!(id(a), id(b));
-        assert_ne!(id(a), id(c));
-        assert_eq!(id(a).len(), 36);
-    }
-}
-
 /// The Kafka key of a record before matching: the sending facility and the first patient
 /// identifier (PID-3) with its assigning authority, so one source patient's messages share a
 /// partition and keep their order. Messages without a patient are keyed by facility and MSH-10.
@@ -73,4 +57,20 @@ pub fn source_patient_key(msg: &sluice_hl7::Message<'_>) -> Vec<u8> {
         _ => key.extend_from_slice(msg.segment(0).field(10).raw()),
     }
     key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resend_with_new_time_and_line_endings_keeps_the_id() {
+        let a = b"MSH|^~\\&|A|B|C|D|20240101||ADT^A01|42|P|2.5\rPID|1||1\r";
+        let b = b"MSH|^~\\&|A|B|C|D|20240102||ADT^A01|42|P|2.5\r\nPID|1||1\r\n";
+        let c = b"MSH|^~\\&|A|B|C|D|20240101||ADT^A01|42|P|2.5\rPID|1||2\r";
+        let id = |x: &[u8]| hl7_event_id(&sluice_hl7::Message::parse(x));
+        assert_eq!(id(a), id(b));
+        assert_ne!(id(a), id(c));
+        assert_eq!(id(a).len(), 36);
+    }
 }

@@ -13,8 +13,8 @@ pub mod ids;
 pub mod nhs;
 pub mod records;
 pub mod schemas;
-pub mod topology;
 pub mod time;
+pub mod topology;
 pub mod wire;
 
 pub use records::*;

@@ -272,7 +272,15 @@ macro_rules! record {
         }
     )*};
 }
-record!(RawMessage, ClinicalEvent, MatchedEvent, IdentityLink, SeenEvent, DeadLetter, DeadLetterAudit);
+record!(
+    RawMessage,
+    ClinicalEvent,
+    MatchedEvent,
+    IdentityLink,
+    SeenEvent,
+    DeadLetter,
+    DeadLetterAudit
+);
 
 #[cfg(test)]
 mod tests {
@@ -290,21 +298,77 @@ mod tests {
     }
 
     pub fn sample_event() -> ClinicalEvent {
-        let ts = Timestamp { value: "20240101120000+0100".into(), precision: "second".into(), offset_minutes: Some(60), utc_micros: Some(1_704_106_800_000_000) };
-        let id = Identifier { value: "9434765919".into(), type_code: Some("NH".into()), assigning_authority: Some("NHS".into()), system: Some("https://fhir.nhs.uk/Id/nhs-number".into()), nhs_number_valid: Some(true), ..Default::default() };
+        let ts = Timestamp {
+            value: "20240101120000+0100".into(),
+            precision: "second".into(),
+            offset_minutes: Some(60),
+            utc_micros: Some(1_704_106_800_000_000),
+        };
+        let id = Identifier {
+            value: "9434765919".into(),
+            type_code: Some("NH".into()),
+            assigning_authority: Some("NHS".into()),
+            system: Some("https://fhir.nhs.uk/Id/nhs-number".into()),
+            nhs_number_valid: Some(true),
+            ..Default::default()
+        };
         ClinicalEvent {
             event_id: "e".into(),
             message_type: "ORU".into(),
             trigger_event: "R01".into(),
             kind: "result".into(),
             message_time: Some(ts.clone()),
-            patient: Some(Patient { identifiers: vec![id.clone()], names: vec![PersonName { family: Some("X".into()), ..Default::default() }], birth_date: Some(ts.clone()), addresses: vec![Address { lines: vec!["1 A St".into()], ..Default::default() }], ..Default::default() }),
-            encounter: Some(Encounter { visit_number: Some(id.clone()), admit_time: Some(ts.clone()), ..Default::default() }),
-            merge: Some(Merge { prior_identifiers: vec![id], ..Default::default() }),
-            orders: vec![Order { segment: "OBR".into(), service: Some(Coded { code: Some("a".into()), ..Default::default() }), ..Default::default() }],
-            observations: vec![Observation { values: vec!["5.5".into()], units: Some(Coded { code: Some("mmol/L".into()), ..Default::default() }), abnormal_flags: vec!["H".into()], observation_time: Some(ts), ..Default::default() }],
-            unmapped_segments: vec![UnmappedSegment { index: 4, name: "ZXY".into(), text: "ZXY|1".into() }],
-            unmapped_fields: vec![UnmappedField { segment_index: 2, segment: "PID".into(), field: 30, text: "Y".into() }],
+            patient: Some(Patient {
+                identifiers: vec![id.clone()],
+                names: vec![PersonName {
+                    family: Some("X".into()),
+                    ..Default::default()
+                }],
+                birth_date: Some(ts.clone()),
+                addresses: vec![Address {
+                    lines: vec!["1 A St".into()],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            encounter: Some(Encounter {
+                visit_number: Some(id.clone()),
+                admit_time: Some(ts.clone()),
+                ..Default::default()
+            }),
+            merge: Some(Merge {
+                prior_identifiers: vec![id],
+                ..Default::default()
+            }),
+            orders: vec![Order {
+                segment: "OBR".into(),
+                service: Some(Coded {
+                    code: Some("a".into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            observations: vec![Observation {
+                values: vec!["5.5".into()],
+                units: Some(Coded {
+                    code: Some("mmol/L".into()),
+                    ..Default::default()
+                }),
+                abnormal_flags: vec!["H".into()],
+                observation_time: Some(ts),
+                ..Default::default()
+            }],
+            unmapped_segments: vec![UnmappedSegment {
+                index: 4,
+                name: "ZXY".into(),
+                text: "ZXY|1".into(),
+            }],
+            unmapped_fields: vec![UnmappedField {
+                segment_index: 2,
+                segment: "PID".into(),
+                field: 30,
+                text: "Y".into(),
+            }],
             warnings: vec!["w".into()],
             ..Default::default()
         }
@@ -313,14 +377,53 @@ mod tests {
     #[test]
     fn every_record_round_trips_through_its_schema() {
         let set = SchemaSet::load().expect("schemas load");
-        round_trip(&set, &RawMessage { raw_id: "r".into(), transport: "mllp".into(), listener: "l".into(), peer: "p".into(), received_at: 1, detected_charset: "ascii".into(), payload: b"MSH|\r\x00\xff".to_vec(), msh: Some(MshSummary::default()), warnings: vec![] });
+        round_trip(
+            &set,
+            &RawMessage {
+                raw_id: "r".into(),
+                transport: "mllp".into(),
+                listener: "l".into(),
+                peer: "p".into(),
+                received_at: 1,
+                detected_charset: "ascii".into(),
+                payload: b"MSH|\r\x00\xff".to_vec(),
+                msh: Some(MshSummary::default()),
+                warnings: vec![],
+            },
+        );
         round_trip(&set, &sample_event());
-        round_trip(&set, &MatchedEvent { event: sample_event(), enterprise_id: Some("x".into()), match_result: MatchResult { outcome: "new".into(), ..Default::default() }, matched_at: 5 });
-        round_trip(&set, &IdentityLink { key: "k".into(), ..Default::default() });
+        round_trip(
+            &set,
+            &MatchedEvent {
+                event: sample_event(),
+                enterprise_id: Some("x".into()),
+                match_result: MatchResult {
+                    outcome: "new".into(),
+                    ..Default::default()
+                },
+                matched_at: 5,
+            },
+        );
+        round_trip(
+            &set,
+            &IdentityLink {
+                key: "k".into(),
+                ..Default::default()
+            },
+        );
         round_trip(&set, &SeenEvent::default());
         let mut headers = BTreeMap::new();
         headers.insert("traceparent".to_owned(), "00-x".to_owned());
-        round_trip(&set, &DeadLetter { original_key: Some(vec![1, 2]), original_value: vec![0, 1, 255], original_headers: headers, original_offset: Some(9), ..Default::default() });
+        round_trip(
+            &set,
+            &DeadLetter {
+                original_key: Some(vec![1, 2]),
+                original_value: vec![0, 1, 255],
+                original_headers: headers,
+                original_offset: Some(9),
+                ..Default::default()
+            },
+        );
         round_trip(&set, &DeadLetterAudit::default());
     }
 

@@ -75,7 +75,11 @@ pub enum SchemaError {
 const PRIMITIVES: &[&str] = &["null", "boolean", "int", "long", "float", "double", "bytes", "string"];
 
 fn full_name(name: &str, namespace: &str) -> String {
-    if name.contains('.') { name.to_owned() } else { format!("{namespace}.{name}") }
+    if name.contains('.') {
+        name.to_owned()
+    } else {
+        format!("{namespace}.{name}")
+    }
 }
 
 /// Every named type defined in the files, by full name.
@@ -86,12 +90,12 @@ fn definitions() -> Result<BTreeMap<String, Value>, SchemaError> {
             Value::Array(items) => items.iter().for_each(|i| collect(i, ns, defs)),
             Value::Object(o) => {
                 let ns = o.get("namespace").and_then(Value::as_str).unwrap_or(ns).to_owned();
-                if let (Some(Value::String(t)), Some(Value::String(n))) = (o.get("type"), o.get("name")) {
-                    if matches!(t.as_str(), "record" | "enum" | "fixed") {
-                        let mut def = o.clone();
-                        def.insert("namespace".into(), Value::String(ns.clone()));
-                        defs.insert(full_name(n, &ns), Value::Object(def));
-                    }
+                if let (Some(Value::String(t)), Some(Value::String(n))) = (o.get("type"), o.get("name"))
+                    && matches!(t.as_str(), "record" | "enum" | "fixed")
+                {
+                    let mut def = o.clone();
+                    def.insert("namespace".into(), Value::String(ns.clone()));
+                    defs.insert(full_name(n, &ns), Value::Object(def));
                 }
                 for key in ["fields", "items", "values", "type"] {
                     if let Some(child) = o.get(key) {
@@ -117,7 +121,10 @@ fn inline(v: &Value, ns: &str, defs: &BTreeMap<String, Value>, seen: &mut HashSe
             if seen.contains(&name) {
                 Value::String(name)
             } else {
-                let def = defs.get(&name).ok_or_else(|| SchemaError::UnknownReference { name: root.to_owned(), reference: s.clone() })?;
+                let def = defs.get(&name).ok_or_else(|| SchemaError::UnknownReference {
+                    name: root.to_owned(),
+                    reference: s.clone(),
+                })?;
                 inline(def, ns, defs, seen, root)?
             }
         }
@@ -125,10 +132,10 @@ fn inline(v: &Value, ns: &str, defs: &BTreeMap<String, Value>, seen: &mut HashSe
         Value::Object(o) => {
             let ns = o.get("namespace").and_then(Value::as_str).unwrap_or(ns).to_owned();
             let mut out = Map::new();
-            if let (Some(Value::String(t)), Some(Value::String(n))) = (o.get("type"), o.get("name")) {
-                if matches!(t.as_str(), "record" | "enum" | "fixed") {
-                    seen.insert(full_name(n, &ns));
-                }
+            if let (Some(Value::String(t)), Some(Value::String(n))) = (o.get("type"), o.get("name"))
+                && matches!(t.as_str(), "record" | "enum" | "fixed")
+            {
+                seen.insert(full_name(n, &ns));
             }
             for (k, child) in o {
                 let child = match k.as_str() {
@@ -146,7 +153,9 @@ fn inline(v: &Value, ns: &str, defs: &BTreeMap<String, Value>, seen: &mut HashSe
                             })
                             .collect::<Result<_, SchemaError>>()?,
                     ),
-                    "items" | "values" | "type" if !child.is_string() || !matches!(child.as_str(), Some("record" | "enum" | "fixed" | "array" | "map")) => {
+                    "items" | "values" | "type"
+                        if !child.is_string() || !matches!(child.as_str(), Some("record" | "enum" | "fixed" | "array" | "map")) =>
+                    {
                         inline(child, &ns, defs, seen, root)?
                     }
                     _ => child.clone(),
@@ -172,7 +181,10 @@ pub fn schema_json(record: RecordType) -> Result<String, SchemaError> {
 /// The parsed schema of a record type.
 pub fn schema(record: RecordType) -> Result<Schema, SchemaError> {
     let json = schema_json(record)?;
-    Schema::parse_str(&json).map_err(|source| SchemaError::Avro { name: record.name().to_owned(), source: Box::new(source) })
+    Schema::parse_str(&json).map_err(|source| SchemaError::Avro {
+        name: record.name().to_owned(),
+        source: Box::new(source),
+    })
 }
 
 /// All record schemas, parsed once.

@@ -26,10 +26,22 @@ pub fn parse_hl7(value: &str) -> Option<Timestamp> {
         (10, None) => "hour",
         (12, None) => "minute",
         (14, None) => "second",
-        _ => return Some(Timestamp { value: v.to_owned(), precision: "invalid".into(), offset_minutes: None, utc_micros: None }),
+        _ => {
+            return Some(Timestamp {
+                value: v.to_owned(),
+                precision: "invalid".into(),
+                offset_minutes: None,
+                utc_micros: None,
+            });
+        }
     };
     if !valid_digits(main) {
-        return Some(Timestamp { value: v.to_owned(), precision: "invalid".into(), offset_minutes: None, utc_micros: None });
+        return Some(Timestamp {
+            value: v.to_owned(),
+            precision: "invalid".into(),
+            offset_minutes: None,
+            utc_micros: None,
+        });
     }
     let offset_minutes = offset.and_then(|o| {
         let sign = if o.starts_with('-') { -1 } else { 1 };
@@ -43,7 +55,14 @@ pub fn parse_hl7(value: &str) -> Option<Timestamp> {
     });
     let num = |a: usize, b: usize, default: i64| main.get(a..b).and_then(|s| s.parse::<i64>().ok()).unwrap_or(default);
     let utc_micros = offset_minutes.and_then(|off| {
-        let (y, mo, d, h, mi, s) = (num(0, 4, 0), num(4, 6, 1), num(6, 8, 1), num(8, 10, 0), num(10, 12, 0), num(12, 14, 0));
+        let (y, mo, d, h, mi, s) = (
+            num(0, 4, 0),
+            num(4, 6, 1),
+            num(6, 8, 1),
+            num(8, 10, 0),
+            num(10, 12, 0),
+            num(12, 14, 0),
+        );
         if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
             return None;
         }
@@ -58,7 +77,12 @@ pub fn parse_hl7(value: &str) -> Option<Timestamp> {
         let secs = days * 86_400 + h * 3600 + mi * 60 + s - i64::from(off) * 60;
         Some(secs * 1_000_000 + frac_micros.unwrap_or(0))
     });
-    Some(Timestamp { value: v.to_owned(), precision: precision.into(), offset_minutes, utc_micros })
+    Some(Timestamp {
+        value: v.to_owned(),
+        precision: precision.into(),
+        offset_minutes,
+        utc_micros,
+    })
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).

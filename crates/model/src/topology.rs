@@ -41,7 +41,10 @@ impl Topology {
     }
 
     pub fn topic(&self, name: &str) -> Result<&Topic, TopologyError> {
-        self.topics.iter().find(|t| t.name == name).ok_or_else(|| TopologyError::UnknownTopic(name.to_owned()))
+        self.topics
+            .iter()
+            .find(|t| t.name == name)
+            .ok_or_else(|| TopologyError::UnknownTopic(name.to_owned()))
     }
 
     /// Topics a service produces to.
@@ -74,7 +77,19 @@ pub mod names {
     pub const DL_MATCH: &str = "deadletter.identifier-match.v1";
     pub const DL_ROUTE: &str = "deadletter.route.v1";
     pub const DL_AUDIT: &str = "deadletter.audit.v1";
-    pub const ALL: &[&str] = &[RAW, NORMALISED, SEEN, MATCHED, LINKS, REVIEW, DL_INGEST, DL_NORMALISE, DL_MATCH, DL_ROUTE, DL_AUDIT];
+    pub const ALL: &[&str] = &[
+        RAW,
+        NORMALISED,
+        SEEN,
+        MATCHED,
+        LINKS,
+        REVIEW,
+        DL_INGEST,
+        DL_NORMALISE,
+        DL_MATCH,
+        DL_ROUTE,
+        DL_AUDIT,
+    ];
 }
 
 #[cfg(test)]
@@ -89,7 +104,11 @@ mod tests {
             assert!(t.topic(n).is_ok(), "{n} missing from topics.yaml");
         }
         for topic in &t.topics {
-            assert!(RecordType::from_name(&topic.value_schema).is_some(), "{} has unknown schema", topic.name);
+            assert!(
+                RecordType::from_name(&topic.value_schema).is_some(),
+                "{} has unknown schema",
+                topic.name
+            );
             assert!(topic.partitions > 0);
         }
     }

@@ -42,7 +42,9 @@ pub fn split(value: &[u8]) -> Result<(u32, &[u8]), WireError> {
 
 /// Encodes a record under a registered schema id.
 pub fn encode<T: Serialize>(schema: &Schema, id: u32, record: &T) -> Result<Vec<u8>, WireError> {
-    let value = to_value(record).and_then(|v| v.resolve(schema)).map_err(|e| WireError::Encode(Box::new(e)))?;
+    let value = to_value(record)
+        .and_then(|v| v.resolve(schema))
+        .map_err(|e| WireError::Encode(Box::new(e)))?;
     let body = to_avro_datum(schema, value).map_err(|e| WireError::Encode(Box::new(e)))?;
     let mut out = Vec::with_capacity(body.len() + 5);
     out.push(MAGIC);

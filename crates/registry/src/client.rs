@@ -36,11 +36,18 @@ const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 impl RegistryClient {
     pub fn new(base_url: &str, auth: Option<(String, String)>) -> Result<RegistryClient, RegistryError> {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
-        Ok(RegistryClient { base: base_url.trim_end_matches('/').to_owned(), http, auth })
+        Ok(RegistryClient {
+            base: base_url.trim_end_matches('/').to_owned(),
+            http,
+            auth,
+        })
     }
 
     fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let r = self.http.request(method, format!("{}{}", self.base, path)).header("Accept", CONTENT_TYPE);
+        let r = self
+            .http
+            .request(method, format!("{}{}", self.base, path))
+            .header("Accept", CONTENT_TYPE);
         match &self.auth {
             Some((u, p)) => r.basic_auth(u, Some(p)),
             None => r,
@@ -56,7 +63,10 @@ impl RegistryClient {
             .send()
             .await?;
         if !resp.status().is_success() {
-            return Err(RegistryError::Status { status: resp.status().as_u16(), what: "register" });
+            return Err(RegistryError::Status {
+                status: resp.status().as_u16(),
+                what: "register",
+            });
         }
         Ok(resp.json::<IdResponse>().await?.id)
     }
@@ -65,7 +75,10 @@ impl RegistryClient {
     pub async fn schema_by_id(&self, id: u32) -> Result<String, RegistryError> {
         let resp = self.req(reqwest::Method::GET, &format!("/schemas/ids/{id}")).send().await?;
         if !resp.status().is_success() {
-            return Err(RegistryError::Status { status: resp.status().as_u16(), what: "schema by id" });
+            return Err(RegistryError::Status {
+                status: resp.status().as_u16(),
+                what: "schema by id",
+            });
         }
         Ok(resp.json::<SchemaResponse>().await?.schema)
     }

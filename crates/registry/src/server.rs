@@ -36,7 +36,10 @@ struct SchemaBody {
 
 fn reply(status: StatusCode, body: Value) -> Response {
     let mut r = (status, Json(body)).into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/vnd.schemaregistry.v1+json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/vnd.schemaregistry.v1+json"),
+    );
     r
 }
 
@@ -44,8 +47,8 @@ fn error(status: StatusCode, code: u32, message: &str) -> Response {
     reply(status, json!({ "error_code": code, "message": message }))
 }
 
-fn parse(text: &str) -> Result<Schema, Response> {
-    Schema::parse_str(text).map_err(|_| error(StatusCode::UNPROCESSABLE_ENTITY, 42201, "invalid avro schema"))
+fn parse(text: &str) -> Result<Schema, Box<Response>> {
+    Schema::parse_str(text).map_err(|_| Box::new(error(StatusCode::UNPROCESSABLE_ENTITY, 42201, "invalid avro schema")))
 }
 
 impl Registry {
@@ -56,7 +59,10 @@ impl Registry {
             .route("/subjects/{subject}/versions/{version}", get(get_version))
             .route("/schemas/ids/{id}", get(get_by_id))
             .route("/compatibility/subjects/{subject}/versions/{version}", post(check_compatibility))
-            .route("/config", get(|| async { reply(StatusCode::OK, json!({ "compatibilityLevel": "BACKWARD" })) }))
+            .route(
+                "/config",
+                get(|| async { reply(StatusCode::OK, json!({ "compatibilityLevel": "BACKWARD" })) }),
+            )
             .with_state(self.clone())
     }
 
@@ -83,7 +89,7 @@ async fn register(State(r): State<Registry>, Path(subject): Path<String>, Json(b
     }
     let schema = match parse(&body.schema) {
         Ok(s) => s,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let canonical = schema.canonical_form();
     let mut inner = r.lock();
@@ -94,7 +100,11 @@ async fn register(State(r): State<Registry>, Path(subject): Path<String>, Json(b
                 return error(StatusCode::INTERNAL_SERVER_ERROR, 50001, "stored schema unreadable");
             };
             if SchemaCompatibility::can_read(&writer, &schema).is_err() {
-                return error(StatusCode::CONFLICT, 409, "schema is not backward compatible with the latest version");
+                return error(
+                    StatusCode::CONFLICT,
+                    409,
+                    "schema is not backward compatible with the latest version",
+                );
             }
         }
     }
@@ -114,7 +124,11 @@ async fn register(State(r): State<Registry>, Path(subject): Path<String>, Json(b
 
 fn version_of(inner: &Inner, subject: &str, version: &str) -> Option<(usize, u32)> {
     let versions = inner.subjects.get(subject)?;
-    let idx = if version == "latest" { versions.len().checked_sub(1)? } else { version.parse::<usize>().ok()?.checked_sub(1)? };
+    let idx = if version == "latest" {
+        versions.len().checked_sub(1)?
+    } else {
+        version.parse::<usize>().ok()?.checked_sub(1)?
+    };
     versions.get(idx).map(|id| (idx + 1, *id))
 }
 
@@ -123,7 +137,10 @@ async fn get_version(State(r): State<Registry>, Path((subject, version)): Path<(
     match version_of(&inner, &subject, &version) {
         Some((v, id)) => {
             let schema = inner.schemas.get(id as usize - 1).cloned().unwrap_or_default();
-            reply(StatusCode::OK, json!({ "subject": subject, "version": v, "id": id, "schema": schema, "schemaType": "AVRO" }))
+            reply(
+                StatusCode::OK,
+                json!({ "subject": subject, "version": v, "id": id, "schema": schema, "schemaType": "AVRO" }),
+            )
         }
         None => error(StatusCode::NOT_FOUND, 40402, "version not found"),
     }
@@ -137,10 +154,14 @@ async fn get_by_id(State(r): State<Registry>, Path(id): Path<u32>) -> Response {
     }
 }
 
-async fn check_compatibility(State(r): State<Registry>, Path((subject, version)): Path<(String, String)>, Json(body): Json<SchemaBody>) -> Response {
+async fn check_compatibility(
+    State(r): State<Registry>,
+    Path((subject, version)): Path<(String, String)>,
+    Json(body): Json<SchemaBody>,
+) -> Response {
     let schema = match parse(&body.schema) {
         Ok(s) => s,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let inner = r.lock();
     let Some((_, id)) = version_of(&inner, &subject, &version) else {
@@ -154,8 +175,13 @@ async fn check_compatibility(State(r): State<Registry>, Path((subject, version))
 }
 
 /// Serves the registry on a bound listener until `shutdown` resolves.
-pub async fn serve(listener: tokio::net::TcpListener, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-    axum::serve(listener, Registry::default().router()).with_graceful_shutdown(shutdown).await
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, Registry::default().router())
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 #[cfg(test)]
@@ -184,7 +210,14 @@ mod tests {
         let bad = r#"{"type":"record","name":"SeenEvent","namespace":"sluice.v1","fields":[{"name":"x","type":"string"}]}"#;
         assert!(client.register("t1-value", bad).await.is_err());
         let http = reqwest::Client::new();
-        let latest: Value = http.get(format!("http://{addr}/subjects/t3-value/versions/latest")).send().await.expect("get").json().await.expect("json");
+        let latest: Value = http
+            .get(format!("http://{addr}/subjects/t3-value/versions/latest"))
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
         assert_eq!(latest["id"], json!(c));
         let compat: Value = http
             .post(format!("http://{addr}/compatibility/subjects/t1-value/versions/latest"))

@@ -35,15 +35,29 @@ pub struct SchemaStore {
 
 impl SchemaStore {
     pub fn new(client: RegistryClient) -> Result<SchemaStore, sluice_model::schemas::SchemaError> {
-        Ok(SchemaStore { client, own: SchemaSet::load()?, by_id: RwLock::default(), writer_ids: RwLock::default() })
+        Ok(SchemaStore {
+            client,
+            own: SchemaSet::load()?,
+            by_id: RwLock::default(),
+            writer_ids: RwLock::default(),
+        })
     }
 
     /// Registers the schema of `record` under `<topic>-value` and remembers the id for encoding.
     pub async fn register(&self, topic: &str, record: RecordType) -> Result<u32, RegistryError> {
-        let json = schema_json(record).map_err(|_| RegistryError::Status { status: 0, what: "local schema" })?;
+        let json = schema_json(record).map_err(|_| RegistryError::Status {
+            status: 0,
+            what: "local schema",
+        })?;
         let id = self.client.register(&value_subject(topic), &json).await?;
-        self.writer_ids.write().unwrap_or_else(|e| e.into_inner()).insert(topic.to_owned(), id);
-        self.by_id.write().unwrap_or_else(|e| e.into_inner()).insert(id, Arc::new(self.own.get(record).clone()));
+        self.writer_ids
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(topic.to_owned(), id);
+        self.by_id
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, Arc::new(self.own.get(record).clone()));
         Ok(id)
     }
 
@@ -72,7 +86,13 @@ impl SchemaStore {
     /// Decodes a framed value whose writer schema is cached (see [`SchemaStore::prefetch`]).
     pub fn decode<T: Record>(&self, value: &[u8]) -> Result<T, DecodeError> {
         let (id, body) = wire::split(value)?;
-        let writer = self.by_id.read().unwrap_or_else(|e| e.into_inner()).get(&id).cloned().ok_or(DecodeError::UnknownSchema(id))?;
+        let writer = self
+            .by_id
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
+            .ok_or(DecodeError::UnknownSchema(id))?;
         Ok(wire::decode(&writer, self.own.get(T::TYPE), body)?)
     }
 }

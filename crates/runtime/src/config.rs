@@ -113,13 +113,24 @@ impl RuntimeConfig {
         if self.kafka.bootstrap_servers.trim().is_empty() {
             return invalid("runtime.kafka.bootstrap_servers", "must not be empty");
         }
-        if !matches!(self.kafka.security_protocol.as_str(), "plaintext" | "ssl" | "sasl_plaintext" | "sasl_ssl") {
-            return invalid("runtime.kafka.security_protocol", "must be plaintext, ssl, sasl_plaintext or sasl_ssl");
+        if !matches!(
+            self.kafka.security_protocol.as_str(),
+            "plaintext" | "ssl" | "sasl_plaintext" | "sasl_ssl"
+        ) {
+            return invalid(
+                "runtime.kafka.security_protocol",
+                "must be plaintext, ssl, sasl_plaintext or sasl_ssl",
+            );
         }
         if self.batch_max_records == 0 {
             return invalid("runtime.batch_max_records", "must be at least 1");
         }
-        if self.instance_id.is_empty() || !self.instance_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
+        if self.instance_id.is_empty()
+            || !self
+                .instance_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        {
             return invalid("runtime.instance_id", "must be non-empty letters, digits, '-', '_' or '.'");
         }
         if !matches!(self.log_format.as_str(), "json" | "text") {
@@ -145,7 +156,10 @@ mod tests {
 
     #[test]
     fn secrets_are_masked_and_unknown_fields_rejected() {
-        let c = KafkaConfig { sasl_password: Some(Secret::new("hunter2")), ..Default::default() };
+        let c = KafkaConfig {
+            sasl_password: Some(Secret::new("hunter2")),
+            ..Default::default()
+        };
         assert!(!format!("{c:?}").contains("hunter2"));
         let dir = tempfile::tempdir().expect("tempdir");
         let f = dir.path().join("c.yaml");

@@ -29,7 +29,10 @@ pub fn base(cfg: &KafkaConfig, client_id: &str) -> ClientConfig {
 /// An idempotent producer that waits for all in-sync replicas.
 pub fn idempotent_producer(cfg: &KafkaConfig, client_id: &str) -> ClientConfig {
     let mut c = base(cfg, client_id);
-    c.set("enable.idempotence", "true").set("acks", "all").set("linger.ms", "2").set("message.timeout.ms", "30000");
+    c.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "2")
+        .set("message.timeout.ms", "30000");
     c
 }
 

@@ -27,7 +27,10 @@ pub mod transactional;
 /// Microseconds since the Unix epoch, now. The only clock services read, through
 /// [`processor::Context`], so processors stay pure.
 pub fn now_micros() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
 }
 
 /// Registers the value schema of every topic `service` produces (per `topology/topics.yaml`)

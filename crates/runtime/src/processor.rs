@@ -34,10 +34,15 @@ pub enum Outcome {
     Skip(&'static str),
     /// The record cannot be processed: it goes to the stage's dead-letter topic with this
     /// bounded code. `detail` must be free of patient data.
-    Reject { code: &'static str, detail: String },
+    Reject {
+        code: &'static str,
+        detail: String,
+    },
     /// Something outside the record failed (for example an unknown schema id whose fetch
     /// failed): retried with backoff, never dead-lettered.
-    Retry { code: &'static str },
+    Retry {
+        code: &'static str,
+    },
 }
 
 pub trait Processor: Send {

@@ -12,7 +12,15 @@ use std::time::Duration;
 
 /// Builds a schema store for the configured registry.
 pub fn schema_store(cfg: &RuntimeConfig) -> anyhow::Result<Arc<SchemaStore>> {
-    let auth = cfg.schema_registry_username.clone().map(|u| (u, cfg.schema_registry_password.clone().map(|p| p.expose().to_owned()).unwrap_or_default()));
+    let auth = cfg.schema_registry_username.clone().map(|u| {
+        (
+            u,
+            cfg.schema_registry_password
+                .clone()
+                .map(|p| p.expose().to_owned())
+                .unwrap_or_default(),
+        )
+    });
     Ok(Arc::new(SchemaStore::new(RegistryClient::new(&cfg.schema_registry_url, auth)?)?))
 }
 
@@ -34,7 +42,14 @@ pub async fn register_with_retry(store: &SchemaStore, service: &str, shutdown: &
 
 /// Runs a processing stage until shutdown. `make` runs on the stage's thread after the
 /// producer has fenced older instances; it may rebuild state from topics.
-pub async fn run_stage<P, F>(name: &'static str, inputs: Vec<String>, cfg: RuntimeConfig, shutdown: Shutdown, health: Health, make: F) -> anyhow::Result<()>
+pub async fn run_stage<P, F>(
+    name: &'static str,
+    inputs: Vec<String>,
+    cfg: RuntimeConfig,
+    shutdown: Shutdown,
+    health: Health,
+    make: F,
+) -> anyhow::Result<()>
 where
     P: Processor + 'static,
     F: FnOnce(Arc<SchemaStore>, tokio::runtime::Handle) -> anyhow::Result<P> + Send + 'static,
@@ -46,7 +61,16 @@ where
     let handle = tokio::runtime::Handle::current();
     let dead_letter_topic = sluice_model::topology::Topology::dead_letter_topic(name);
     let joined = tokio::task::spawn_blocking(move || {
-        let stage = Stage { name, inputs, dead_letter_topic, config: &cfg, store: store.clone(), shutdown, readiness, handle: handle.clone() };
+        let stage = Stage {
+            name,
+            inputs,
+            dead_letter_topic,
+            config: &cfg,
+            store: store.clone(),
+            shutdown,
+            readiness,
+            handle: handle.clone(),
+        };
         transactional::run(stage, move || make(store, handle))
     })
     .await?;

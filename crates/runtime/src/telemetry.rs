@@ -65,11 +65,31 @@ pub struct RuntimeMetrics {
 pub fn runtime_metrics() -> &'static RuntimeMetrics {
     static M: OnceLock<RuntimeMetrics> = OnceLock::new();
     M.get_or_init(|| RuntimeMetrics {
-        consumed: counter("sluice_runtime_records_consumed_total", "records consumed from input topics", &["service"]),
-        outcomes: counter("sluice_runtime_outcomes_total", "processing outcomes by kind (emit, skip, reject, retry)", &["service", "outcome"]),
-        dead_letters: counter("sluice_runtime_dead_letters_total", "records sent to a dead-letter topic, by bounded reason code", &["service", "reason"]),
-        produced: counter("sluice_runtime_records_produced_total", "records produced inside committed transactions", &["service"]),
-        transactions: counter("sluice_runtime_transactions_total", "transactions by result (committed, aborted)", &["service", "result"]),
+        consumed: counter(
+            "sluice_runtime_records_consumed_total",
+            "records consumed from input topics",
+            &["service"],
+        ),
+        outcomes: counter(
+            "sluice_runtime_outcomes_total",
+            "processing outcomes by kind (emit, skip, reject, retry)",
+            &["service", "outcome"],
+        ),
+        dead_letters: counter(
+            "sluice_runtime_dead_letters_total",
+            "records sent to a dead-letter topic, by bounded reason code",
+            &["service", "reason"],
+        ),
+        produced: counter(
+            "sluice_runtime_records_produced_total",
+            "records produced inside committed transactions",
+            &["service"],
+        ),
+        transactions: counter(
+            "sluice_runtime_transactions_total",
+            "transactions by result (committed, aborted)",
+            &["service", "result"],
+        ),
         transaction_seconds: histogram(
             "sluice_runtime_transaction_duration_seconds",
             "time from the first record of a batch to its commit",
@@ -105,8 +125,14 @@ impl Health {
     /// A readiness flag for one service, initially not ready.
     pub fn service(&self, name: &str) -> Readiness {
         let flag = Arc::new(AtomicBool::new(false));
-        self.services.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_owned(), flag.clone());
-        Readiness { flag, service: name.to_owned() }
+        self.services
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_owned(), flag.clone());
+        Readiness {
+            flag,
+            service: name.to_owned(),
+        }
     }
 
     pub fn is_ready(&self) -> bool {
@@ -116,7 +142,9 @@ impl Health {
 
     pub fn report(&self) -> String {
         let s = self.services.lock().unwrap_or_else(|e| e.into_inner());
-        s.iter().map(|(k, v)| format!("{k} {}\n", if v.load(Ordering::SeqCst) { "ready" } else { "not ready" })).collect()
+        s.iter()
+            .map(|(k, v)| format!("{k} {}\n", if v.load(Ordering::SeqCst) { "ready" } else { "not ready" }))
+            .collect()
     }
 
     pub fn router(&self) -> Router {
@@ -129,7 +157,11 @@ impl Health {
                 get(move || {
                     let h = h.clone();
                     async move {
-                        let code = if h.is_ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+                        let code = if h.is_ready() {
+                            StatusCode::OK
+                        } else {
+                            StatusCode::SERVICE_UNAVAILABLE
+                        };
                         (code, h.report())
                     }
                 }),
@@ -146,7 +178,10 @@ pub struct Readiness {
 impl Readiness {
     pub fn set(&self, ready: bool) {
         if self.flag.swap(ready, Ordering::SeqCst) != ready {
-            runtime_metrics().ready.with_label_values(&[self.service.as_str()]).set(i64::from(ready));
+            runtime_metrics()
+                .ready
+                .with_label_values(&[self.service.as_str()])
+                .set(i64::from(ready));
             if ready {
                 tracing::info!(service = %self.service, "ready");
             } else {
@@ -167,7 +202,9 @@ pub async fn serve_http(addr: &str, router: Router, shutdown: crate::shutdown::S
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     tokio::spawn(async move {
-        let _ = axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.wait().await }).await;
+        let _ = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { shutdown.wait().await })
+            .await;
     });
     Ok(local)
 }
@@ -177,5 +214,9 @@ pub fn init_logging(format: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if format == "json" { builder.json().try_init() } else { builder.try_init() };
+    let _ = if format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }

@@ -120,7 +120,8 @@ pub fn run<P: Processor>(stage: Stage<'_>, make: impl FnOnce() -> anyhow::Result
     let instance = format!("{svc}-{}", cfg.instance_id);
 
     let mut pcfg = kafka::idempotent_producer(&cfg.kafka, &instance);
-    pcfg.set("transactional.id", format!("sluice-{instance}")).set("transaction.timeout.ms", cfg.transaction_timeout_ms.to_string());
+    pcfg.set("transactional.id", format!("sluice-{instance}"))
+        .set("transaction.timeout.ms", cfg.transaction_timeout_ms.to_string());
     let producer: BaseProducer = pcfg.create().map_err(RuntimeError::Client)?;
     let revoked = Arc::new(AtomicBool::new(false));
     let consumer: BaseConsumer<RebalanceFlag> = kafka::read_committed_consumer(&cfg.kafka, &instance, &format!("sluice-{svc}"))
@@ -132,7 +133,12 @@ pub fn run<P: Processor>(stage: Stage<'_>, make: impl FnOnce() -> anyhow::Result
     loop {
         match producer.init_transactions(OP_TIMEOUT) {
             Ok(()) => break,
-            Err(e) if matches!(classify(&e), Action::Fatal) => return Err(RuntimeError::Fatal { op: "init_transactions", source: e }),
+            Err(e) if matches!(classify(&e), Action::Fatal) => {
+                return Err(RuntimeError::Fatal {
+                    op: "init_transactions",
+                    source: e,
+                });
+            }
             Err(e) => {
                 metrics.infrastructure_errors.with_label_values(&[svc, "init_transactions"]).inc();
                 tracing::warn!(service = svc, error = %e, "init_transactions failed, retrying");
@@ -189,39 +195,51 @@ pub fn run<P: Processor>(stage: Stage<'_>, make: impl FnOnce() -> anyhow::Result
                         if batch.is_none() {
                             if let Err(e) = producer.begin_transaction() {
                                 if matches!(classify(&e), Action::Fatal) {
-                                    return Err(RuntimeError::Fatal { op: "begin_transaction", source: e });
+                                    return Err(RuntimeError::Fatal {
+                                        op: "begin_transaction",
+                                        source: e,
+                                    });
                                 }
                                 failed = Some(("begin_transaction", Some(e)));
                             } else {
-                                batch = Some(Batch { started: Instant::now(), records: 0, offsets: HashMap::new() });
+                                batch = Some(Batch {
+                                    started: Instant::now(),
+                                    records: 0,
+                                    offsets: HashMap::new(),
+                                });
                             }
                         }
-                        if failed.is_none() {
-                            if let Some(b) = batch.as_mut() {
-                                if let Err(code) = handle_record(&stage, &producer, &mut processor, &msg, b) {
-                                    failed = Some((code, None));
-                                }
-                            }
+                        if failed.is_none()
+                            && let Some(b) = batch.as_mut()
+                            && let Err(code) = handle_record(&stage, &producer, &mut processor, &msg, b)
+                        {
+                            failed = Some((code, None));
                         }
                     }
                 }
             }
         }
 
-        let due = batch.as_ref().is_some_and(|b| b.records >= cfg.batch_max_records || b.started.elapsed() >= batch_max || shutting_down);
-        if failed.is_none() && due {
-            if let Some(b) = batch.take() {
-                match commit(&stage, &producer, &consumer, &b) {
-                    Ok(()) => {
-                        processor.committed();
-                        metrics.transactions.with_label_values(&[svc, "committed"]).inc();
-                        metrics.transaction_seconds.with_label_values(&[svc]).observe(b.started.elapsed().as_secs_f64());
-                        stage.readiness.set(true);
-                        backoff.reset();
-                    }
-                    Err(CommitError::Fatal(op, e)) => return Err(RuntimeError::Fatal { op, source: e }),
-                    Err(CommitError::Abort(op, e)) => failed = Some((op, Some(e))),
+        let due = batch
+            .as_ref()
+            .is_some_and(|b| b.records >= cfg.batch_max_records || b.started.elapsed() >= batch_max || shutting_down);
+        if failed.is_none()
+            && due
+            && let Some(b) = batch.take()
+        {
+            match commit(&stage, &producer, &consumer, &b) {
+                Ok(()) => {
+                    processor.committed();
+                    metrics.transactions.with_label_values(&[svc, "committed"]).inc();
+                    metrics
+                        .transaction_seconds
+                        .with_label_values(&[svc])
+                        .observe(b.started.elapsed().as_secs_f64());
+                    stage.readiness.set(true);
+                    backoff.reset();
                 }
+                Err(CommitError::Fatal(op, e)) => return Err(RuntimeError::Fatal { op, source: e }),
+                Err(CommitError::Abort(op, e)) => failed = Some((op, Some(e))),
             }
         }
 
@@ -235,7 +253,10 @@ pub fn run<P: Processor>(stage: Stage<'_>, make: impl FnOnce() -> anyhow::Result
             }
             if batch.is_some() || err.is_some() {
                 if let Err(e) = abort(&producer) {
-                    return Err(RuntimeError::Fatal { op: "abort_transaction", source: e });
+                    return Err(RuntimeError::Fatal {
+                        op: "abort_transaction",
+                        source: e,
+                    });
                 }
                 metrics.transactions.with_label_values(&[svc, "aborted"]).inc();
             }
@@ -282,11 +303,21 @@ fn handle_record<P: Processor>(
     if stage.handle.block_on(stage.store.prefetch(value)).is_err() {
         return Err("schema_fetch");
     }
-    let input = Input { topic: msg.topic(), partition: msg.partition(), offset: msg.offset(), key: msg.key(), value, replay };
+    let input = Input {
+        topic: msg.topic(),
+        partition: msg.partition(),
+        offset: msg.offset(),
+        key: msg.key(),
+        value,
+        replay,
+    };
     let ctx = Context { now_micros: now_micros() };
     let started = Instant::now();
     let outcome = processor.process(&input, &ctx);
-    metrics.process_seconds.with_label_values(&[svc]).observe(started.elapsed().as_secs_f64());
+    metrics
+        .process_seconds
+        .with_label_values(&[svc])
+        .observe(started.elapsed().as_secs_f64());
     let tp = trace::child_of(parent_trace.as_deref());
     let outputs = match outcome {
         Outcome::Emit(outputs) => {
@@ -306,9 +337,17 @@ fn handle_record<P: Processor>(
             metrics.dead_letters.with_label_values(&[svc, code]).inc();
             let now = ctx.now_micros;
             let attempt = headers_map.get("sluice-attempt").and_then(|a| a.parse::<i32>().ok()).unwrap_or(0) + 1;
-            let first_failed_at = headers_map.get("sluice-first-failed-at").and_then(|a| a.parse::<i64>().ok()).unwrap_or(now);
+            let first_failed_at = headers_map
+                .get("sluice-first-failed-at")
+                .and_then(|a| a.parse::<i64>().ok())
+                .unwrap_or(now);
             let dl = DeadLetter {
-                dead_letter_id: sluice_model::ids::uuid_from(&[svc.as_bytes(), input.topic.as_bytes(), &input.partition.to_be_bytes(), &input.offset.to_be_bytes()]),
+                dead_letter_id: sluice_model::ids::uuid_from(&[
+                    svc.as_bytes(),
+                    input.topic.as_bytes(),
+                    &input.partition.to_be_bytes(),
+                    &input.offset.to_be_bytes(),
+                ]),
                 stage: svc.to_owned(),
                 reason_code: code.to_owned(),
                 detail,
@@ -324,12 +363,22 @@ fn handle_record<P: Processor>(
                 trace_parent: Some(tp.clone()),
                 peer: None,
             };
-            let encoded = stage.store.encode(&stage.dead_letter_topic, &dl).map_err(|_| "dead_letter_encode")?;
-            vec![crate::processor::Output { topic: stage.dead_letter_topic.clone(), key: dl.dead_letter_id.into_bytes(), value: encoded }]
+            let encoded = stage
+                .store
+                .encode(&stage.dead_letter_topic, &dl)
+                .map_err(|_| "dead_letter_encode")?;
+            vec![crate::processor::Output {
+                topic: stage.dead_letter_topic.clone(),
+                key: dl.dead_letter_id.into_bytes(),
+                value: encoded,
+            }]
         }
     };
     for out in &outputs {
-        let headers = OwnedHeaders::new().insert(Header { key: trace::HEADER, value: Some(tp.as_bytes()) });
+        let headers = OwnedHeaders::new().insert(Header {
+            key: trace::HEADER,
+            value: Some(tp.as_bytes()),
+        });
         let mut record = BaseRecord::to(&out.topic).key(&out.key).payload(&out.value).headers(headers);
         loop {
             match producer.send(record) {
@@ -352,7 +401,12 @@ enum CommitError {
     Fatal(&'static str, KafkaError),
 }
 
-fn commit<C: ConsumerContext>(stage: &Stage<'_>, producer: &BaseProducer, consumer: &BaseConsumer<C>, batch: &Batch) -> Result<(), CommitError> {
+fn commit<C: ConsumerContext>(
+    stage: &Stage<'_>,
+    producer: &BaseProducer,
+    consumer: &BaseConsumer<C>,
+    batch: &Batch,
+) -> Result<(), CommitError> {
     let mut tpl = TopicPartitionList::new();
     for ((topic, partition), offset) in &batch.offsets {
         if tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset)).is_err() {
@@ -362,11 +416,16 @@ fn commit<C: ConsumerContext>(stage: &Stage<'_>, producer: &BaseProducer, consum
     let Some(group) = consumer.group_metadata() else {
         return Err(CommitError::Abort("group_metadata", KafkaError::NoMessageReceived));
     };
-    retrying(stage, "send_offsets_to_transaction", || producer.send_offsets_to_transaction(&tpl, &group, OP_TIMEOUT))?;
+    retrying(stage, "send_offsets_to_transaction", || {
+        producer.send_offsets_to_transaction(&tpl, &group, OP_TIMEOUT)
+    })?;
     // a commit that timed out is retried as a commit: the records are already in the
     // transaction and must not be sent again
     retrying(stage, "commit_transaction", || producer.commit_transaction(OP_TIMEOUT))?;
-    runtime_metrics().produced.with_label_values(&[stage.name]).inc_by(batch.records as u64);
+    runtime_metrics()
+        .produced
+        .with_label_values(&[stage.name])
+        .inc_by(batch.records as u64);
     Ok(())
 }
 
@@ -379,7 +438,10 @@ fn retrying(stage: &Stage<'_>, op: &'static str, mut f: impl FnMut() -> Result<(
                 Action::Fatal => return Err(CommitError::Fatal(op, e)),
                 Action::Abort => return Err(CommitError::Abort(op, e)),
                 Action::Retry => {
-                    runtime_metrics().infrastructure_errors.with_label_values(&[stage.name, "retriable"]).inc();
+                    runtime_metrics()
+                        .infrastructure_errors
+                        .with_label_values(&[stage.name, "retriable"])
+                        .inc();
                     tracing::warn!(service = stage.name, op, error = %e, "retrying");
                     stage.readiness.set(false);
                     backoff.sleep();
@@ -421,10 +483,10 @@ fn rewind<C: ConsumerContext>(consumer: &BaseConsumer<C>, svc: &'static str) {
         };
         let _ = tpl.add_partition_offset(el.topic(), el.partition(), offset);
     }
-    if tpl.count() > 0 {
-        if let Err(e) = consumer.seek_partitions(tpl, OP_TIMEOUT) {
-            tracing::warn!(service = svc, error = %e, "rewind failed");
-        }
+    if tpl.count() > 0
+        && let Err(e) = consumer.seek_partitions(tpl, OP_TIMEOUT)
+    {
+        tracing::warn!(service = svc, error = %e, "rewind failed");
     }
 }
 
@@ -434,7 +496,9 @@ struct Backoff {
 
 impl Backoff {
     fn new() -> Backoff {
-        Backoff { next: Duration::from_millis(100) }
+        Backoff {
+            next: Duration::from_millis(100),
+        }
     }
     fn reset(&mut self) {
         self.next = Duration::from_millis(100);

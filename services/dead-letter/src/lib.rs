@@ -44,7 +44,10 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { runtime: RuntimeConfig::default(), api_addr: "127.0.0.1:8082".into() }
+        Config {
+            runtime: RuntimeConfig::default(),
+            api_addr: "127.0.0.1:8082".into(),
+        }
     }
 }
 
@@ -64,7 +67,12 @@ pub struct Index {
 impl Index {
     pub fn add(&mut self, topic: &str, letter: DeadLetter) {
         let id = letter.dead_letter_id.clone();
-        let e = self.entries.entry(id).or_insert_with(|| Entry { letter: letter.clone(), topic: topic.to_owned(), status: "quarantined", audit: vec![] });
+        let e = self.entries.entry(id).or_insert_with(|| Entry {
+            letter: letter.clone(),
+            topic: topic.to_owned(),
+            status: "quarantined",
+            audit: vec![],
+        });
         e.letter = letter;
     }
 
@@ -128,7 +136,12 @@ async fn inspect(State(api): State<Api>, Path(id): Path<String>) -> Result<Json<
     let mut v = summary(e);
     v["payload_text"] = json!(String::from_utf8_lossy(&e.letter.original_value));
     v["original_headers"] = json!(e.letter.original_headers);
-    v["audit"] = json!(e.audit.iter().map(|a| json!({"action": a.action, "reason": a.reason, "actor": a.actor, "at": a.at})).collect::<Vec<_>>());
+    v["audit"] = json!(
+        e.audit
+            .iter()
+            .map(|a| json!({"action": a.action, "reason": a.reason, "actor": a.actor, "at": a.at}))
+            .collect::<Vec<_>>()
+    );
     Ok(Json(v))
 }
 
@@ -136,14 +149,26 @@ async fn act(api: Api, id: String, d: Decision, action: &'static str) -> Result<
     if d.reason.trim().is_empty() || d.actor.trim().is_empty() {
         return Err((StatusCode::BAD_REQUEST, "reason and actor are required".into()));
     }
-    let entry = api.index.lock().unwrap_or_else(|e| e.into_inner()).entries.get(&id).cloned().ok_or((StatusCode::NOT_FOUND, "no such dead letter".into()))?;
+    let entry = api
+        .index
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entries
+        .get(&id)
+        .cloned()
+        .ok_or((StatusCode::NOT_FOUND, "no such dead letter".into()))?;
     if entry.status != "quarantined" {
         return Err((StatusCode::CONFLICT, format!("dead letter is already {}", entry.status)));
     }
     let target = if action == "replay" {
         match &entry.letter.original_topic {
             Some(t) => Some(t.clone()),
-            None => return Err((StatusCode::CONFLICT, "ingest rejects have no input topic: fix the message at its source and resend it".into())),
+            None => {
+                return Err((
+                    StatusCode::CONFLICT,
+                    "ingest rejects have no input topic: fix the message at its source and resend it".into(),
+                ));
+            }
         }
     } else {
         None
@@ -157,7 +182,10 @@ async fn act(api: Api, id: String, d: Decision, action: &'static str) -> Result<
         target_topic: target.clone(),
         at: now_micros(),
     };
-    let audit_value = api.store.encode(names::DL_AUDIT, &audit).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let audit_value = api
+        .store
+        .encode(names::DL_AUDIT, &audit)
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let producer = api.producer.clone();
     let letter = entry.letter.clone();
     let result = tokio::task::spawn_blocking(move || -> Result<(), String> {
@@ -168,22 +196,35 @@ async fn act(api: Api, id: String, d: Decision, action: &'static str) -> Result<
                 let mut headers = OwnedHeaders::new();
                 for (k, v) in &letter.original_headers {
                     if k != REPLAY_HEADER && k != "sluice-attempt" && k != "sluice-first-failed-at" {
-                        headers = headers.insert(Header { key: k, value: Some(v.as_bytes()) });
+                        headers = headers.insert(Header {
+                            key: k,
+                            value: Some(v.as_bytes()),
+                        });
                     }
                 }
                 let attempt = letter.attempt.to_string();
                 let first = letter.first_failed_at.to_string();
                 headers = headers
-                    .insert(Header { key: REPLAY_HEADER, value: Some(letter.dead_letter_id.as_bytes()) })
-                    .insert(Header { key: "sluice-attempt", value: Some(attempt.as_bytes()) })
-                    .insert(Header { key: "sluice-first-failed-at", value: Some(first.as_bytes()) });
+                    .insert(Header {
+                        key: REPLAY_HEADER,
+                        value: Some(letter.dead_letter_id.as_bytes()),
+                    })
+                    .insert(Header {
+                        key: "sluice-attempt",
+                        value: Some(attempt.as_bytes()),
+                    })
+                    .insert(Header {
+                        key: "sluice-first-failed-at",
+                        value: Some(first.as_bytes()),
+                    });
                 let mut rec = BaseRecord::to(t).payload(&letter.original_value).headers(headers);
                 if let Some(k) = &letter.original_key {
                     rec = rec.key(k);
                 }
                 p.send(rec).map_err(|(e, _)| e.to_string())?;
             }
-            p.send(BaseRecord::to(names::DL_AUDIT).key(&letter.dead_letter_id).payload(&audit_value)).map_err(|(e, _)| e.to_string())?;
+            p.send(BaseRecord::to(names::DL_AUDIT).key(&letter.dead_letter_id).payload(&audit_value))
+                .map_err(|(e, _)| e.to_string())?;
             p.commit_transaction(Duration::from_secs(30)).map_err(|e| e.to_string())
         };
         send().inspect_err(|_| {
@@ -195,7 +236,9 @@ async fn act(api: Api, id: String, d: Decision, action: &'static str) -> Result<
     result.map_err(|_| (StatusCode::SERVICE_UNAVAILABLE, "kafka write failed, nothing changed".to_owned()))?;
     tracing::info!(action, stage = %entry.letter.stage, reason_code = %entry.letter.reason_code, "dead letter handled");
     api.index.lock().unwrap_or_else(|e| e.into_inner()).audit(audit);
-    Ok(Json(json!({ "id": id, "status": if action == "replay" { "replayed" } else { "discarded" } })))
+    Ok(Json(
+        json!({ "id": id, "status": if action == "replay" { "replayed" } else { "discarded" } }),
+    ))
 }
 
 async fn replay(State(api): State<Api>, Path(id): Path<String>, Json(d): Json<Decision>) -> Result<Json<Value>, (StatusCode, String)> {
@@ -218,7 +261,14 @@ impl Api {
 }
 
 /// Keeps the index up to date from the dead-letter and audit topics (runs on its own thread).
-fn follow(cfg: &RuntimeConfig, index: Arc<Mutex<Index>>, store: Arc<SchemaStore>, handle: tokio::runtime::Handle, shutdown: Shutdown, ready: sluice_runtime::telemetry::Readiness) -> anyhow::Result<()> {
+fn follow(
+    cfg: &RuntimeConfig,
+    index: Arc<Mutex<Index>>,
+    store: Arc<SchemaStore>,
+    handle: tokio::runtime::Handle,
+    shutdown: Shutdown,
+    ready: sluice_runtime::telemetry::Readiness,
+) -> anyhow::Result<()> {
     // each instance reads everything: the index is a view, not a work queue
     let group = format!("sluice-dead-letter-{}-{}", cfg.instance_id, now_micros());
     let consumer: BaseConsumer = kafka::read_committed_consumer(&cfg.kafka, "dead-letter", &group).create()?;
@@ -261,12 +311,18 @@ pub async fn run(cfg: Config, shutdown: Shutdown, health: Health) -> anyhow::Res
     let producer: BaseProducer = pcfg.create()?;
     let producer = tokio::task::spawn_blocking(move || producer.init_transactions(Duration::from_secs(30)).map(|_| producer)).await??;
     let index = Arc::new(Mutex::new(Index::default()));
-    let api = Api { index: index.clone(), store: store.clone(), producer: Arc::new(Mutex::new(producer)) };
+    let api = Api {
+        index: index.clone(),
+        store: store.clone(),
+        producer: Arc::new(Mutex::new(producer)),
+    };
     let listener = tokio::net::TcpListener::bind(&cfg.api_addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "dead-letter api listening");
     let sd = shutdown.clone();
     tokio::spawn(async move {
-        let _ = axum::serve(listener, api.router()).with_graceful_shutdown(async move { sd.wait().await }).await;
+        let _ = axum::serve(listener, api.router())
+            .with_graceful_shutdown(async move { sd.wait().await })
+            .await;
     });
     let handle = tokio::runtime::Handle::current();
     let rt = cfg.runtime.clone();

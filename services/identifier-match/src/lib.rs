@@ -51,7 +51,10 @@ pub fn keys_of(ids: &[Identifier], implied_authority: &str) -> (Vec<Key>, Vec<&'
     for id in ids {
         if id.system.as_deref() == Some("https://fhir.nhs.uk/Id/nhs-number") {
             if id.nhs_number_valid == Some(true) {
-                keys.push(Key { key: format!("nhs|{}", id.value), kind: "nhs_number" });
+                keys.push(Key {
+                    key: format!("nhs|{}", id.value),
+                    kind: "nhs_number",
+                });
             } else {
                 ignored.push("nhs_number_invalid");
             }
@@ -62,9 +65,20 @@ pub fn keys_of(ids: &[Identifier], implied_authority: &str) -> (Vec<Key>, Vec<&'
             ignored.push("identifier_type_not_matched");
             continue;
         }
-        match id.assigning_authority.as_deref().or(id.assigning_facility.as_deref()).filter(|a| !a.is_empty()) {
-            Some(a) => keys.push(Key { key: format!("mrn|{a}|{}", id.value), kind: "mrn" }),
-            None if !implied_authority.is_empty() => keys.push(Key { key: format!("mrn|{implied_authority}|{}", id.value), kind: "mrn_implied_authority" }),
+        match id
+            .assigning_authority
+            .as_deref()
+            .or(id.assigning_facility.as_deref())
+            .filter(|a| !a.is_empty())
+        {
+            Some(a) => keys.push(Key {
+                key: format!("mrn|{a}|{}", id.value),
+                kind: "mrn",
+            }),
+            None if !implied_authority.is_empty() => keys.push(Key {
+                key: format!("mrn|{implied_authority}|{}", id.value),
+                kind: "mrn_implied_authority",
+            }),
             None => ignored.push("identifier_without_authority"),
         }
     }
@@ -128,7 +142,13 @@ pub struct Matcher {
 }
 
 pub enum Decision {
-    Link { epi: String, outcome: &'static str, rule: &'static str, evidence: Vec<String>, links: Vec<(String, String, &'static str)> },
+    Link {
+        epi: String,
+        outcome: &'static str,
+        rule: &'static str,
+        evidence: Vec<String>,
+        links: Vec<(String, String, &'static str)>,
+    },
     Review(&'static str),
     NotApplicable,
 }
@@ -140,7 +160,9 @@ impl Matcher {
 }
 
 pub fn decide(index: &Index, ev: &ClinicalEvent) -> (Decision, Vec<String>) {
-    let Some(patient) = &ev.patient else { return (Decision::NotApplicable, Vec::new()) };
+    let Some(patient) = &ev.patient else {
+        return (Decision::NotApplicable, Vec::new());
+    };
     let facility = ev.source.sending_facility.as_str();
     let (keys, ignored) = keys_of(&patient.identifiers, facility);
     let ignored: Vec<String> = ignored.into_iter().map(str::to_owned).collect();
@@ -165,19 +187,40 @@ pub fn decide(index: &Index, ev: &ClinicalEvent) -> (Decision, Vec<String>) {
         }
         None => (uuid_from(&[b"epi", keys[0].key.as_bytes()]), "new", "new_patient"),
     };
-    let evidence: Vec<String> = keys.iter().filter(|k| index.get(&k.key).is_some()).map(|k| k.kind.to_owned()).collect();
-    let mut links: Vec<(String, String, &'static str)> = keys.iter().filter(|k| index.get(&k.key).map(|e| index.resolve(e)) != Some(epi.clone())).map(|k| (k.key.clone(), epi.clone(), "active")).collect();
+    let evidence: Vec<String> = keys
+        .iter()
+        .filter(|k| index.get(&k.key).is_some())
+        .map(|k| k.kind.to_owned())
+        .collect();
+    let mut links: Vec<(String, String, &'static str)> = keys
+        .iter()
+        .filter(|k| index.get(&k.key).map(|e| index.resolve(e)) != Some(epi.clone()))
+        .map(|k| (k.key.clone(), epi.clone(), "active"))
+        .collect();
 
     if let Some(merge) = &ev.merge {
         let (prior_keys, _) = keys_of(&merge.prior_identifiers, facility);
-        let prior_nhs: BTreeSet<String> = prior_keys.iter().filter(|k| k.kind == "nhs_number").map(|k| k.key.clone()).collect();
+        let prior_nhs: BTreeSet<String> = prior_keys
+            .iter()
+            .filter(|k| k.kind == "nhs_number")
+            .map(|k| k.key.clone())
+            .collect();
         if !prior_nhs.is_empty() && !incoming_nhs.is_empty() && prior_nhs != incoming_nhs {
             return (Decision::Review("merge_nhs_number_conflict"), ignored);
         }
-        let prior_epis: BTreeSet<String> = prior_keys.iter().filter_map(|k| index.get(&k.key)).map(|e| index.resolve(e)).filter(|e| *e != epi).collect();
+        let prior_epis: BTreeSet<String> = prior_keys
+            .iter()
+            .filter_map(|k| index.get(&k.key))
+            .map(|e| index.resolve(e))
+            .filter(|e| *e != epi)
+            .collect();
         for p in &prior_epis {
             let other = index.nhs_numbers_of(p);
-            let mine = if incoming_nhs.is_empty() { index.nhs_numbers_of(&epi) } else { incoming_nhs.clone() };
+            let mine = if incoming_nhs.is_empty() {
+                index.nhs_numbers_of(&epi)
+            } else {
+                incoming_nhs.clone()
+            };
             if !other.is_empty() && !mine.is_empty() && other != mine {
                 return (Decision::Review("merge_nhs_number_conflict"), ignored);
             }
@@ -188,38 +231,115 @@ pub fn decide(index: &Index, ev: &ClinicalEvent) -> (Decision, Vec<String>) {
         }
         outcome = "merged";
     }
-    (Decision::Link { epi, outcome, rule, evidence, links }, ignored)
+    (
+        Decision::Link {
+            epi,
+            outcome,
+            rule,
+            evidence,
+            links,
+        },
+        ignored,
+    )
 }
 
 impl Processor for Matcher {
     fn process(&mut self, input: &Input<'_>, ctx: &Context) -> Outcome {
         let ev: ClinicalEvent = match self.store.decode(input.value) {
             Ok(e) => e,
-            Err(e) => return Outcome::Reject { code: e.code(), detail: "canonical event could not be decoded".into() },
+            Err(e) => {
+                return Outcome::Reject {
+                    code: e.code(),
+                    detail: "canonical event could not be decoded".into(),
+                };
+            }
         };
         let source_key = input.key.map(<[u8]>::to_vec).unwrap_or_default();
         let event_id = ev.event_id.clone();
         let (decision, ignored) = decide(&self.index, &ev);
         let mut outputs = Vec::new();
         let (topic, key, epi, result) = match decision {
-            Decision::NotApplicable => (names::MATCHED, source_key, None, MatchResult { outcome: "not_applicable".into(), rule: "no_patient".into(), evidence: vec![], ignored }),
-            Decision::Review(rule) => (names::REVIEW, source_key, None, MatchResult { outcome: "review".into(), rule: rule.into(), evidence: vec![], ignored }),
-            Decision::Link { epi, outcome, rule, evidence, links } => {
+            Decision::NotApplicable => (
+                names::MATCHED,
+                source_key,
+                None,
+                MatchResult {
+                    outcome: "not_applicable".into(),
+                    rule: "no_patient".into(),
+                    evidence: vec![],
+                    ignored,
+                },
+            ),
+            Decision::Review(rule) => (
+                names::REVIEW,
+                source_key,
+                None,
+                MatchResult {
+                    outcome: "review".into(),
+                    rule: rule.into(),
+                    evidence: vec![],
+                    ignored,
+                },
+            ),
+            Decision::Link {
+                epi,
+                outcome,
+                rule,
+                evidence,
+                links,
+            } => {
                 for (key, target, status) in links {
-                    let link = IdentityLink { key: key.clone(), enterprise_id: target.clone(), status: status.into(), source_event_id: event_id.clone(), updated_at: ctx.now_micros };
+                    let link = IdentityLink {
+                        key: key.clone(),
+                        enterprise_id: target.clone(),
+                        status: status.into(),
+                        source_event_id: event_id.clone(),
+                        updated_at: ctx.now_micros,
+                    };
                     let Ok(value) = self.store.encode(names::LINKS, &link) else {
-                        return Outcome::Reject { code: "avro_encode_failed", detail: "identity link could not be encoded".into() };
+                        return Outcome::Reject {
+                            code: "avro_encode_failed",
+                            detail: "identity link could not be encoded".into(),
+                        };
                     };
                     self.index.pending.insert(key.clone(), target);
-                    outputs.push(Output { topic: names::LINKS.into(), key: key.into_bytes(), value });
+                    outputs.push(Output {
+                        topic: names::LINKS.into(),
+                        key: key.into_bytes(),
+                        value,
+                    });
                 }
-                (names::MATCHED, epi.clone().into_bytes(), Some(epi), MatchResult { outcome: outcome.into(), rule: rule.into(), evidence, ignored })
+                (
+                    names::MATCHED,
+                    epi.clone().into_bytes(),
+                    Some(epi),
+                    MatchResult {
+                        outcome: outcome.into(),
+                        rule: rule.into(),
+                        evidence,
+                        ignored,
+                    },
+                )
             }
         };
-        let matched = MatchedEvent { event: ev, enterprise_id: epi, match_result: result, matched_at: ctx.now_micros };
+        let matched = MatchedEvent {
+            event: ev,
+            enterprise_id: epi,
+            match_result: result,
+            matched_at: ctx.now_micros,
+        };
         match self.store.encode(topic, &matched) {
-            Ok(value) => outputs.push(Output { topic: topic.into(), key, value }),
-            Err(_) => return Outcome::Reject { code: "avro_encode_failed", detail: "matched event could not be encoded".into() },
+            Ok(value) => outputs.push(Output {
+                topic: topic.into(),
+                key,
+                value,
+            }),
+            Err(_) => {
+                return Outcome::Reject {
+                    code: "avro_encode_failed",
+                    detail: "matched event could not be encoded".into(),
+                };
+            }
         }
         Outcome::Emit(outputs)
     }
@@ -258,10 +378,17 @@ pub fn load_index(cfg: &RuntimeConfig, store: &SchemaStore, handle: &tokio::runt
 
 pub async fn run(cfg: Config, shutdown: Shutdown, health: Health) -> anyhow::Result<()> {
     let rt = cfg.runtime.clone();
-    sluice_runtime::stage::run_stage(SERVICE, vec![names::NORMALISED.into()], cfg.runtime, shutdown, health, move |store, handle| {
-        let index = load_index(&rt, &store, &handle)?;
-        Ok(Matcher::new(store, index))
-    })
+    sluice_runtime::stage::run_stage(
+        SERVICE,
+        vec![names::NORMALISED.into()],
+        cfg.runtime,
+        shutdown,
+        health,
+        move |store, handle| {
+            let index = load_index(&rt, &store, &handle)?;
+            Ok(Matcher::new(store, index))
+        },
+    )
     .await
 }
 

@@ -2,15 +2,36 @@ use super::*;
 use sluice_model::{EventSource, Merge, Patient};
 
 fn nhs(v: &str) -> Identifier {
-    Identifier { value: v.into(), system: Some("https://fhir.nhs.uk/Id/nhs-number".into()), nhs_number_valid: Some(sluice_model::nhs::is_valid(v)), type_code: Some("NH".into()), ..Default::default() }
+    Identifier {
+        value: v.into(),
+        system: Some("https://fhir.nhs.uk/Id/nhs-number".into()),
+        nhs_number_valid: Some(sluice_model::nhs::is_valid(v)),
+        type_code: Some("NH".into()),
+        ..Default::default()
+    }
 }
 
 fn mrn(v: &str, auth: &str) -> Identifier {
-    Identifier { value: v.into(), type_code: Some("MR".into()), assigning_authority: Some(auth.into()), ..Default::default() }
+    Identifier {
+        value: v.into(),
+        type_code: Some("MR".into()),
+        assigning_authority: Some(auth.into()),
+        ..Default::default()
+    }
 }
 
 fn event(ids: Vec<Identifier>) -> ClinicalEvent {
-    ClinicalEvent { patient: Some(Patient { identifiers: ids, ..Default::default() }), source: EventSource { sending_facility: "RTH".into(), ..Default::default() }, ..Default::default() }
+    ClinicalEvent {
+        patient: Some(Patient {
+            identifiers: ids,
+            ..Default::default()
+        }),
+        source: EventSource {
+            sending_facility: "RTH".into(),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
 }
 
 fn apply(index: &mut Index, d: &Decision) -> Option<String> {
@@ -77,7 +98,10 @@ fn merge_repoints_the_prior_record() {
     let b = apply(&mut ix, &d).expect("b");
     assert_ne!(a, b);
     let mut merge = event(vec![mrn("2", "RTH")]);
-    merge.merge = Some(Merge { prior_identifiers: vec![mrn("1", "RTH")], ..Default::default() });
+    merge.merge = Some(Merge {
+        prior_identifiers: vec![mrn("1", "RTH")],
+        ..Default::default()
+    });
     let (d, _) = decide(&ix, &merge);
     assert!(matches!(&d, Decision::Link { outcome: "merged", .. }));
     apply(&mut ix, &d);

@@ -7,7 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
 fn now_hl7() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     // civil from days (Howard Hinnant)
@@ -25,7 +28,11 @@ fn now_hl7() -> String {
 
 /// Builds the ACK for a message. Works on unparseable input too (fields are then empty).
 pub fn build(msg: &Message<'_>, code: &str, error: Option<(&str, &str)>) -> Vec<u8> {
-    let acceptable_header = msg.segment(0).name() == b"MSH" && !msg.problems().iter().any(|p| p.code == sluice_hl7::ProblemCode::BadEncodingCharacters);
+    let acceptable_header = msg.segment(0).name() == b"MSH"
+        && !msg
+            .problems()
+            .iter()
+            .any(|p| p.code == sluice_hl7::ProblemCode::BadEncodingCharacters);
     let f = |n: usize| -> String {
         if !acceptable_header {
             return String::new();
@@ -33,7 +40,11 @@ pub fn build(msg: &Message<'_>, code: &str, error: Option<(&str, &str)>) -> Vec<
         // echo only safe header values, re-escaped for the standard delimiters
         sluice_hl7::escape(&msg.text(msg.segment(0).field(n).raw()), &sluice_hl7::Delimiters::default())
     };
-    let trigger = if acceptable_header { msg.text(msg.segment(0).field(9).repetition(0).component(2).raw()) } else { String::new() };
+    let trigger = if acceptable_header {
+        msg.text(msg.segment(0).field(9).repetition(0).component(2).raw())
+    } else {
+        String::new()
+    };
     let version = match f(12) {
         v if v.is_empty() => "2.5".to_owned(),
         v => v,

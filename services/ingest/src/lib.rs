@@ -66,7 +66,11 @@ pub struct Metrics {
 pub fn metrics() -> &'static Metrics {
     static M: OnceLock<Metrics> = OnceLock::new();
     M.get_or_init(|| Metrics {
-        messages: telemetry::counter("sluice_ingest_messages_total", "messages received, by listener and result (accepted, rejected, failed)", &["listener", "result"]),
+        messages: telemetry::counter(
+            "sluice_ingest_messages_total",
+            "messages received, by listener and result (accepted, rejected, failed)",
+            &["listener", "result"],
+        ),
         ack_seconds: telemetry::histogram(
             "sluice_ingest_ack_duration_seconds",
             "time from a complete frame to its ACK being written",
@@ -97,13 +101,22 @@ impl Ingest {
         cfg.runtime.validate()?;
         let store = sluice_runtime::stage::schema_store(&cfg.runtime)?;
         sluice_runtime::stage::register_with_retry(&store, SERVICE, shutdown).await?;
-        let producer: FutureProducer = kafka::idempotent_producer(&cfg.runtime.kafka, &format!("ingest-{}", cfg.runtime.instance_id)).create()?;
+        let producer: FutureProducer =
+            kafka::idempotent_producer(&cfg.runtime.kafka, &format!("ingest-{}", cfg.runtime.instance_id)).create()?;
         let readiness = health.service(SERVICE);
-        Ok(Arc::new(Ingest { cfg, producer, store, readiness }))
+        Ok(Arc::new(Ingest {
+            cfg,
+            producer,
+            store,
+            readiness,
+        }))
     }
 
     async fn produce(&self, topic: &str, key: &[u8], value: &[u8], tp: &str) -> bool {
-        let headers = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header { key: trace::HEADER, value: Some(tp.as_bytes()) });
+        let headers = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+            key: trace::HEADER,
+            value: Some(tp.as_bytes()),
+        });
         let rec = FutureRecord::to(topic).key(key).payload(value).headers(headers);
         let ok = self.producer.send(rec, Duration::from_secs(30)).await.is_ok();
         self.readiness.set(ok);
@@ -117,13 +130,22 @@ impl Ingest {
         let msg = Message::parse(payload);
         let now = now_micros();
         let tp = trace::new_root();
-        let problem = if oversized { Some(("frame_too_large", "message larger than the configured maximum", "100")) } else { msg.fatal_problem().map(|p| (p.code.as_str(), p.code.as_str(), p.code.hl7_error_code())) };
+        let problem = if oversized {
+            Some(("frame_too_large", "message larger than the configured maximum", "100"))
+        } else {
+            msg.fatal_problem()
+                .map(|p| (p.code.as_str(), p.code.as_str(), p.code.hl7_error_code()))
+        };
         if let Some((code, text, hl7_code)) = problem {
             let dl = DeadLetter {
                 dead_letter_id: sluice_model::ids::uuid_from(&[b"ingest", payload, &now.to_be_bytes()]),
                 stage: SERVICE.into(),
                 reason_code: code.into(),
-                detail: if oversized { format!("frame exceeded {} bytes; first bytes kept", self.cfg.max_frame_bytes) } else { text.to_owned() },
+                detail: if oversized {
+                    format!("frame exceeded {} bytes; first bytes kept", self.cfg.max_frame_bytes)
+                } else {
+                    text.to_owned()
+                },
                 original_value: payload.to_vec(),
                 attempt: 1,
                 first_failed_at: now,
@@ -138,10 +160,16 @@ impl Ingest {
             };
             return if kept {
                 metrics().messages.with_label_values(&[listener, "rejected"]).inc();
-                Handled { ack: ack::build(&msg, "AR", Some((hl7_code, text))), result: "rejected" }
+                Handled {
+                    ack: ack::build(&msg, "AR", Some((hl7_code, text))),
+                    result: "rejected",
+                }
             } else {
                 metrics().messages.with_label_values(&[listener, "failed"]).inc();
-                Handled { ack: ack::build(&msg, "AR", Some(("207", "application internal error, resend"))), result: "failed" }
+                Handled {
+                    ack: ack::build(&msg, "AR", Some(("207", "application internal error, resend"))),
+                    result: "failed",
+                }
             };
         }
         let msh = msg.segment(0);
@@ -173,15 +201,24 @@ impl Ingest {
             warnings: msg.problems().iter().map(|p| p.code.as_str().to_owned()).collect(),
         };
         let ok = match self.store.encode(names::RAW, &raw) {
-            Ok(v) => self.produce(names::RAW, &sluice_model::ids::source_patient_key(&msg), &v, &tp).await,
+            Ok(v) => {
+                self.produce(names::RAW, &sluice_model::ids::source_patient_key(&msg), &v, &tp)
+                    .await
+            }
             Err(_) => false,
         };
         if ok {
             metrics().messages.with_label_values(&[listener, "accepted"]).inc();
-            Handled { ack: ack::build(&msg, "AA", None), result: "accepted" }
+            Handled {
+                ack: ack::build(&msg, "AA", None),
+                result: "accepted",
+            }
         } else {
             metrics().messages.with_label_values(&[listener, "failed"]).inc();
-            Handled { ack: ack::build(&msg, "AR", Some(("207", "application internal error, resend"))), result: "failed" }
+            Handled {
+                ack: ack::build(&msg, "AR", Some(("207", "application internal error, resend"))),
+                result: "failed",
+            }
         }
     }
 }

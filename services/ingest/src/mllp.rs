@@ -41,7 +41,11 @@ pub struct Decoder {
 
 impl Decoder {
     pub fn new(max: usize) -> Decoder {
-        Decoder { buf: Vec::new(), max, skipping: false }
+        Decoder {
+            buf: Vec::new(),
+            max,
+            skipping: false,
+        }
     }
 
     pub fn push(&mut self, bytes: &[u8]) {
@@ -49,7 +53,7 @@ impl Decoder {
     }
 
     /// Takes the next complete frame out of the buffer, if there is one.
-    pub fn next(&mut self) -> Option<Decoded> {
+    pub fn next_frame(&mut self) -> Option<Decoded> {
         loop {
             if self.skipping {
                 let end = memchr::memmem::find(&self.buf, &END)?;
@@ -99,14 +103,17 @@ pub async fn connection(mut stream: TcpStream, peer: &str, ingest: &Ingest, shut
     let mut dec = Decoder::new(cfg.max_frame_bytes);
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
-        while let Some(d) = dec.next() {
+        while let Some(d) = dec.next_frame() {
             let started = Instant::now();
             let handled = match d {
                 Decoded::Frame(p) => ingest.handle(&p, false, peer).await,
                 Decoded::Oversized(p) => ingest.handle(&p, true, peer).await,
             };
             stream.write_all(&frame(&handled.ack)).await?;
-            metrics().ack_seconds.with_label_values(&[cfg.listener_name.as_str()]).observe(started.elapsed().as_secs_f64());
+            metrics()
+                .ack_seconds
+                .with_label_values(&[cfg.listener_name.as_str()])
+                .observe(started.elapsed().as_secs_f64());
         }
         if shutdown.is_triggered() {
             return Ok(());
@@ -127,31 +134,6 @@ pub async fn connection(mut stream: TcpStream, peer: &str, ingest: &Ingest, shut
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn frames_split_across_reads_and_noise_between() {
-        let mut d = Decoder::new(100);
-        d.push(b"\r\n\x0bMSH|a\rPID|1");
-        assert_eq!(d.next(), None);
-        d.push(b"\r\x1c\r\n\x0bMSH|b\x1c\r");
-        assert_eq!(d.next(), Some(Decoded::Frame(b"MSH|a\rPID|1\r".to_vec())));
-        assert_eq!(d.next(), Some(Decoded::Frame(b"MSH|b".to_vec())));
-        assert_eq!(d.next(), None);
-    }
-
-    #[test]
-    fn oversized_frames_are_cut_and_skipped() {
-        let mut d = Decoder::new(4);
-        d.push(b"\x0bMSH|123456");
-        assert_eq!(d.next(), Some(Decoded::Oversized(b"MSH|".to_vec())));
-        d.push(b"789\x1c\r\x0bMSH\x1c\r");
-        assert_eq!(d.next(), Some(Decoded::Frame(b"MSH".to_vec())));
-    }
-}
-
 /// Sends one message over an open connection and reads its ACK (a minimal MLLP client, used by
 /// `sluice send` and the tests).
 pub async fn send_one(stream: &mut TcpStream, payload: &[u8], timeout: Duration) -> std::io::Result<Vec<u8>> {
@@ -160,13 +142,18 @@ pub async fn send_one(stream: &mut TcpStream, payload: &[u8], timeout: Duration)
     let mut buf = vec![0u8; 8192];
     let deadline = Instant::now() + timeout;
     loop {
-        if let Some(Decoded::Frame(ack)) = dec.next() {
+        if let Some(Decoded::Frame(ack)) = dec.next_frame() {
             return Ok(ack);
         }
         let left = deadline.saturating_duration_since(Instant::now());
-        let n = tokio::time::timeout(left, stream.read(&mut buf)).await.map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no ack in time"))??;
+        let n = tokio::time::timeout(left, stream.read(&mut buf))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no ack in time"))??;
         if n == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed before the ack"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed before the ack",
+            ));
         }
         dec.push(&buf[..n]);
     }
@@ -175,5 +162,32 @@ pub async fn send_one(stream: &mut TcpStream, payload: &[u8], timeout: Duration)
 /// MSA-1 of an ACK (AA, AE, AR ...), or an empty string.
 pub fn ack_code(ack: &[u8]) -> String {
     let m = sluice_hl7::Message::parse(ack);
-    m.find("MSA", 0).map(|s| String::from_utf8_lossy(s.field(1).raw()).into_owned()).unwrap_or_default()
+    m.find("MSA", 0)
+        .map(|s| String::from_utf8_lossy(s.field(1).raw()).into_owned())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_split_across_reads_and_noise_between() {
+        let mut d = Decoder::new(100);
+        d.push(b"\r\n\x0bMSH|a\rPID|1");
+        assert_eq!(d.next_frame(), None);
+        d.push(b"\r\x1c\r\n\x0bMSH|b\x1c\r");
+        assert_eq!(d.next_frame(), Some(Decoded::Frame(b"MSH|a\rPID|1\r".to_vec())));
+        assert_eq!(d.next_frame(), Some(Decoded::Frame(b"MSH|b".to_vec())));
+        assert_eq!(d.next_frame(), None);
+    }
+
+    #[test]
+    fn oversized_frames_are_cut_and_skipped() {
+        let mut d = Decoder::new(4);
+        d.push(b"\x0bMSH|123456");
+        assert_eq!(d.next_frame(), Some(Decoded::Oversized(b"MSH|".to_vec())));
+        d.push(b"789\x1c\r\x0bMSH\x1c\r");
+        assert_eq!(d.next_frame(), Some(Decoded::Frame(b"MSH".to_vec())));
+    }
 }

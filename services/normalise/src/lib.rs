@@ -36,7 +36,11 @@ pub struct Normaliser {
 
 impl Normaliser {
     pub fn new(store: Arc<SchemaStore>, seen: HashSet<String>) -> Normaliser {
-        Normaliser { store, seen, pending: HashSet::new() }
+        Normaliser {
+            store,
+            seen,
+            pending: HashSet::new(),
+        }
     }
 
     fn reject(code: &'static str, detail: String) -> Outcome {
@@ -54,19 +58,36 @@ impl Processor for Normaliser {
         if let Some(p) = msg.fatal_problem() {
             return Self::reject(p.code.as_str(), p.to_string());
         }
-        let pos = mapping::RawPosition { topic: input.topic.to_owned(), partition: input.partition, offset: input.offset, replay: input.replay };
+        let pos = mapping::RawPosition {
+            topic: input.topic.to_owned(),
+            partition: input.partition,
+            offset: input.offset,
+            replay: input.replay,
+        };
         let event = mapping::map_message(&msg, &raw, &pos);
         if self.seen.contains(&event.event_id) || self.pending.contains(&event.event_id) {
             return Outcome::Skip("duplicate_event");
         }
-        let seen = SeenEvent { event_id: event.event_id.clone(), raw_id: raw.raw_id.clone(), first_seen_at: ctx.now_micros };
+        let seen = SeenEvent {
+            event_id: event.event_id.clone(),
+            raw_id: raw.raw_id.clone(),
+            first_seen_at: ctx.now_micros,
+        };
         let (Ok(ev_bytes), Ok(seen_bytes)) = (self.store.encode(names::NORMALISED, &event), self.store.encode(names::SEEN, &seen)) else {
             return Self::reject("avro_encode_failed", "canonical event could not be encoded".into());
         };
         self.pending.insert(event.event_id.clone());
         Outcome::Emit(vec![
-            Output { topic: names::NORMALISED.into(), key: sluice_model::ids::source_patient_key(&msg), value: ev_bytes },
-            Output { topic: names::SEEN.into(), key: event.event_id.into_bytes(), value: seen_bytes },
+            Output {
+                topic: names::NORMALISED.into(),
+                key: sluice_model::ids::source_patient_key(&msg),
+                value: ev_bytes,
+            },
+            Output {
+                topic: names::SEEN.into(),
+                key: event.event_id.into_bytes(),
+                value: seen_bytes,
+            },
         ])
     }
 

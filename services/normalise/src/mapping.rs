@@ -8,7 +8,8 @@
 use sluice_hl7::{Message, Repetition, Segment};
 use sluice_model::time::parse_hl7;
 use sluice_model::{
-    Address, ClinicalEvent, Coded, Encounter, EventSource, Identifier, Merge, Observation, Order, Patient, PersonName, RawMessage, UnmappedField, UnmappedSegment, nhs,
+    Address, ClinicalEvent, Coded, Encounter, EventSource, Identifier, Merge, Observation, Order, Patient, PersonName, RawMessage,
+    UnmappedField, UnmappedSegment, nhs,
 };
 
 pub const NHS_NUMBER_SYSTEM: &str = "https://fhir.nhs.uk/Id/nhs-number";
@@ -25,16 +26,61 @@ pub struct RawPosition {
 /// (field, components mapped; empty = the whole field is mapped)
 type FieldMap = &'static [(usize, &'static [usize])];
 
-const MSH_MAP: FieldMap = &[(1, &[]), (2, &[]), (3, &[]), (4, &[]), (5, &[]), (6, &[]), (7, &[]), (9, &[]), (10, &[]), (11, &[]), (12, &[]), (18, &[])];
+const MSH_MAP: FieldMap = &[
+    (1, &[]),
+    (2, &[]),
+    (3, &[]),
+    (4, &[]),
+    (5, &[]),
+    (6, &[]),
+    (7, &[]),
+    (9, &[]),
+    (10, &[]),
+    (11, &[]),
+    (12, &[]),
+    (18, &[]),
+];
 const EVN_MAP: FieldMap = &[(1, &[]), (2, &[])];
 const CX: &[usize] = &[1, 4, 5, 6];
-const PID_MAP: FieldMap = &[(1, &[]), (2, CX), (3, CX), (4, CX), (5, &[1, 2, 3, 4, 5, 7]), (7, &[]), (8, &[]), (11, &[1, 2, 3, 4, 5, 6, 7]), (29, &[]), (30, &[])];
-const PV1_MAP: FieldMap = &[(1, &[]), (2, &[]), (3, &[]), (4, &[]), (6, &[]), (10, &[]), (19, CX), (44, &[]), (45, &[])];
+const PID_MAP: FieldMap = &[
+    (1, &[]),
+    (2, CX),
+    (3, CX),
+    (4, CX),
+    (5, &[1, 2, 3, 4, 5, 7]),
+    (7, &[]),
+    (8, &[]),
+    (11, &[1, 2, 3, 4, 5, 6, 7]),
+    (29, &[]),
+    (30, &[]),
+];
+const PV1_MAP: FieldMap = &[
+    (1, &[]),
+    (2, &[]),
+    (3, &[]),
+    (4, &[]),
+    (6, &[]),
+    (10, &[]),
+    (19, CX),
+    (44, &[]),
+    (45, &[]),
+];
 const MRG_MAP: FieldMap = &[(1, CX), (3, &[]), (5, &[])];
 const ORC_MAP: FieldMap = &[(1, &[]), (2, &[]), (3, &[])];
 const CE: &[usize] = &[1, 2, 3, 4, 5, 6];
 const OBR_MAP: FieldMap = &[(1, &[]), (2, &[]), (3, &[]), (4, CE), (7, &[]), (25, &[])];
-const OBX_MAP: FieldMap = &[(1, &[]), (2, &[]), (3, CE), (4, &[]), (5, &[]), (6, CE), (7, &[]), (8, &[]), (11, &[]), (14, &[])];
+const OBX_MAP: FieldMap = &[
+    (1, &[]),
+    (2, &[]),
+    (3, CE),
+    (4, &[]),
+    (5, &[]),
+    (6, CE),
+    (7, &[]),
+    (8, &[]),
+    (11, &[]),
+    (14, &[]),
+];
 const NTE_MAP: FieldMap = &[(1, &[]), (3, &[])];
 
 fn field_map(name: &[u8]) -> Option<FieldMap> {
@@ -84,11 +130,15 @@ impl<'a> Mapper<'_, 'a> {
 
     fn identifier(&self, cx: &Repetition<'a>) -> Option<Identifier> {
         let value = self.text(cx.component(1).raw())?;
-        let authority = self.text(cx.component(4).subcomponent(1)).or_else(|| self.text(cx.component(4).raw()));
+        let authority = self
+            .text(cx.component(4).subcomponent(1))
+            .or_else(|| self.text(cx.component(4).raw()));
         let type_code = self.text(cx.component(5).raw());
         let facility = self.text(cx.component(6).subcomponent(1));
         let is_nhs = matches!(type_code.as_deref(), Some("NH" | "NHS" | "NHSNBR"))
-            || authority.as_deref().is_some_and(|a| a.eq_ignore_ascii_case("NHS") || a.eq_ignore_ascii_case("NHSNBR") || a == "2.16.840.1.113883.2.1.4.1");
+            || authority
+                .as_deref()
+                .is_some_and(|a| a.eq_ignore_ascii_case("NHS") || a.eq_ignore_ascii_case("NHSNBR") || a == "2.16.840.1.113883.2.1.4.1");
         Some(Identifier {
             nhs_number_valid: is_nhs.then(|| nhs::is_valid(&value)),
             system: is_nhs.then(|| NHS_NUMBER_SYSTEM.to_owned()),
@@ -108,7 +158,14 @@ impl<'a> Mapper<'_, 'a> {
             return None;
         }
         let c = |n| self.text(r.component(n).raw());
-        Some(Coded { code: c(1), text: c(2), system: c(3), alt_code: c(4), alt_text: c(5), alt_system: c(6) })
+        Some(Coded {
+            code: c(1),
+            text: c(2),
+            system: c(3),
+            alt_code: c(4),
+            alt_text: c(5),
+            alt_system: c(6),
+        })
     }
 
     fn ts(&self, seg: &Segment<'a>, field: usize) -> Option<sluice_model::Timestamp> {
@@ -188,11 +245,20 @@ impl<'a> Mapper<'_, 'a> {
             }
             let covered = match map.iter().find(|(n, _)| *n == f) {
                 None => false,
-                Some((_, comps)) if comps.is_empty() => true,
-                Some((_, comps)) => field.repetitions().all(|r| r.components().enumerate().all(|(i, c)| c.raw().is_empty() || comps.contains(&(i + 1)))),
+                Some((_, [])) => true,
+                Some((_, comps)) => field.repetitions().all(|r| {
+                    r.components()
+                        .enumerate()
+                        .all(|(i, c)| c.raw().is_empty() || comps.contains(&(i + 1)))
+                }),
             };
             if !covered {
-                out.push(UnmappedField { segment_index: index as i32 + 1, segment: seg.name_str().to_owned(), field: f as i32, text: self.er7(field.raw()) });
+                out.push(UnmappedField {
+                    segment_index: index as i32 + 1,
+                    segment: seg.name_str().to_owned(),
+                    field: f as i32,
+                    text: self.er7(field.raw()),
+                });
             }
         }
     }
@@ -240,7 +306,11 @@ pub fn map_message(msg: &Message<'_>, raw: &RawMessage, pos: &RawPosition) -> Cl
             b"PID" if ev.patient.is_none() => ev.patient = Some(m.patient(&seg)),
             b"PV1" if ev.encounter.is_none() => ev.encounter = Some(m.encounter(&seg)),
             b"MRG" if ev.merge.is_none() => {
-                ev.merge = Some(Merge { prior_identifiers: m.identifiers(&seg, 1), prior_account: m.field_text(&seg, 3), prior_visit: m.field_text(&seg, 5) });
+                ev.merge = Some(Merge {
+                    prior_identifiers: m.identifiers(&seg, 1),
+                    prior_account: m.field_text(&seg, 3),
+                    prior_visit: m.field_text(&seg, 5),
+                });
             }
             b"ORC" => {
                 in_observation = false;
@@ -278,7 +348,13 @@ pub fn map_message(msg: &Message<'_>, raw: &RawMessage, pos: &RawPosition) -> Cl
                     values: seg
                         .field(5)
                         .repetitions()
-                        .map(|r| if value_type.as_deref() == Some("ED") { m.er7(r.raw()) } else { msg.text(r.raw()) })
+                        .map(|r| {
+                            if value_type.as_deref() == Some("ED") {
+                                m.er7(r.raw())
+                            } else {
+                                msg.text(r.raw())
+                            }
+                        })
                         .collect(),
                     value_type,
                     units: m.coded(&seg.field(6).repetition(0)),
@@ -297,7 +373,11 @@ pub fn map_message(msg: &Message<'_>, raw: &RawMessage, pos: &RawPosition) -> Cl
                 }
             }
             _ => {
-                ev.unmapped_segments.push(UnmappedSegment { index: i as i32 + 1, name: seg.name_str().to_owned(), text: m.er7(seg.raw()) });
+                ev.unmapped_segments.push(UnmappedSegment {
+                    index: i as i32 + 1,
+                    name: seg.name_str().to_owned(),
+                    text: m.er7(seg.raw()),
+                });
                 continue;
             }
         }
@@ -309,7 +389,11 @@ pub fn map_message(msg: &Message<'_>, raw: &RawMessage, pos: &RawPosition) -> Cl
             _ => true,
         };
         if !mapped_now {
-            ev.unmapped_segments.push(UnmappedSegment { index: i as i32 + 1, name: seg.name_str().to_owned(), text: m.er7(seg.raw()) });
+            ev.unmapped_segments.push(UnmappedSegment {
+                index: i as i32 + 1,
+                name: seg.name_str().to_owned(),
+                text: m.er7(seg.raw()),
+            });
         } else if let Some(map) = field_map(name) {
             m.unmapped_fields(i, &seg, map, &mut ev.unmapped_fields);
         }

@@ -44,7 +44,16 @@ pub struct Rule {
     pub to: Vec<String>,
 }
 
-pub const PREDICATES: &[&str] = &["message_type", "trigger_event", "kind", "sending_facility", "sending_application", "patient_class", "observation_code", "match_outcome"];
+pub const PREDICATES: &[&str] = &[
+    "message_type",
+    "trigger_event",
+    "kind",
+    "sending_facility",
+    "sending_application",
+    "patient_class",
+    "observation_code",
+    "match_outcome",
+];
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum RulesError {
@@ -72,7 +81,10 @@ impl Rules {
         }
         let known = |t: &str| topology.topic(t).is_ok();
         if !known(&rules.default) {
-            return Err(RulesError::UnknownTopic { rule: "default".into(), topic: rules.default.clone() });
+            return Err(RulesError::UnknownTopic {
+                rule: "default".into(),
+                topic: rules.default.clone(),
+            });
         }
         let mut names = std::collections::HashSet::new();
         for r in &rules.rules {
@@ -84,14 +96,23 @@ impl Rules {
             }
             for (p, values) in &r.when {
                 if !PREDICATES.contains(&p.as_str()) {
-                    return Err(RulesError::UnknownPredicate { rule: r.name.clone(), predicate: p.clone() });
+                    return Err(RulesError::UnknownPredicate {
+                        rule: r.name.clone(),
+                        predicate: p.clone(),
+                    });
                 }
                 if values.is_empty() {
-                    return Err(RulesError::EmptyPredicate { rule: r.name.clone(), predicate: p.clone() });
+                    return Err(RulesError::EmptyPredicate {
+                        rule: r.name.clone(),
+                        predicate: p.clone(),
+                    });
                 }
             }
             if let Some(t) = r.to.iter().find(|t| !known(t)) {
-                return Err(RulesError::UnknownTopic { rule: r.name.clone(), topic: t.clone() });
+                return Err(RulesError::UnknownTopic {
+                    rule: r.name.clone(),
+                    topic: t.clone(),
+                });
             }
         }
         Ok(rules)
@@ -99,7 +120,12 @@ impl Rules {
 
     /// Every destination topic (for schema registration and topology checks).
     pub fn destinations(&self) -> Vec<String> {
-        let mut d: Vec<String> = self.rules.iter().flat_map(|r| r.to.iter().cloned()).chain([self.default.clone()]).collect();
+        let mut d: Vec<String> = self
+            .rules
+            .iter()
+            .flat_map(|r| r.to.iter().cloned())
+            .chain([self.default.clone()])
+            .collect();
         d.sort();
         d.dedup();
         d
@@ -119,7 +145,10 @@ impl Rules {
                     "sending_facility" => one(&ev.source.sending_facility),
                     "sending_application" => one(&ev.source.sending_application),
                     "patient_class" => ev.encounter.as_ref().and_then(|e| e.patient_class.as_deref()).is_some_and(one),
-                    "observation_code" => ev.observations.iter().any(|o| o.code.as_ref().and_then(|c| c.code.as_deref()).is_some_and(one)),
+                    "observation_code" => ev
+                        .observations
+                        .iter()
+                        .any(|o| o.code.as_ref().and_then(|c| c.code.as_deref()).is_some_and(one)),
                     "match_outcome" => one(&m.match_result.outcome),
                     _ => false,
                 }
@@ -132,13 +161,23 @@ impl Rules {
                 }
             }
         }
-        if out.is_empty() { (vec![self.default.as_str()], true) } else { (out, false) }
+        if out.is_empty() {
+            (vec![self.default.as_str()], true)
+        } else {
+            (out, false)
+        }
     }
 }
 
 fn unrouted() -> &'static prometheus::IntCounterVec {
     static C: OnceLock<prometheus::IntCounterVec> = OnceLock::new();
-    C.get_or_init(|| telemetry::counter("sluice_route_unrouted_total", "events no rule took, sent to the default route", &["service"]))
+    C.get_or_init(|| {
+        telemetry::counter(
+            "sluice_route_unrouted_total",
+            "events no rule took, sent to the default route",
+            &["service"],
+        )
+    })
 }
 
 pub struct Router {
@@ -156,7 +195,12 @@ impl Processor for Router {
     fn process(&mut self, input: &Input<'_>, _: &Context) -> Outcome {
         let m: MatchedEvent = match self.store.decode(input.value) {
             Ok(m) => m,
-            Err(e) => return Outcome::Reject { code: e.code(), detail: "matched event could not be decoded".into() },
+            Err(e) => {
+                return Outcome::Reject {
+                    code: e.code(),
+                    detail: "matched event could not be decoded".into(),
+                };
+            }
         };
         let (dests, fell_to_default) = self.rules.destinations_of(&m);
         if fell_to_default {
@@ -166,8 +210,17 @@ impl Processor for Router {
         let mut outputs = Vec::with_capacity(dests.len());
         for d in dests {
             match self.store.encode(d, &m) {
-                Ok(value) => outputs.push(Output { topic: d.to_owned(), key: key.clone(), value }),
-                Err(_) => return Outcome::Reject { code: "avro_encode_failed", detail: "routed event could not be encoded".into() },
+                Ok(value) => outputs.push(Output {
+                    topic: d.to_owned(),
+                    key: key.clone(),
+                    value,
+                }),
+                Err(_) => {
+                    return Outcome::Reject {
+                        code: "avro_encode_failed",
+                        detail: "routed event could not be encoded".into(),
+                    };
+                }
             }
         }
         Outcome::Emit(outputs)
@@ -185,13 +238,20 @@ pub fn load_rules(cfg: &Config) -> anyhow::Result<Rules> {
 pub async fn run(cfg: Config, shutdown: Shutdown, health: Health) -> anyhow::Result<()> {
     let rules = load_rules(&cfg)?;
     tracing::info!(rules = rules.rules.len(), "routing rules loaded");
-    sluice_runtime::stage::run_stage(SERVICE, vec![names::MATCHED.into()], cfg.runtime, shutdown, health, move |store, handle| {
-        // destinations come from the rules file, so register them here as well
-        for d in rules.destinations() {
-            handle.block_on(store.register(&d, sluice_model::schemas::RecordType::MatchedEvent))?;
-        }
-        Ok(Router::new(store, rules))
-    })
+    sluice_runtime::stage::run_stage(
+        SERVICE,
+        vec![names::MATCHED.into()],
+        cfg.runtime,
+        shutdown,
+        health,
+        move |store, handle| {
+            // destinations come from the rules file, so register them here as well
+            for d in rules.destinations() {
+                handle.block_on(store.register(&d, sluice_model::schemas::RecordType::MatchedEvent))?;
+            }
+            Ok(Router::new(store, rules))
+        },
+    )
     .await
 }
 
@@ -207,18 +267,37 @@ mod tests {
     #[test]
     fn default_rules_route_by_kind_and_type() {
         let rules = Rules::parse(DEFAULT_RULES, &topo()).expect("rules");
-        let mut m = MatchedEvent { event: ClinicalEvent { message_type: "ADT".into(), kind: "adt".into(), ..Default::default() }, ..Default::default() };
+        let mut m = MatchedEvent {
+            event: ClinicalEvent {
+                message_type: "ADT".into(),
+                kind: "adt".into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
         assert_eq!(rules.destinations_of(&m), (vec!["routed.adt.v1"], false));
-        m.event = ClinicalEvent { message_type: "MFN".into(), kind: "generic".into(), ..Default::default() };
+        m.event = ClinicalEvent {
+            message_type: "MFN".into(),
+            kind: "generic".into(),
+            ..Default::default()
+        };
         assert_eq!(rules.destinations_of(&m), (vec!["routed.default.v1"], true));
     }
 
     #[test]
     fn bad_rules_name_the_rule() {
         let t = topo();
-        let bad = "version: 1\ndefault: routed.default.v1\nrules:\n  - name: lab-feed\n    when: {colour: [red]}\n    to: [routed.results.v1]\n";
-        assert_eq!(Rules::parse(bad, &t), Err(RulesError::UnknownPredicate { rule: "lab-feed".into(), predicate: "colour".into() }));
-        let bad = "version: 1\ndefault: routed.default.v1\nrules:\n  - name: lab-feed\n    when: {kind: [result]}\n    to: [no.such.topic]\n";
+        let bad =
+            "version: 1\ndefault: routed.default.v1\nrules:\n  - name: lab-feed\n    when: {colour: [red]}\n    to: [routed.results.v1]\n";
+        assert_eq!(
+            Rules::parse(bad, &t),
+            Err(RulesError::UnknownPredicate {
+                rule: "lab-feed".into(),
+                predicate: "colour".into()
+            })
+        );
+        let bad =
+            "version: 1\ndefault: routed.default.v1\nrules:\n  - name: lab-feed\n    when: {kind: [result]}\n    to: [no.such.topic]\n";
         assert!(Rules::parse(bad, &t).expect_err("bad").to_string().contains("lab-feed"));
     }
 }
