@@ -145,3 +145,21 @@ pub async fn run(c: Command) -> anyhow::Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn topology_schemas_rules_and_services_agree() {
+        let problems = super::check(None).expect("check runs");
+        assert!(problems.is_empty(), "{problems:#?}");
+    }
+
+    #[test]
+    fn a_rule_pointing_at_a_missing_topic_is_reported() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("routes.yaml");
+        std::fs::write(&f, "version: 1\ndefault: routed.default.v1\nrules:\n  - name: to-nowhere\n    when: {kind: [result]}\n    to: [routed.nowhere.v1]\n").expect("write");
+        let problems = super::check(Some(&f)).expect("check runs");
+        assert!(problems.iter().any(|p| p.contains("to-nowhere")), "{problems:?}");
+    }
+}

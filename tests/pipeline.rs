@@ -56,15 +56,32 @@ async fn mllp_to_routed_topics_exactly_once_through_kill_restart_and_resend() {
             bad.push(m)
         }
     }
+    // a real MLLP peer: python-hl7's mllp_send, with LF-separated files (--loose)
+    let dir = tempfile::tempdir().unwrap();
+    for (i, m) in sluice::generate::messages(3, 99).iter().enumerate() {
+        let f = dir.path().join(format!("m{i}.hl7"));
+        std::fs::write(&f, m.iter().map(|b| if *b == b'\r' { b'\n' } else { *b }).collect::<Vec<u8>>()).unwrap();
+        let out = std::process::Command::new(repo().join(".tools/venv/bin/mllp_send"))
+            .args(["--loose", "-p", &p.mllp_port.to_string(), "-f"])
+            .arg(&f)
+            .arg("127.0.0.1")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.contains("MSA|AA"), "mllp_send got {text}");
+        good.push(std::fs::read(&f).unwrap());
+    }
+
     let expected: HashSet<String> = good
         .iter()
         .map(|m| sluice_model::ids::hl7_event_id(&sluice_hl7::Message::parse(m)))
         .collect();
     // interleave bad among good so rejects happen mid-stream
     let mut all: Vec<(bool, Vec<u8>)> = Vec::new();
+    let via_peer = 3;
     let ratio = (good.len() / bad.len().max(1)).max(1);
     let mut bad_iter = bad.iter();
-    for (i, g) in good.iter().enumerate() {
+    for (i, g) in good[..good.len() - via_peer].iter().enumerate() {
         all.push((true, g.clone()));
         if i % ratio == 0
             && let Some(b) = bad_iter.next()
@@ -192,4 +209,14 @@ async fn mllp_to_routed_topics_exactly_once_through_kill_restart_and_resend() {
         percentile(&mut lat, 0.99),
         lat.iter().max().unwrap(),
     );
+
+    // a data team's standard consumer reads the normalised topic through the registry endpoint
+    let out = std::process::Command::new(repo().join(".tools/venv/bin/python"))
+        .arg(repo().join("tests/python/consume_normalised.py"))
+        .args([&p.bootstrap, &p.registry_url, "200"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "python consumer failed: {text} {}", String::from_utf8_lossy(&out.stderr));
+    println!("{text}");
 }

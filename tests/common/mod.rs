@@ -87,9 +87,10 @@ pub struct Pipeline {
     pub registry_url: String,
     pub mllp_port: u16,
     pub api_port: u16,
-    pub broker: Proc,
-    pub registry: Proc,
+    // fields drop in order: services stop before the registry and the broker they use
     pub services: HashMap<&'static str, Proc>,
+    pub registry: Proc,
+    pub broker: Proc,
     http_ports: HashMap<&'static str, u16>,
 }
 
@@ -141,9 +142,9 @@ impl Pipeline {
             registry_url: format!("http://127.0.0.1:{rport}"),
             mllp_port: free_port(),
             api_port: free_port(),
-            broker,
-            registry,
             services: HashMap::new(),
+            registry,
+            broker,
             http_ports: HashMap::new(),
         };
         for s in SERVICES {

@@ -7,6 +7,19 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use std::time::{Duration, Instant};
 
+/// Partition EOF is how the loader knows it is done: not an error worth logging.
+struct QuietEof;
+
+impl rdkafka::ClientContext for QuietEof {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if !matches!(error, rdkafka::error::KafkaError::PartitionEOF(_)) {
+            tracing::warn!(%error, reason, "state loader client error");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for QuietEof {}
+
 /// Reads every committed record of `topic` from the beginning and hands each (key, value) to
 /// `apply`, in partition order. It stops when every partition has reached its end and nothing
 /// new arrived for a short quiet period (end offsets alone can read low right after a write on
@@ -18,7 +31,7 @@ pub fn read_topic(cfg: &KafkaConfig, topic: &str, mut apply: impl FnMut(Option<&
         .set("isolation.level", "read_committed")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true");
-    let consumer: BaseConsumer = c.create()?;
+    let consumer: BaseConsumer<QuietEof> = c.create_with_context(QuietEof)?;
     let meta = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let partitions: Vec<i32> = meta.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
     if partitions.is_empty() {
