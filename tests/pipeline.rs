@@ -217,6 +217,10 @@ async fn mllp_to_routed_topics_exactly_once_through_kill_restart_and_resend() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "python consumer failed: {text} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "python consumer failed: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     println!("{text}");
 }
