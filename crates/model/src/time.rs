@@ -53,6 +53,15 @@ pub fn parse_hl7(value: &str) -> Option<Timestamp> {
         let m: i32 = d[2..].parse().ok()?;
         Some(sign * (h * 60 + m))
     });
+    if offset.is_some() && offset_minutes.is_none() {
+        // an offset was sent but cannot be read: keep the value, claim no precision
+        return Some(Timestamp {
+            value: v.to_owned(),
+            precision: "invalid".into(),
+            offset_minutes: None,
+            utc_micros: None,
+        });
+    }
     let num = |a: usize, b: usize, default: i64| main.get(a..b).and_then(|s| s.parse::<i64>().ok()).unwrap_or(default);
     let utc_micros = offset_minutes.and_then(|off| {
         let (y, mo, d, h, mi, s) = (
