@@ -179,19 +179,16 @@ async fn demo(n: usize, mllp_addr: &str, bootstrap: &str, health: &Health) -> an
     // give the stages a moment, then show where the output is
     tokio::time::sleep(Duration::from_secs(5)).await;
     let topology = sluice_model::topology::Topology::load()?;
-    let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("isolation.level", "read_committed")
-        .create()?;
-    println!("records per topic (read_committed):");
+    let kafka = sluice_runtime::config::KafkaConfig {
+        bootstrap_servers: bootstrap.to_owned(),
+        ..Default::default()
+    };
+    println!("committed records per topic:");
     for t in &topology.topics {
-        let mut total = 0i64;
-        for p in 0..t.partitions {
-            if let Ok((lo, hi)) = rdkafka::consumer::Consumer::fetch_watermarks(&consumer, &t.name, p, Duration::from_secs(5)) {
-                total += hi - lo;
-            }
-        }
-        println!("  {:<34} {total}", t.name);
+        let cfg = kafka.clone();
+        let name = t.name.clone();
+        let n = tokio::task::spawn_blocking(move || sluice_runtime::state::read_topic(&cfg, &name, |_, _| {})).await??;
+        println!("  {:<34} {n}", t.name);
     }
     Ok(())
 }

@@ -197,6 +197,23 @@ async fn mllp_to_routed_topics_exactly_once_through_kill_restart_and_resend() {
         .unwrap();
     assert_eq!(list["count"].as_u64(), Some(n_bad as u64));
 
+    // discard one with a reason: the decision is audited; an ingest reject cannot be replayed
+    let id = list["items"][0]["id"].as_str().unwrap().to_owned();
+    let api = format!("http://127.0.0.1:{}/api/dead-letters/{id}", p.api_port);
+    let http = reqwest::Client::new();
+    let decision = serde_json::json!({ "reason": "test sender, not a real message", "actor": "e2e" });
+    let r = http.post(format!("{api}/replay")).json(&decision).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 409, "ingest rejects have no input topic to replay to");
+    let r = http.post(format!("{api}/discard")).json(&decision).send().await.unwrap();
+    assert!(r.status().is_success());
+    let r = http.post(format!("{api}/discard")).json(&decision).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 409, "a decided letter cannot be decided again");
+    let one: serde_json::Value = http.get(&api).send().await.unwrap().json().await.unwrap();
+    assert_eq!(one["status"], "discarded");
+    assert_eq!(one["audit"][0]["actor"], "e2e");
+    let audits = p.read_all(names::DL_AUDIT);
+    assert_eq!(audits.len(), 1, "one audit record per decision");
+
     let mut lat: Vec<Duration> = acks.iter().map(|(_, d)| *d).collect();
     println!(
         "e2e: {} messages ({} well-formed, {} distinct events, {n_bad} malformed) ACKed in {send_secs:.1}s = {:.0} msg/s over 4 connections; \
