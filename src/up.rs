@@ -195,23 +195,13 @@ async fn demo(n: usize, mllp_addr: &str, bootstrap: &str, health: &Health) -> an
 
 /// Runs one service in this process, configured by file and `SLUICE_*` variables.
 pub async fn run_one(service: &str, config: Option<&std::path::Path>) -> anyhow::Result<()> {
-    let shutdown = Shutdown::new();
-    shutdown.on_signals()?;
-    let health = Health::new();
-    macro_rules! start {
-        ($krate:ident) => {{
-            let cfg: $krate::Config = sluice_runtime::config::load(config)?;
-            telemetry::init_logging(&cfg.runtime.log_format);
-            telemetry::serve_http(&cfg.runtime.http_addr, health.router(), shutdown.clone()).await?;
-            $krate::run(cfg, shutdown, health).await
-        }};
-    }
+    use sluice_runtime::serve_service;
     match service {
-        "ingest" => start!(sluice_ingest),
-        "normalise" => start!(sluice_normalise),
-        "identifier-match" => start!(sluice_identifier_match),
-        "route" => start!(sluice_route),
-        "dead-letter" => start!(sluice_dead_letter),
+        "ingest" => serve_service(config, sluice_ingest::run).await,
+        "normalise" => serve_service(config, sluice_normalise::run).await,
+        "identifier-match" => serve_service(config, sluice_identifier_match::run).await,
+        "route" => serve_service(config, sluice_route::run).await,
+        "dead-letter" => serve_service(config, sluice_dead_letter::run).await,
         other => anyhow::bail!("unknown service {other}: expected ingest, normalise, identifier-match, route or dead-letter"),
     }
 }

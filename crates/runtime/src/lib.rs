@@ -44,3 +44,25 @@ pub async fn register_produced(store: &sluice_registry::SchemaStore, service: &s
     }
     Ok(())
 }
+
+/// A service's configuration: its own fields plus the shared [`config::RuntimeConfig`].
+pub trait ServiceConfig: serde::Serialize + serde::de::DeserializeOwned + Default {
+    fn runtime(&self) -> &config::RuntimeConfig;
+}
+
+/// Everything a service binary does besides its own logic: load the layered config, start
+/// logging, handle SIGTERM/SIGINT, serve `/metrics`, `/healthz` and `/readyz`, then run.
+pub async fn serve_service<C, F, Fut>(config_file: Option<&std::path::Path>, run: F) -> anyhow::Result<()>
+where
+    C: ServiceConfig,
+    F: FnOnce(C, shutdown::Shutdown, telemetry::Health) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let cfg: C = config::load(config_file)?;
+    telemetry::init_logging(&cfg.runtime().log_format);
+    let shutdown = shutdown::Shutdown::new();
+    shutdown.on_signals()?;
+    let health = telemetry::Health::new();
+    telemetry::serve_http(&cfg.runtime().http_addr, health.router(), shutdown.clone()).await?;
+    run(cfg, shutdown, health).await
+}

@@ -328,3 +328,9 @@ pub async fn run(cfg: Config, shutdown: Shutdown, health: Health) -> anyhow::Res
     let rt = cfg.runtime.clone();
     tokio::task::spawn_blocking(move || follow(&rt, index, store, handle, shutdown, ready)).await?
 }
+
+impl sluice_runtime::ServiceConfig for Config {
+    fn runtime(&self) -> &RuntimeConfig {
+        &self.runtime
+    }
+}

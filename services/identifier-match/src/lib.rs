@@ -392,5 +392,11 @@ pub async fn run(cfg: Config, shutdown: Shutdown, health: Health) -> anyhow::Res
     .await
 }
 
+impl sluice_runtime::ServiceConfig for Config {
+    fn runtime(&self) -> &RuntimeConfig {
+        &self.runtime
+    }
+}
+
 #[cfg(test)]
 mod tests;

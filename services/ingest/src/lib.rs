@@ -270,3 +270,9 @@ pub async fn run(cfg: Config, shutdown: Shutdown, health: Health) -> anyhow::Res
     let ingest = Ingest::new(cfg, &health, &shutdown).await?;
     serve(ingest, listener, shutdown).await
 }
+
+impl sluice_runtime::ServiceConfig for Config {
+    fn runtime(&self) -> &RuntimeConfig {
+        &self.runtime
+    }
+}

@@ -125,3 +125,9 @@ pub async fn run(cfg: Config, shutdown: Shutdown, health: Health) -> anyhow::Res
     })
     .await
 }
+
+impl sluice_runtime::ServiceConfig for Config {
+    fn runtime(&self) -> &RuntimeConfig {
+        &self.runtime
+    }
+}

@@ -1,8 +1,6 @@
-//! normalise service binary: config, telemetry, runtime.
+//! normalise service binary: the shared wiring in `sluice_runtime::serve_service`, then the service.
 
 use clap::Parser;
-use sluice_runtime::shutdown::Shutdown;
-use sluice_runtime::telemetry::{self, Health};
 
 #[derive(Parser)]
 #[command(about = "raw HL7 v2 to canonical clinical events")]
@@ -15,11 +13,5 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let cfg: sluice_normalise::Config = sluice_runtime::config::load(args.config.as_deref())?;
-    telemetry::init_logging(&cfg.runtime.log_format);
-    let shutdown = Shutdown::new();
-    shutdown.on_signals()?;
-    let health = Health::new();
-    telemetry::serve_http(&cfg.runtime.http_addr, health.router(), shutdown.clone()).await?;
-    sluice_normalise::run(cfg, shutdown, health).await
+    sluice_runtime::serve_service(args.config.as_deref(), sluice_normalise::run).await
 }
