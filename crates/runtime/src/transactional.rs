@@ -155,6 +155,9 @@ pub fn run<P: Processor>(stage: Stage<'_>, make: impl FnOnce() -> anyhow::Result
     tracing::info!(service = svc, "consuming");
 
     let mut batch: Option<Batch> = None;
+    // offsets this instance committed since its last rebalance: the rewind target after an
+    // abort, without asking the coordinator (which may be the thing that is failing)
+    let mut committed_here: HashMap<(String, i32), i64> = HashMap::new();
     let batch_max = Duration::from_millis(cfg.batch_max_ms);
     let mut draining_since: Option<Instant> = None;
     let grace = Duration::from_secs(cfg.drain_grace_secs);
@@ -177,7 +180,12 @@ pub fn run<P: Processor>(stage: Stage<'_>, make: impl FnOnce() -> anyhow::Result
         let mut failed: Option<(&'static str, Option<KafkaError>)> = None;
         if !shutting_down {
             let polled = consumer.poll(Duration::from_millis(50));
-            if revoked.swap(false, Ordering::SeqCst) && batch.is_some() {
+            let rebalanced = revoked.swap(false, Ordering::SeqCst);
+            if rebalanced {
+                // another member may own (and advance) these partitions now
+                committed_here.clear();
+            }
+            if rebalanced && batch.is_some() {
                 failed = Some(("rebalance", None));
             } else {
                 match polled {
@@ -230,6 +238,7 @@ pub fn run<P: Processor>(stage: Stage<'_>, make: impl FnOnce() -> anyhow::Result
             match commit(&stage, &producer, &consumer, &b) {
                 Ok(()) => {
                     processor.committed();
+                    committed_here.extend(b.offsets.iter().map(|(k, v)| (k.clone(), *v)));
                     metrics.transactions.with_label_values(&[svc, "committed"]).inc();
                     metrics
                         .transaction_seconds
@@ -252,7 +261,7 @@ pub fn run<P: Processor>(stage: Stage<'_>, make: impl FnOnce() -> anyhow::Result
                 tracing::info!(service = svc, op, "transaction aborted, rewinding");
             }
             if batch.is_some() || err.is_some() {
-                if let Err(e) = abort(&producer) {
+                if let Err(e) = abort(&producer, svc) {
                     return Err(RuntimeError::Fatal {
                         op: "abort_transaction",
                         source: e,
@@ -262,7 +271,9 @@ pub fn run<P: Processor>(stage: Stage<'_>, make: impl FnOnce() -> anyhow::Result
             }
             batch = None;
             processor.aborted();
-            rewind(&consumer, svc);
+            if let Err(e) = rewind(&consumer, &committed_here, svc) {
+                return Err(RuntimeError::Fatal { op: "rewind", source: e });
+            }
             if op != "rebalance" {
                 stage.readiness.set(false);
                 backoff.sleep();
@@ -452,42 +463,84 @@ fn retrying(stage: &Stage<'_>, op: &'static str, mut f: impl FnMut() -> Result<(
     Err(CommitError::Abort(op, KafkaError::Canceled))
 }
 
-fn abort(producer: &BaseProducer) -> Result<(), KafkaError> {
-    let mut backoff = Backoff::new();
-    loop {
-        match producer.abort_transaction(OP_TIMEOUT) {
+/// Aborts the open transaction. librdkafka's abort waits for the delivery reports of records
+/// still queued in the transaction, and a `BaseProducer` only serves those when polled, so the
+/// abort runs in short slices with polls in between (a timed-out abort resumes where it was).
+/// An abort that keeps failing (the coordinator unreachable for longer than this covers) is
+/// returned as an error: the process exits and its restart fences the transaction, which is
+/// safer than spinning here unseen.
+fn abort(producer: &BaseProducer, svc: &'static str) -> Result<(), KafkaError> {
+    let started = Instant::now();
+    let mut last = None;
+    while started.elapsed() < OP_TIMEOUT * 6 {
+        producer.poll(Duration::from_millis(20));
+        match producer.abort_transaction(Duration::from_millis(500)) {
             Ok(()) => return Ok(()),
             Err(e) if matches!(classify(&e), Action::Fatal) => return Err(e),
             // no transaction open (e.g. begin failed): nothing to abort
             Err(KafkaError::Transaction(t)) if t.code() == rdkafka::types::RDKafkaErrorCode::State => return Ok(()),
-            Err(_) => backoff.sleep(),
+            Err(e) => {
+                if started.elapsed() > OP_TIMEOUT {
+                    tracing::warn!(service = svc, error = %e, "abort_transaction still failing, retrying");
+                }
+                last = Some(e);
+            }
         }
     }
+    Err(last.unwrap_or(KafkaError::Canceled))
 }
 
-/// Moves every assigned partition back to its committed offset (or the beginning when the group
-/// has none), dropping records fetched beyond it.
-fn rewind<C: ConsumerContext>(consumer: &BaseConsumer<C>, svc: &'static str) {
-    let committed = match consumer.committed(OP_TIMEOUT) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(service = svc, error = %e, "could not read committed offsets");
-            return;
-        }
-    };
+/// Moves every assigned partition back to the last committed offset, dropping records fetched
+/// beyond it: the offset this instance committed itself when it has one (since its last
+/// rebalance), else the group's committed offset, else the beginning.
+///
+/// A rewind that cannot learn where to go is an error: carrying on from the current position
+/// would commit past the aborted records and lose them, while exiting lets the restarted
+/// process resume from the group's committed offsets.
+fn rewind<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    committed_here: &HashMap<(String, i32), i64>,
+    svc: &'static str,
+) -> Result<(), KafkaError> {
+    let assigned = consumer.assignment()?;
+    let mut unknown = TopicPartitionList::new();
     let mut tpl = TopicPartitionList::new();
-    for el in committed.elements() {
-        let offset = match el.offset() {
-            Offset::Offset(o) => Offset::Offset(o),
-            _ => Offset::Beginning,
+    for el in assigned.elements() {
+        match committed_here.get(&(el.topic().to_owned(), el.partition())) {
+            Some(o) => tpl.add_partition_offset(el.topic(), el.partition(), Offset::Offset(*o))?,
+            None => {
+                unknown.add_partition(el.topic(), el.partition());
+            }
+        }
+    }
+    if unknown.count() > 0 {
+        let mut backoff = Backoff::new();
+        let mut attempts = 0;
+        let committed = loop {
+            match consumer.committed_offsets(unknown.clone(), OP_TIMEOUT) {
+                Ok(c) => break c,
+                Err(e) if attempts >= 5 => return Err(e),
+                Err(e) => {
+                    attempts += 1;
+                    tracing::warn!(service = svc, error = %e, "could not read committed offsets, retrying");
+                    backoff.sleep();
+                }
+            }
         };
-        let _ = tpl.add_partition_offset(el.topic(), el.partition(), offset);
+        for el in committed.elements() {
+            let offset = match el.offset() {
+                Offset::Offset(o) => Offset::Offset(o),
+                _ => Offset::Beginning,
+            };
+            tpl.add_partition_offset(el.topic(), el.partition(), offset)?;
+        }
     }
-    if tpl.count() > 0
-        && let Err(e) = consumer.seek_partitions(tpl, OP_TIMEOUT)
-    {
-        tracing::warn!(service = svc, error = %e, "rewind failed");
+    if tpl.count() > 0 {
+        for el in consumer.seek_partitions(tpl, OP_TIMEOUT)?.elements() {
+            el.error()?;
+        }
     }
+    Ok(())
 }
 
 struct Backoff {
