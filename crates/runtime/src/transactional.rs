@@ -469,7 +469,7 @@ fn retrying(stage: &Stage<'_>, op: &'static str, mut f: impl FnMut() -> Result<(
 /// An abort that keeps failing (the coordinator unreachable for longer than this covers) is
 /// returned as an error: the process exits and its restart fences the transaction, which is
 /// safer than spinning here unseen.
-fn abort(producer: &BaseProducer, svc: &'static str) -> Result<(), KafkaError> {
+pub fn abort(producer: &BaseProducer, svc: &'static str) -> Result<(), KafkaError> {
     let started = Instant::now();
     let mut last = None;
     while started.elapsed() < OP_TIMEOUT * 6 {

@@ -228,7 +228,9 @@ async fn act(api: Api, id: String, d: Decision, action: &'static str) -> Result<
             p.commit_transaction(Duration::from_secs(30)).map_err(|e| e.to_string())
         };
         send().inspect_err(|_| {
-            let _ = p.abort_transaction(Duration::from_secs(30));
+            if let Err(e) = sluice_runtime::transactional::abort(&p, SERVICE) {
+                tracing::warn!(error = %e, "aborting the replay transaction failed");
+            }
         })
     })
     .await

@@ -14,7 +14,7 @@
 pub mod ack;
 pub mod mllp;
 
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde::{Deserialize, Serialize};
 use sluice_hl7::Message;
 use sluice_model::topology::names;
@@ -41,6 +41,9 @@ pub struct Config {
     /// A connection with no traffic for this long is closed.
     pub idle_timeout_secs: u64,
     pub max_connections: usize,
+    /// How long a message may wait for Kafka to confirm it before the sender gets `AR` (207)
+    /// and is asked to resend. Keep it below the senders' own ACK timeout.
+    pub ack_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -52,6 +55,7 @@ impl Default for Config {
             max_frame_bytes: 16 * 1024 * 1024,
             idle_timeout_secs: 300,
             max_connections: 1024,
+            ack_timeout_ms: 20_000,
         }
     }
 }
@@ -85,7 +89,9 @@ pub fn metrics() -> &'static Metrics {
 /// What the listener needs to answer one message.
 pub struct Ingest {
     cfg: Config,
-    producer: FutureProducer,
+    /// Replaced when librdkafka reports a fatal producer error (an idempotent producer is
+    /// unusable after one, for example when fenced after its in-flight writes timed out).
+    producer: std::sync::RwLock<FutureProducer>,
     store: Arc<SchemaStore>,
     readiness: Readiness,
 }
@@ -101,12 +107,14 @@ impl Ingest {
         cfg.runtime.validate()?;
         let store = sluice_runtime::stage::schema_store(&cfg.runtime)?;
         sluice_runtime::stage::register_with_retry(&store, SERVICE, shutdown).await?;
-        let producer: FutureProducer =
-            kafka::idempotent_producer(&cfg.runtime.kafka, &format!("ingest-{}", cfg.runtime.instance_id)).create()?;
+        if cfg.ack_timeout_ms < 1_000 {
+            anyhow::bail!("configuration field ack_timeout_ms is invalid: must be at least 1000");
+        }
+        let producer = make_producer(&cfg)?;
         let readiness = health.service(SERVICE);
         Ok(Arc::new(Ingest {
             cfg,
-            producer,
+            producer: std::sync::RwLock::new(producer),
             store,
             readiness,
         }))
@@ -118,9 +126,60 @@ impl Ingest {
             value: Some(tp.as_bytes()),
         });
         let rec = FutureRecord::to(topic).key(key).payload(value).headers(headers);
-        let ok = self.producer.send(rec, Duration::from_secs(30)).await.is_ok();
+        let producer = self.producer();
+        let ok = match producer.send(rec, Duration::from_millis(self.cfg.ack_timeout_ms)).await {
+            Ok(_) => true,
+            Err((e, _)) => {
+                // the error names the broker-side cause only; the record is not logged
+                tracing::warn!(topic, error = %e, "write to kafka failed, answering AR 207");
+                self.replace_if_broken(&producer, &e);
+                false
+            }
+        };
         self.readiness.set(ok);
         ok
+    }
+
+    fn producer(&self) -> FutureProducer {
+        self.producer.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// After a fatal error librdkafka refuses every further write from that producer, and a
+    /// producer whose identity the broker no longer accepts (fenced, stale epoch, unknown id,
+    /// sequence out of order; seen after writes timed out during a broker outage) keeps
+    /// failing: build a new one (once, whichever connection notices first). The senders whose
+    /// writes failed got AR 207 and resend; a resend that was in fact written is
+    /// de-duplicated downstream by its event id.
+    fn replace_if_broken(&self, failed: &FutureProducer, error: &rdkafka::error::KafkaError) {
+        use rdkafka::types::RDKafkaErrorCode as Code;
+        let identity_lost = matches!(
+            error.rdkafka_error_code(),
+            Some(
+                Code::ProducerFenced
+                    | Code::InvalidProducerEpoch
+                    | Code::OutOfOrderSequenceNumber
+                    | Code::UnknownProducerId
+                    | Code::InvalidProducerIdMapping
+            )
+        );
+        if !identity_lost && failed.client().fatal_error().is_none() {
+            return;
+        }
+        let mut current = self.producer.write().unwrap_or_else(|e| e.into_inner());
+        if !std::ptr::eq(current.client(), failed.client()) {
+            return; // another connection already replaced it
+        }
+        match make_producer(&self.cfg) {
+            Ok(p) => {
+                tracing::warn!(code = ?error.rdkafka_error_code(), "kafka producer lost its identity, replaced it with a new one");
+                sluice_runtime::telemetry::runtime_metrics()
+                    .infrastructure_errors
+                    .with_label_values(&[SERVICE, "producer_replaced"])
+                    .inc();
+                *current = p;
+            }
+            Err(e) => tracing::error!(error = %e, "kafka producer could not be recreated"),
+        }
     }
 
     /// Handles one complete frame (or an oversized one, truncated to the limit).
@@ -264,11 +323,42 @@ pub async fn serve(ingest: Arc<Ingest>, listener: TcpListener, shutdown: Shutdow
     Ok(())
 }
 
+fn make_producer(cfg: &Config) -> anyhow::Result<FutureProducer> {
+    Ok(
+        kafka::idempotent_producer(&cfg.runtime.kafka, &format!("ingest-{}", cfg.runtime.instance_id))
+            .set("message.timeout.ms", cfg.ack_timeout_ms.to_string())
+            .create()?,
+    )
+}
+
 pub async fn run(cfg: Config, shutdown: Shutdown, health: Health) -> anyhow::Result<()> {
     let listener = TcpListener::bind(&cfg.listen_addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "mllp listener bound");
     let ingest = Ingest::new(cfg, &health, &shutdown).await?;
+    tokio::spawn(probe_broker(ingest.clone(), shutdown.clone()));
     serve(ingest, listener, shutdown).await
+}
+
+/// Keeps readiness true to the broker's reachability even without traffic: a failed write
+/// makes ingest not ready, and only a metadata round trip (or a later successful write)
+/// makes it ready again, so a load balancer that stops sending on not-ready can recover.
+async fn probe_broker(ingest: Arc<Ingest>, shutdown: Shutdown) {
+    while !shutdown.is_triggered() {
+        let ing = ingest.clone();
+        let reachable = tokio::task::spawn_blocking(move || {
+            ing.producer()
+                .client()
+                .fetch_metadata(Some(names::RAW), Duration::from_secs(2))
+                .is_ok_and(|m| m.topics().iter().any(|t| t.error().is_none() && !t.partitions().is_empty()))
+        })
+        .await
+        .unwrap_or(false);
+        ingest.readiness.set(reachable);
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
 }
 
 impl sluice_runtime::ServiceConfig for Config {
