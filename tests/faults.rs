@@ -173,12 +173,8 @@ async fn broker_pause_naks_then_recovers_exactly_once_and_replay_goes_back_throu
         assert!(Instant::now() < deadline, "ingest still ready with the broker paused");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    prom.wait_for(
-        "sluice_runtime_ready{service=\"ingest\"}",
-        |v| v == 0.0,
-        Duration::from_secs(15),
-    )
-    .await;
+    prom.wait_for("sluice_runtime_ready{service=\"ingest\"}", |v| v == 0.0, Duration::from_secs(15))
+        .await;
     let paused_for = paused_at.elapsed();
     p.broker.signal("CONT");
 
@@ -298,12 +294,8 @@ async fn broker_pause_naks_then_recovers_exactly_once_and_replay_goes_back_throu
     prom.wait_for("count(up == 1)", |v| v == SERVICES.len() as f64, Duration::from_secs(15))
         .await;
     // the dead-letter alert fired (rules are the chart's own file)
-    prom.wait_for(
-        "ALERTS{alertname=\"SluiceDeadLetters\"}",
-        |v| v >= 1.0,
-        Duration::from_secs(30),
-    )
-    .await;
+    prom.wait_for("ALERTS{alertname=\"SluiceDeadLetters\"}", |v| v >= 1.0, Duration::from_secs(30))
+        .await;
     println!("faults: prometheus saw {committed} committed transactions across the stages");
 
     // metrics are valid exposition text and carry no patient data
