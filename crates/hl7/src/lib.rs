@@ -223,15 +223,18 @@ impl<'a> Message<'a> {
         let field = raw[3];
         let enc_end = raw[4..].iter().position(|b| *b == field).map(|p| p + 4).unwrap_or(raw.len());
         let enc = &raw[4..enc_end];
-        let valid = |b: u8| !b.is_ascii_alphanumeric() && b != field && b != b'\r' && b != b'\n' && b != b' ';
-        if field.is_ascii_alphanumeric() || field.is_ascii_whitespace() || enc.len() < 2 || !enc.iter().all(|b| valid(*b)) {
+        // delimiters are printable ASCII punctuation: a byte outside that (for example the
+        // UTF-8 of a replacement character where `~` was) means the header is corrupt, and
+        // splitting on it would silently re-shape every field
+        let valid = |b: u8| b.is_ascii_graphic() && !b.is_ascii_alphanumeric() && b != field;
+        if !field.is_ascii_graphic() || field.is_ascii_alphanumeric() || enc.len() < 2 || !enc.iter().all(|b| valid(*b)) {
             self.problem(ProblemCode::BadEncodingCharacters, 1, 2);
             return;
         }
-        let mut unique = enc.to_vec();
+        let mut unique = enc[..enc.len().min(4)].to_vec();
         unique.sort_unstable();
         unique.dedup();
-        if unique.len() != enc.len().min(4) && enc.len() <= 4 {
+        if unique.len() != enc.len().min(4) {
             self.problem(ProblemCode::BadEncodingCharacters, 1, 2);
             return;
         }

@@ -83,6 +83,26 @@ fn fatal_problems_are_reported_not_panicked() {
 }
 
 #[test]
+fn corrupt_encoding_characters_are_refused_not_guessed() {
+    for raw in [
+        // a UTF-8 replacement character where `~` was: splitting on its bytes would re-shape fields
+        &b"MSH|^\xEF\xBF\xBD\\&|A|B|C|D|2024||ADT^A01|1|P|2.5\rPID|||1^^^X&1.2&ISO\r"[..],
+        b"MSH|foo|foo|A|B|C|2024||ADT^A01|1|P|2.5\r",
+        b"MSH|^^\\&|A|B|C|D|2024||ADT^A01|1|P|2.5\r",
+        b"MSH{{{{{|A||B||2024||ADT^A01|1|P|2.5\r",
+        b"MSH\t^~\\&\tA\tB\tC\tD\t2024\t\tADT^A01\t1\tP\t2.5\r",
+    ] {
+        let m = Message::parse(raw);
+        assert_eq!(
+            m.fatal_problem().map(|p| p.code),
+            Some(ProblemCode::BadEncodingCharacters),
+            "{:?}",
+            String::from_utf8_lossy(raw)
+        );
+    }
+}
+
+#[test]
 fn explicit_null() {
     let m = Message::parse(b"MSH|^~\\&|A|B|C|D|2024||ADT^A08|1|P|2.5\rPID|1||1||\"\"\r");
     assert!(m.find("PID", 0).map(|s| s.field(5).is_null()).unwrap_or(false));
