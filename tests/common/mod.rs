@@ -90,9 +90,27 @@ pub struct Pipeline {
     // fields drop in order: services stop before the registry and the broker they use
     pub services: HashMap<&'static str, Proc>,
     env: Vec<(&'static str, String, String)>,
+    /// Each service's stderr (its log) goes to `<name>.log` here, so tests can read what the
+    /// services logged; the tails are printed when a test fails.
+    logs: tempfile::TempDir,
     pub registry: Proc,
     pub broker: Proc,
     http_ports: HashMap<&'static str, u16>,
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for s in SERVICES {
+                let log = std::fs::read_to_string(self.logs.path().join(format!("{s}.log"))).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                eprintln!("--- last log lines of {s} ---");
+                for l in tail.iter().rev() {
+                    eprintln!("{l}");
+                }
+            }
+        }
+    }
 }
 
 pub const SERVICES: [&str; 5] = ["ingest", "normalise", "identifier-match", "route", "dead-letter"];
@@ -151,6 +169,7 @@ impl Pipeline {
             api_port: free_port(),
             services: HashMap::new(),
             env: env.iter().map(|(s, k, v)| (*s, (*k).to_owned(), (*v).to_owned())).collect(),
+            logs: tempfile::tempdir().unwrap(),
             registry,
             broker,
             http_ports: HashMap::new(),
@@ -192,9 +211,25 @@ impl Pipeline {
             } else {
                 vec![]
             })
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.logs.path().join(format!("{name}.log")))
+                    .unwrap(),
+            )
             .spawn()
             .unwrap();
         self.services.insert(name, Proc { child });
+    }
+
+    /// Everything the services logged so far.
+    pub fn logs(&self) -> String {
+        SERVICES
+            .iter()
+            .map(|s| std::fs::read_to_string(self.logs.path().join(format!("{s}.log"))).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     pub async fn wait_ready(&self, name: &str) {
@@ -214,6 +249,20 @@ impl Pipeline {
 
     pub fn metrics_url(&self, name: &str) -> String {
         format!("http://127.0.0.1:{}/metrics", self.http_ports[name])
+    }
+
+    /// Sends SIGTERM and waits for the process to exit (up to `within`); returns its exit code.
+    pub fn terminate(&mut self, name: &'static str, within: Duration) -> Option<i32> {
+        let mut p = self.services.remove(name)?;
+        p.signal("TERM");
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 
     pub fn kill(&mut self, name: &'static str) {

@@ -16,6 +16,8 @@
 
 mod charset;
 mod escape;
+#[doc(hidden)]
+pub mod fuzzing;
 mod path;
 
 pub use charset::{Charset, decode_bytes, detect as detect_charset};

@@ -164,3 +164,57 @@ pub(crate) fn corpus_files() -> Option<Vec<std::path::PathBuf>> {
             .collect(),
     )
 }
+
+/// The fuzz target's properties on the stable toolchain, in every test run: corpus messages and
+/// synthetic ones, mutated the ways feeds break (flipped bytes, stray delimiters and escape
+/// characters, cut and duplicated spans, MLLP bytes, mixed line ends). Deterministic.
+#[test]
+fn mutated_messages_keep_the_fuzz_properties() {
+    let mut seeds: Vec<Vec<u8>> = vec![
+        b"MSH|^~\\&|A|B|C|D|20240101||ORU^R01|1|P|2.5|||||8859/1\rPID|1||1^^^X&1.2&ISO~2||N\\T\\\\S\\^G||M\rOBX|1|TX|||a\\.br\\b\\X41\\\\H\\x\\N\\\r".to_vec(),
+        b"MSH#$%*@|A|B|C|D|2024||ADT$A01|2|P|2.5\nPID#1##a$b%c*d\n".to_vec(),
+        b"FHS|^~\\&\rBHS|^~\\&\rMSH|^~\\&|A|B|C|D|2024||ADT^A01|3|P|2.5\rBTS|1\rFTS|1\r".to_vec(),
+    ];
+    if let Some(files) = corpus_files() {
+        for path in files.iter().step_by(3) {
+            let bytes = std::fs::read(path).unwrap_or_default();
+            seeds.extend(split_messages(&bytes).into_iter().map(<[u8]>::to_vec));
+        }
+    }
+    let specials: &[u8] = b"|^~\\&#\r\n\x0b\x1c\"X.";
+    let mut state: u64 = 0x5eed_1234_abcd_9876;
+    let mut next = move |bound: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % bound.max(1) as u64) as usize
+    };
+    for _ in 0..10_000 {
+        let mut m = seeds[next(seeds.len())].clone();
+        for _ in 0..1 + next(4) {
+            let at = next(m.len() + 1);
+            match next(6) {
+                0 if !m.is_empty() => {
+                    let i = at.min(m.len() - 1);
+                    m[i] ^= 1 << next(8);
+                }
+                1 => m.insert(at, specials[next(specials.len())]),
+                2 => {
+                    let end = (at + next(16)).min(m.len());
+                    m.drain(at..end);
+                }
+                3 => {
+                    let end = (at + next(32)).min(m.len());
+                    let copy = m[at..end].to_vec();
+                    m.splice(at..at, copy);
+                }
+                5 => {
+                    m.splice(at..at, b"\\X0D0A\\".iter().copied());
+                }
+                4 => m.truncate(at),
+                _ => {}
+            }
+        }
+        crate::fuzzing::check(&m);
+    }
+}
