@@ -19,6 +19,21 @@ pub fn check(data: &[u8]) {
     let d = *msg.delimiters();
     for seg in msg.segments() {
         assert!(inside(seg.raw()));
+        // the single-pass visitor yields exactly what walking the levels yields
+        let mut walked = Vec::new();
+        for (n, field) in seg.fields() {
+            assert_eq!(field.raw(), seg.field(n).raw(), "fields() and field(n) disagree");
+            for (r, rep) in field.repetitions().enumerate() {
+                for (c, comp) in rep.components().enumerate() {
+                    for (s, sub) in comp.subcomponents().enumerate() {
+                        walked.push((n, r + 1, c + 1, s + 1, sub));
+                    }
+                }
+            }
+        }
+        let mut visited = Vec::new();
+        seg.for_each_value(|p, v| visited.push((p.field, p.repetition, p.component, p.subcomponent, v)));
+        assert_eq!(visited, walked, "for_each_value and the iterators disagree");
         for f in 0..=seg.field_count() + 1 {
             let field = seg.field(f);
             assert!(inside(field.raw()));

@@ -218,3 +218,18 @@ fn mutated_messages_keep_the_fuzz_properties() {
         crate::fuzzing::check(&m);
     }
 }
+
+#[test]
+fn fields_iterator_matches_random_access() {
+    for raw in [
+        &b"MSH|^~\\&|A|B|C|D|2024||ADT^A01|1|P|2.5\rPID|1||x~y||N^G|\rZZ1\rNTE|\r"[..],
+        b"MSH#$%*@|A|B\nOBX#1#2",
+    ] {
+        let m = Message::parse(raw);
+        for seg in m.segments() {
+            let via_iter: Vec<(usize, &[u8])> = seg.fields().map(|(n, f)| (n, f.raw())).collect();
+            let via_index: Vec<(usize, &[u8])> = (1..=seg.field_count()).map(|n| (n, seg.field(n).raw())).collect();
+            assert_eq!(via_iter, via_index, "{}", seg.name_str());
+        }
+    }
+}
