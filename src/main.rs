@@ -27,6 +27,10 @@ enum Command {
         /// YAML configuration file (environment variables SLUICE_* override it)
         #[arg(long, env = "SLUICE_CONFIG")]
         config: Option<std::path::PathBuf>,
+        /// Load and validate the configuration (file plus SLUICE_* variables), print it with
+        /// secrets masked, and exit: 0 when the service would start with it
+        #[arg(long)]
+        check_config: bool,
     },
     /// Create or verify the topics of topology/topics.yaml
     #[command(subcommand)]
@@ -51,7 +55,12 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Up(a) => up::run(*a).await,
-        Command::Run { service, config } => up::run_one(&service, config.as_deref()).await,
+        Command::Run {
+            service,
+            config,
+            check_config: true,
+        } => up::check_one(&service, config.as_deref()),
+        Command::Run { service, config, .. } => up::run_one(&service, config.as_deref()).await,
         Command::Topology(c) => topology::run(c).await,
         Command::Send(a) => send::run(a).await,
         Command::Generate(a) => generate::run(a),

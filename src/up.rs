@@ -205,3 +205,22 @@ pub async fn run_one(service: &str, config: Option<&std::path::Path>) -> anyhow:
         other => anyhow::bail!("unknown service {other}: expected ingest, normalise, identifier-match, route or dead-letter"),
     }
 }
+
+/// Loads and validates one service's configuration without starting it, and prints it (secrets
+/// masked). For checking a deployment's settings before rolling it out.
+pub fn check_one(service: &str, config: Option<&std::path::Path>) -> anyhow::Result<()> {
+    fn check<C: sluice_runtime::ServiceConfig + std::fmt::Debug>(file: Option<&std::path::Path>) -> anyhow::Result<()> {
+        let cfg: C = sluice_runtime::config::load(file)?;
+        cfg.runtime().validate()?;
+        println!("{cfg:#?}");
+        Ok(())
+    }
+    match service {
+        "ingest" => check::<sluice_ingest::Config>(config),
+        "normalise" => check::<sluice_normalise::Config>(config),
+        "identifier-match" => check::<sluice_identifier_match::Config>(config),
+        "route" => check::<sluice_route::Config>(config),
+        "dead-letter" => check::<sluice_dead_letter::Config>(config),
+        other => anyhow::bail!("unknown service {other}: expected ingest, normalise, identifier-match, route or dead-letter"),
+    }
+}
