@@ -248,15 +248,6 @@ fn inputs(n: usize, bad_every: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// What a test checks after a run.
-struct Check<'a> {
-    fed: &'a [Vec<u8>],
-    seen: &'a Seen,
-    committed: &'a Mutex<Vec<Vec<u8>>>,
-    /// No transaction was aborted, so the mock's log holds only committed records.
-    clean: bool,
-}
-
 fn sorted(mut v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
     v.sort();
     v
@@ -265,16 +256,16 @@ fn sorted(mut v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
 /// Every input committed exactly once (as an output or a dead letter) and nothing missing from
 /// the output and dead-letter topics. (The mock does not store transactional offset commits,
 /// so the group's offsets are checked against the real broker in the e2e tests instead.)
-fn assert_exactly_once(h: &Harness, c: &Check<'_>) {
-    let committed = sorted(c.committed.lock().expect("lock").clone());
-    assert_eq!(committed, sorted(c.fed.to_vec()), "each input committed exactly once");
+/// `clean`: no transaction was aborted, so the mock's log holds only committed records.
+fn assert_exactly_once(h: &Harness, fed: &[Vec<u8>], seen: &Seen, committed: &Mutex<Vec<Vec<u8>>>, clean: bool) {
+    let committed = sorted(committed.lock().expect("lock").clone());
+    assert_eq!(committed, sorted(fed.to_vec()), "each input committed exactly once");
 
-    let want_out = sorted(c.fed.iter().filter(|v| !v.starts_with(b"bad")).cloned().collect());
-    let want_dead = sorted(c.fed.iter().filter(|v| v.starts_with(b"bad")).cloned().collect());
-    let mut out = sorted(c.seen.get(OUTPUT).cloned().unwrap_or_default());
+    let want_out = sorted(fed.iter().filter(|v| !v.starts_with(b"bad")).cloned().collect());
+    let want_dead = sorted(fed.iter().filter(|v| v.starts_with(b"bad")).cloned().collect());
+    let mut out = sorted(seen.get(OUTPUT).cloned().unwrap_or_default());
     let mut dead = sorted(
-        c.seen
-            .get(DEAD)
+        seen.get(DEAD)
             .map(|v| {
                 v.iter()
                     .map(|raw| h.store.decode::<DeadLetter>(raw).expect("dead letter decodes"))
@@ -287,7 +278,7 @@ fn assert_exactly_once(h: &Harness, c: &Check<'_>) {
             })
             .unwrap_or_default(),
     );
-    if c.clean {
+    if clean {
         assert_eq!(out, want_out, "output records");
         assert_eq!(dead, want_dead, "dead letters");
     } else {
@@ -323,13 +314,7 @@ fn clean_run_commits_every_record_and_dead_letter_once() {
     result.expect("loop ends cleanly on shutdown");
     assert_eq!(counter("mock-clean", "aborted"), 0);
     assert!(counter("mock-clean", "committed") >= 1);
-    let check = Check {
-        fed: &fed,
-        seen: &seen,
-        committed: &committed,
-        clean: true,
-    };
-    assert_exactly_once(&h, &check);
+    assert_exactly_once(&h, &fed, &seen, &committed, true);
 }
 
 #[test]
@@ -355,13 +340,7 @@ fn retriable_coordinator_errors_on_commit_do_not_duplicate() {
     result.expect("retriable errors never end the loop");
     // retried inside librdkafka or by the loop, never by re-sending: nothing was aborted
     assert_eq!(counter("mock-retriable", "aborted"), 0);
-    let check = Check {
-        fed: &fed,
-        seen: &seen,
-        committed: &committed,
-        clean: true,
-    };
-    assert_exactly_once(&h, &check);
+    assert_exactly_once(&h, &fed, &seen, &committed, true);
 }
 
 #[test]
@@ -377,13 +356,7 @@ fn abortable_error_aborts_rewinds_and_redoes_the_batch() {
     });
     result.expect("abortable errors never end the loop");
     assert!(counter("mock-abortable", "aborted") >= 1, "the failed transaction was aborted");
-    let check = Check {
-        fed: &fed,
-        seen: &seen,
-        committed: &committed,
-        clean: false,
-    };
-    assert_exactly_once(&h, &check);
+    assert_exactly_once(&h, &fed, &seen, &committed, false);
 }
 
 #[test]
@@ -395,13 +368,7 @@ fn processor_retry_aborts_the_batch_and_redoes_it_without_duplicates() {
     let (result, seen) = h.run("mock-retry", echo, expected_total(&fed), |_| {});
     result.expect("loop ends cleanly");
     assert!(counter("mock-retry", "aborted") >= 1);
-    let check = Check {
-        fed: &fed,
-        seen: &seen,
-        committed: &committed,
-        clean: false,
-    };
-    assert_exactly_once(&h, &check);
+    assert_exactly_once(&h, &fed, &seen, &committed, false);
 }
 
 #[test]
@@ -430,11 +397,5 @@ fn fenced_producer_is_fatal_and_a_restart_finishes_exactly_once() {
     let (echo, committed) = Echo::new(vec![]);
     let (result, seen) = h.run("mock-fenced", echo, expected_total(&fed), |_| {});
     result.expect("restarted loop ends cleanly");
-    let check = Check {
-        fed: &fed,
-        seen: &seen,
-        committed: &committed,
-        clean: false,
-    };
-    assert_exactly_once(&h, &check);
+    assert_exactly_once(&h, &fed, &seen, &committed, false);
 }
