@@ -157,6 +157,22 @@ pub struct Observation {
     pub result_status: Option<String>,
     pub observation_time: Option<Timestamp>,
     pub notes: Vec<String>,
+    pub status: Option<String>,
+    pub result_key: Option<String>,
+    pub units_ucum: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Specimen {
+    pub set_id: Option<String>,
+    pub order_index: Option<i32>,
+    pub identifier: Option<String>,
+    #[serde(rename = "type")]
+    pub specimen_type: Option<Coded>,
+    pub source_site: Option<Coded>,
+    pub collection_time: Option<Timestamp>,
+    pub collection_end: Option<Timestamp>,
+    pub received_time: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -193,6 +209,7 @@ pub struct ClinicalEvent {
     pub unmapped_segments: Vec<UnmappedSegment>,
     pub unmapped_fields: Vec<UnmappedField>,
     pub warnings: Vec<String>,
+    pub specimens: Vec<Specimen>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -355,7 +372,18 @@ mod tests {
                     ..Default::default()
                 }),
                 abnormal_flags: vec!["H".into()],
-                observation_time: Some(ts),
+                observation_time: Some(ts.clone()),
+                status: Some("corrected".into()),
+                result_key: Some("k".into()),
+                units_ucum: Some("mmol/L".into()),
+                ..Default::default()
+            }],
+            specimens: vec![Specimen {
+                specimen_type: Some(Coded {
+                    code: Some("BLD".into()),
+                    ..Default::default()
+                }),
+                collection_time: Some(ts),
                 ..Default::default()
             }],
             unmapped_segments: vec![UnmappedSegment {

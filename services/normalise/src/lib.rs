@@ -7,6 +7,7 @@
 //! message that cannot be normalised goes to `deadletter.normalise.v1` with a bounded code.
 
 pub mod mapping;
+pub mod results;
 
 use serde::{Deserialize, Serialize};
 use sluice_hl7::Message;

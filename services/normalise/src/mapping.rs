@@ -5,11 +5,12 @@
 //! does not map at all (Z-segments, NK1, AL1, DG1, SPM ...) travels whole in
 //! `unmapped_segments`: nothing in the message is silently discarded.
 
+use crate::results;
 use sluice_hl7::{Message, Repetition, Segment};
 use sluice_model::time::parse_hl7;
 use sluice_model::{
     Address, ClinicalEvent, Coded, Encounter, EventSource, Identifier, Merge, Observation, Order, Patient, PersonName, RawMessage,
-    UnmappedField, UnmappedSegment, nhs,
+    Specimen, UnmappedField, UnmappedSegment, nhs,
 };
 
 pub const NHS_NUMBER_SYSTEM: &str = "https://fhir.nhs.uk/Id/nhs-number";
@@ -82,6 +83,7 @@ const OBX_MAP: FieldMap = &[
     (14, &[]),
 ];
 const NTE_MAP: FieldMap = &[(1, &[]), (3, &[])];
+const SPM_MAP: FieldMap = &[(1, &[]), (2, &[]), (4, CE), (8, CE), (17, &[1, 2]), (18, &[])];
 
 fn field_map(name: &[u8]) -> Option<FieldMap> {
     Some(match name {
@@ -94,6 +96,7 @@ fn field_map(name: &[u8]) -> Option<FieldMap> {
         b"OBR" => OBR_MAP,
         b"OBX" => OBX_MAP,
         b"NTE" => NTE_MAP,
+        b"SPM" => SPM_MAP,
         _ => return None,
     })
 }
@@ -339,11 +342,27 @@ pub fn map_message(msg: &Message<'_>, raw: &RawMessage, pos: &RawPosition) -> Cl
                 in_observation = true;
                 let order_index = ev.orders.iter().rposition(|o| o.segment == "OBR").map(|i| i as i32);
                 let value_type = m.field_text(&seg, 2);
+                let code = m.coded(&seg.field(3).repetition(0));
+                let units = m.coded(&seg.field(6).repetition(0));
+                let result_status = m.field_text(&seg, 11);
+                let sub_id = m.field_text(&seg, 4);
+                let order = order_index.and_then(|i| ev.orders.get(i as usize));
+                let order_number = order.and_then(|o| o.filler_order_number.as_deref().or(o.placer_order_number.as_deref()));
+                let result_key = results::result_key(
+                    &ev.source.sending_facility,
+                    order_number,
+                    code.as_ref().and_then(|c| c.code.as_deref()),
+                    code.as_ref().and_then(|c| c.system.as_deref()),
+                    sub_id.as_deref(),
+                );
+                let units_ucum = units
+                    .as_ref()
+                    .and_then(|u| results::ucum(u.code.as_deref(), u.text.as_deref(), u.system.as_deref()));
                 ev.observations.push(Observation {
                     set_id: m.field_text(&seg, 1),
                     order_index,
-                    code: m.coded(&seg.field(3).repetition(0)),
-                    sub_id: m.field_text(&seg, 4),
+                    code,
+                    sub_id,
                     // ED (encapsulated data, e.g. base64 documents) is kept as sent, components included
                     values: seg
                         .field(5)
@@ -357,12 +376,30 @@ pub fn map_message(msg: &Message<'_>, raw: &RawMessage, pos: &RawPosition) -> Cl
                         })
                         .collect(),
                     value_type,
-                    units: m.coded(&seg.field(6).repetition(0)),
+                    units,
                     reference_range: m.field_text(&seg, 7),
                     abnormal_flags: seg.field(8).repetitions().filter_map(|r| m.text(r.raw())).collect(),
-                    result_status: m.field_text(&seg, 11),
+                    status: result_status.as_deref().and_then(results::observation_status).map(str::to_owned),
+                    result_status,
                     observation_time: m.ts(&seg, 14),
                     notes: Vec::new(),
+                    result_key,
+                    units_ucum,
+                });
+            }
+            b"SPM" => {
+                in_observation = false;
+                let collection = seg.field(17).repetition(0);
+                let ts = |raw: &[u8]| m.text(raw).and_then(|t| parse_hl7(&t));
+                ev.specimens.push(Specimen {
+                    set_id: m.field_text(&seg, 1),
+                    order_index: ev.orders.iter().rposition(|o| o.segment == "OBR").map(|i| i as i32),
+                    identifier: m.text(seg.field(2).raw()).map(|_| m.er7(seg.field(2).raw())),
+                    specimen_type: m.coded(&seg.field(4).repetition(0)),
+                    source_site: m.coded(&seg.field(8).repetition(0)),
+                    collection_time: ts(collection.component(1).subcomponent(1)),
+                    collection_end: ts(collection.component(2).subcomponent(1)),
+                    received_time: m.ts(&seg, 18),
                 });
             }
             b"NTE" => {

@@ -1,0 +1,161 @@
+//! Golden files: each `tests/golden/*.hl7` (synthetic, written for these tests) is mapped and
+//! compared with the canonical event in the `.json` next to it, so any change to what the
+//! normaliser produces shows up as a reviewed diff. `SLUICE_BLESS=1` rewrites the `.json` files
+//! after an intended change.
+//!
+//! A second test maps every corpus message and checks the promise that nothing is silently
+//! discarded: every segment is either mapped or travels whole, and every non-empty field of a
+//! mapped segment is either in the model or travels in `unmapped_fields`.
+
+#![allow(clippy::unwrap_used)]
+
+use sluice_hl7::Message;
+use sluice_model::RawMessage;
+use sluice_normalise::mapping::{RawPosition, map_message};
+use std::path::{Path, PathBuf};
+
+fn raw(payload: &[u8]) -> RawMessage {
+    RawMessage {
+        raw_id: sluice_model::ids::sha256_hex(payload),
+        transport: "mllp".into(),
+        listener: "golden".into(),
+        peer: "test".into(),
+        received_at: 0,
+        detected_charset: "test".into(),
+        payload: vec![],
+        msh: None,
+        warnings: vec![],
+    }
+}
+
+fn position() -> RawPosition {
+    RawPosition {
+        topic: "hl7v2.raw.v1".into(),
+        partition: 0,
+        offset: 42,
+        replay: false,
+    }
+}
+
+#[test]
+fn every_golden_message_maps_to_its_canonical_event() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let bless = std::env::var_os("SLUICE_BLESS").is_some();
+    let mut inputs: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "hl7"))
+        .collect();
+    inputs.sort();
+    assert!(inputs.len() >= 6, "golden inputs missing");
+    let mut changed = Vec::new();
+    for input in &inputs {
+        let bytes = std::fs::read(input).unwrap();
+        let msg = Message::parse(&bytes);
+        assert!(msg.is_acceptable(), "{} is not acceptable", input.display());
+        let ev = map_message(&msg, &raw(&bytes), &position());
+        let got = serde_json::to_string_pretty(&ev).unwrap() + "\n";
+        let golden = input.with_extension("json");
+        if bless {
+            std::fs::write(&golden, &got).unwrap();
+            continue;
+        }
+        let want = std::fs::read_to_string(&golden).unwrap_or_default();
+        if got != want {
+            changed.push(format!(
+                "{}: mapping differs from {} (SLUICE_BLESS=1 after review)\n{got}",
+                input.display(),
+                golden.display()
+            ));
+        }
+    }
+    assert!(changed.is_empty(), "{}", changed.join("\n"));
+}
+
+fn corpus() -> Option<PathBuf> {
+    let root = std::env::var_os("SLUICE_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus"));
+    if root.join("manifest.tsv").exists() {
+        return Some(root);
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "corpus not found at {} (set SLUICE_CORPUS)",
+        root.display()
+    );
+    eprintln!("skipping: corpus not found at {} (set SLUICE_CORPUS)", root.display());
+    None
+}
+
+const MAPPED: [&str; 10] = ["MSH", "EVN", "PID", "PV1", "MRG", "ORC", "OBR", "OBX", "NTE", "SPM"];
+
+#[test]
+fn no_corpus_content_is_silently_discarded() {
+    let Some(root) = corpus() else { return };
+    let manifest = std::fs::read_to_string(root.join("manifest.tsv")).unwrap();
+    let mut messages = 0;
+    let mut travelling = 0;
+    for line in manifest.lines().skip(1) {
+        let cols: Vec<&str> = line.split('\t').collect();
+        if !matches!(cols.get(2), Some(&"hl7v2") | Some(&"hl7v2-literal")) {
+            continue;
+        }
+        let bytes = std::fs::read(root.join(cols[0])).unwrap();
+        for m in sluice_hl7::split_messages(&bytes) {
+            let msg = Message::parse(m);
+            if !msg.is_acceptable() {
+                continue;
+            }
+            messages += 1;
+            let ev = map_message(&msg, &raw(m), &position());
+            let unmapped: std::collections::HashSet<i32> = ev.unmapped_segments.iter().map(|u| u.index).collect();
+            for (i, seg) in msg.segments().enumerate() {
+                let index = i as i32 + 1;
+                let name = seg.name_str();
+                assert!(
+                    MAPPED.contains(&name) || unmapped.contains(&index),
+                    "{}: segment {index} ({name}) neither mapped nor carried",
+                    cols[0]
+                );
+                if unmapped.contains(&index) {
+                    // carried whole, as sent
+                    let u = ev.unmapped_segments.iter().find(|u| u.index == index).unwrap();
+                    assert_eq!(u.name, name);
+                    travelling += 1;
+                }
+            }
+        }
+    }
+    assert!(messages > 500, "only {messages} corpus messages mapped");
+    println!("{messages} corpus messages mapped; {travelling} segments travel whole");
+}
+
+#[test]
+fn a_correction_names_the_result_it_replaces() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let map = |name: &str| {
+        let bytes = std::fs::read(dir.join(name)).unwrap();
+        map_message(&Message::parse(&bytes), &raw(&bytes), &position())
+    };
+    let first = map("oru_r01_results.hl7");
+    let later = map("oru_r01_correction.hl7");
+    let find = |ev: &sluice_model::ClinicalEvent, code: &str| {
+        ev.observations
+            .iter()
+            .find(|o| o.code.as_ref().and_then(|c| c.code.as_deref()) == Some(code))
+            .cloned()
+            .unwrap()
+    };
+    let (k1, k2) = (find(&first, "K"), find(&later, "K"));
+    assert_eq!(k1.status.as_deref(), Some("final"));
+    assert_eq!(k2.status.as_deref(), Some("corrected"));
+    assert_eq!(k2.result_status.as_deref(), Some("C"), "the code as sent travels too");
+    assert!(k1.result_key.is_some());
+    assert_eq!(k1.result_key, k2.result_key, "the correction replaces the potassium result");
+    let (na1, na2) = (find(&first, "NA"), find(&later, "NA"));
+    assert_eq!(na2.status.as_deref(), Some("entered-in-error"));
+    assert_eq!(na1.result_key, na2.result_key, "the deletion names the sodium result");
+    assert_ne!(k1.result_key, na1.result_key);
+    assert_eq!(find(&first, "EGFR").units_ucum.as_deref(), Some("mL/min/{1.73_m2}"));
+}
