@@ -28,36 +28,14 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The shared corpus, or None (with a message) when absent; absent under CI=true is a failure.
-pub fn corpus_root() -> Option<PathBuf> {
-    let root = std::env::var_os("SLUICE_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("../shared/corpus"));
-    if root.join("manifest.tsv").exists() {
-        return Some(root);
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "corpus not found at {} (set SLUICE_CORPUS)",
-        root.display()
-    );
-    eprintln!("skipping corpus part: corpus not found at {} (set SLUICE_CORPUS)", root.display());
-    None
-}
-
-/// Every HL7 v2 message of the corpus.
+/// Every HL7 v2 message of the shared corpus (a file without MSH is kept whole, so it gets
+/// its NAK); empty without the corpus (see `sluice_hl7::corpus`).
 pub fn corpus_messages() -> Vec<Vec<u8>> {
-    let Some(root) = corpus_root() else { return vec![] };
-    let manifest = std::fs::read_to_string(root.join("manifest.tsv")).unwrap();
-    let mut out = Vec::new();
-    for line in manifest.lines().skip(1) {
-        let cols: Vec<&str> = line.split('\t').collect();
-        if matches!(cols.get(2), Some(&"hl7v2") | Some(&"hl7v2-literal")) {
-            let bytes = std::fs::read(root.join(cols[0])).unwrap();
-            out.extend(sluice::send::messages_of(&bytes));
-        }
-    }
-    out
+    sluice_hl7::corpus::hl7v2_files()
+        .unwrap_or_default()
+        .iter()
+        .flat_map(|f| sluice::send::messages_of(&std::fs::read(f).unwrap()))
+        .collect()
 }
 
 pub struct Proc {

@@ -16,23 +16,12 @@ use criterion::{Criterion, Throughput, black_box};
 use std::path::PathBuf;
 
 fn corpus() -> Vec<String> {
-    let root = std::env::var_os("SLUICE_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus"));
-    let manifest = match std::fs::read_to_string(root.join("manifest.tsv")) {
-        Ok(m) => m,
-        Err(_) => {
-            eprintln!("corpus not found at {} (set SLUICE_CORPUS)", root.display());
-            std::process::exit(if std::env::var("CI").as_deref() == Ok("true") { 1 } else { 0 });
-        }
+    let Some(files) = sluice_hl7::corpus::hl7v2_files() else {
+        std::process::exit(0);
     };
     let mut out = Vec::new();
-    for line in manifest.lines().skip(1) {
-        let cols: Vec<&str> = line.split('\t').collect();
-        if !matches!(cols.get(2), Some(&"hl7v2") | Some(&"hl7v2-literal")) {
-            continue;
-        }
-        let Ok(bytes) = std::fs::read(root.join(cols[0])) else { continue };
+    for file in files {
+        let Ok(bytes) = std::fs::read(file) else { continue };
         for m in sluice_hl7::split_messages(&bytes) {
             let Ok(text) = std::str::from_utf8(m) else { continue };
             let cr: String = text.replace("\r\n", "\r").replace('\n', "\r");

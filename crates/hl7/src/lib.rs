@@ -15,6 +15,8 @@
 //! - a leading UTF-8 byte-order mark, MLLP framing bytes and surrounding whitespace are skipped.
 
 mod charset;
+#[doc(hidden)]
+pub mod corpus;
 mod escape;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -120,7 +120,7 @@ fn batches_are_split() {
 /// Parse then encode gives back the same bytes, and no corpus message panics the parser.
 #[test]
 fn corpus_round_trip() {
-    let Some(files) = corpus_files() else { return };
+    let Some(files) = crate::corpus::hl7v2_files() else { return };
     let mut n = 0;
     for path in files {
         let bytes = std::fs::read(&path).unwrap_or_default();
@@ -140,31 +140,6 @@ fn corpus_round_trip() {
     assert!(n > 400, "only {n} corpus messages found");
 }
 
-pub(crate) fn corpus_files() -> Option<Vec<std::path::PathBuf>> {
-    let root = std::env::var_os("SLUICE_CORPUS")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus"));
-    let manifest = root.join("manifest.tsv");
-    let Ok(text) = std::fs::read_to_string(&manifest) else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "corpus not found at {}",
-            root.display()
-        );
-        eprintln!("skipping: corpus not found at {} (set SLUICE_CORPUS)", root.display());
-        return None;
-    };
-    Some(
-        text.lines()
-            .skip(1)
-            .filter_map(|l| {
-                let cols: Vec<&str> = l.split('\t').collect();
-                matches!(cols.get(2), Some(&"hl7v2") | Some(&"hl7v2-literal")).then(|| root.join(cols[0]))
-            })
-            .collect(),
-    )
-}
-
 /// The fuzz target's properties on the stable toolchain, in every test run: corpus messages and
 /// synthetic ones, mutated the ways feeds break (flipped bytes, stray delimiters and escape
 /// characters, cut and duplicated spans, MLLP bytes, mixed line ends). Deterministic.
@@ -175,7 +150,7 @@ fn mutated_messages_keep_the_fuzz_properties() {
         b"MSH#$%*@|A|B|C|D|2024||ADT$A01|2|P|2.5\nPID#1##a$b%c*d\n".to_vec(),
         b"FHS|^~\\&\rBHS|^~\\&\rMSH|^~\\&|A|B|C|D|2024||ADT^A01|3|P|2.5\rBTS|1\rFTS|1\r".to_vec(),
     ];
-    if let Some(files) = corpus_files() {
+    if let Some(files) = crate::corpus::hl7v2_files() {
         for path in files.iter().step_by(3) {
             let bytes = std::fs::read(path).unwrap_or_default();
             seeds.extend(split_messages(&bytes).into_iter().map(<[u8]>::to_vec));

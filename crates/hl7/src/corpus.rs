@@ -1,0 +1,56 @@
+//! Locating the shared public test corpus (`../shared/corpus` beside the repository, or
+//! `SLUICE_CORPUS`) for tests and benchmarks in every crate. The corpus is read in place and
+//! never copied into the repository (its licences vary).
+//!
+//! Without it, callers skip with a message; under `CI=true` its absence is a failure.
+
+use std::path::{Path, PathBuf};
+
+/// The corpus folder, or `None` (after printing why) when it is absent outside CI.
+///
+/// # Panics
+/// When the corpus is absent and `CI=true`.
+pub fn root() -> Option<PathBuf> {
+    let root = std::env::var_os("SLUICE_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus"));
+    if root.join("manifest.tsv").exists() {
+        return Some(root);
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "corpus not found at {} (set SLUICE_CORPUS)",
+        root.display()
+    );
+    eprintln!(
+        "skipping the corpus part: corpus not found at {} (set SLUICE_CORPUS)",
+        root.display()
+    );
+    None
+}
+
+/// The HL7 v2 files listed in the corpus manifest, or `None` as for [`root`].
+pub fn hl7v2_files() -> Option<Vec<PathBuf>> {
+    let root = root()?;
+    let manifest = std::fs::read_to_string(root.join("manifest.tsv")).ok()?;
+    Some(
+        manifest
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let cols: Vec<&str> = l.split('\t').collect();
+                matches!(cols.get(2), Some(&"hl7v2") | Some(&"hl7v2-literal")).then(|| root.join(cols[0]))
+            })
+            .collect(),
+    )
+}
+
+/// Every HL7 v2 message of the corpus (files split into messages), empty without the corpus.
+pub fn hl7v2_messages() -> Vec<Vec<u8>> {
+    hl7v2_files()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|f| std::fs::read(f).ok())
+        .flat_map(|bytes| crate::split_messages(&bytes).into_iter().map(<[u8]>::to_vec).collect::<Vec<_>>())
+        .collect()
+}
