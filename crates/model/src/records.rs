@@ -49,7 +49,7 @@ pub struct MshSummary {
     pub charset: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct RawMessage {
     pub raw_id: String,
     pub transport: String,

@@ -6,6 +6,7 @@
 //! `normalise.seen.v1` in the same transaction, and that topic is read back at start-up. A
 //! message that cannot be normalised goes to `deadletter.normalise.v1` with a bounded code.
 
+pub mod fhir;
 pub mod mapping;
 pub mod results;
 

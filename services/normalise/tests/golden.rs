@@ -1,6 +1,6 @@
 //! Golden files: each `tests/golden/*.hl7` (synthetic, written for these tests) is mapped and
-//! compared with the canonical event in the `.json` next to it, so any change to what the
-//! normaliser produces shows up as a reviewed diff. `SLUICE_BLESS=1` rewrites the `.json` files
+//! compared with the canonical event in the `.json` and the FHIR R4 Bundle in the `.fhir.json`
+//! next to it, so any change to what the normaliser produces shows up as a reviewed diff. `SLUICE_BLESS=1` rewrites the `.json` files
 //! after an intended change.
 //!
 //! A second test maps every corpus message and checks the promise that nothing is silently
@@ -55,18 +55,20 @@ fn every_golden_message_maps_to_its_canonical_event() {
         assert!(msg.is_acceptable(), "{} is not acceptable", input.display());
         let ev = map_message(&msg, &raw(&bytes), &position());
         let got = serde_json::to_string_pretty(&ev).unwrap() + "\n";
-        let golden = input.with_extension("json");
-        if bless {
-            std::fs::write(&golden, &got).unwrap();
-            continue;
-        }
-        let want = std::fs::read_to_string(&golden).unwrap_or_default();
-        if got != want {
-            changed.push(format!(
-                "{}: mapping differs from {} (SLUICE_BLESS=1 after review)\n{got}",
-                input.display(),
-                golden.display()
-            ));
+        let fhir = serde_json::to_string_pretty(&sluice_normalise::fhir::bundle(&ev)).unwrap() + "\n";
+        for (golden, got) in [(input.with_extension("json"), got), (input.with_extension("fhir.json"), fhir)] {
+            if bless {
+                std::fs::write(&golden, &got).unwrap();
+                continue;
+            }
+            let want = std::fs::read_to_string(&golden).unwrap_or_default();
+            if got != want {
+                changed.push(format!(
+                    "{}: output differs from {} (SLUICE_BLESS=1 after review)\n{got}",
+                    input.display(),
+                    golden.display()
+                ));
+            }
         }
     }
     assert!(changed.is_empty(), "{}", changed.join("\n"));

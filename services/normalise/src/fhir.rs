@@ -1,0 +1,644 @@
+//! The canonical event as a FHIR R4 Bundle (type `collection`): Patient, Encounter,
+//! DiagnosticReport / ServiceRequest per order, Observation per result, Specimen. Pure: event
+//! in, JSON out; ids are derived from the event id, so the same event always gives the same
+//! Bundle.
+//!
+//! Meaning is kept rather than guessed:
+//! - an HL7 time without an offset cannot be a FHIR `dateTime` with a time (FHIR requires the
+//!   zone), so it is not given one: the element is left out and the value as sent travels in the
+//!   extension [`TIMESTAMP_EXTENSION`]; dates without a time are kept as dates;
+//! - an NHS number that fails its check digit is not given the NHS number system;
+//! - statuses follow HL7 table 0085/0123 and are `unknown` when nothing was sent;
+//! - units carry the UCUM system only when the event has a UCUM code for them.
+
+use crate::mapping::NHS_NUMBER_SYSTEM;
+use serde_json::{Map, Value, json};
+use sluice_model::{ClinicalEvent, Coded, Identifier, Observation, Order, Specimen, Timestamp, ids::uuid_from};
+
+/// Extension carrying an HL7 v2 timestamp that has no FHIR `dateTime` form (a time without an
+/// offset), exactly as sent.
+pub const TIMESTAMP_EXTENSION: &str = "urn:sluice:fhir:StructureDefinition:hl7v2-timestamp";
+/// Identifier system of `Observation.identifier` carrying the result key (the same for every
+/// version of one result, so a correction replaces the result it names).
+pub const RESULT_KEY_SYSTEM: &str = "urn:sluice:result-key";
+const UCUM: &str = "http://unitsofmeasure.org";
+const LOINC: &str = "http://loinc.org";
+const SNOMED: &str = "http://snomed.info/sct";
+const V2_0203: &str = "http://terminology.hl7.org/CodeSystem/v2-0203";
+const V2_0487: &str = "http://terminology.hl7.org/CodeSystem/v2-0487";
+const ACT_CODE: &str = "http://terminology.hl7.org/CodeSystem/v3-ActCode";
+const NULL_FLAVOR: &str = "http://terminology.hl7.org/CodeSystem/v3-NullFlavor";
+const INTERPRETATION: &str = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation";
+
+/// The FHIR form of an HL7 timestamp: `Ok` with a FHIR date or dateTime, or `Err` with the
+/// value as sent when it has a time but no offset (or cannot be read).
+fn fhir_time(t: &Timestamp) -> Result<String, String> {
+    let v = t.value.as_str();
+    let digits: String = v.chars().take_while(|c| c.is_ascii_digit()).collect();
+    let d = |a: usize, b: usize| digits.get(a..b);
+    match t.precision.as_str() {
+        "year" => return d(0, 4).map(str::to_owned).ok_or_else(|| v.to_owned()),
+        "month" | "day" if !in_range(&digits) => return Err(v.to_owned()),
+        "month" => return Ok(format!("{}-{}", d(0, 4).unwrap_or_default(), d(4, 6).unwrap_or_default())),
+        "day" => {
+            return Ok(format!(
+                "{}-{}-{}",
+                d(0, 4).unwrap_or_default(),
+                d(4, 6).unwrap_or_default(),
+                d(6, 8).unwrap_or_default()
+            ));
+        }
+        "hour" | "minute" | "second" | "subsecond" => {}
+        _ => return Err(v.to_owned()),
+    }
+    if !in_range(&digits) {
+        return Err(v.to_owned());
+    }
+    let Some(offset) = t.offset_minutes.filter(|o| o.abs() <= 14 * 60) else {
+        return Err(v.to_owned());
+    };
+    // FHIR needs seconds once a time is given: an hour or minute precision time is written
+    // with zero minutes/seconds (the value as sent is kept in the extension alongside)
+    let fraction = v
+        .find('.')
+        .map(|i| v[i..].chars().take_while(|c| *c == '.' || c.is_ascii_digit()).collect::<String>())
+        .unwrap_or_default();
+    let sign = if offset < 0 { '-' } else { '+' };
+    Ok(format!(
+        "{}-{}-{}T{}:{}:{}{}{}{:02}:{:02}",
+        d(0, 4).unwrap_or_default(),
+        d(4, 6).unwrap_or_default(),
+        d(6, 8).unwrap_or_default(),
+        d(8, 10).unwrap_or("00"),
+        d(10, 12).unwrap_or("00"),
+        d(12, 14).unwrap_or("00"),
+        fraction,
+        sign,
+        offset.unsigned_abs() / 60,
+        offset.unsigned_abs() % 60
+    ))
+}
+
+/// Whether the digits of an HL7 time (YYYY[MM[DD[HH[MM[SS]]]]]) are a real calendar time as
+/// FHIR's date patterns require (year 0001+, month 01-12, day 01-31, hour 00-23, minute 00-59,
+/// second 00-60).
+fn in_range(digits: &str) -> bool {
+    let n = |a: usize, b: usize| digits.get(a..b).and_then(|x| x.parse::<u32>().ok());
+    let within = |a, b, lo, hi| n(a, b).is_none_or(|x| (lo..=hi).contains(&x));
+    let days = match (n(0, 4), n(4, 6)) {
+        (Some(y), Some(2)) if y % 4 == 0 && (y % 100 != 0 || y % 400 == 0) => 29,
+        (_, Some(2)) => 28,
+        (_, Some(4 | 6 | 9 | 11)) => 30,
+        _ => 31,
+    };
+    n(0, 4).is_some_and(|y| y >= 1)
+        && within(4, 6, 1, 12)
+        && within(6, 8, 1, days)
+        && within(8, 10, 0, 23)
+        && within(10, 12, 0, 59)
+        && within(12, 14, 0, 60)
+}
+
+/// Sets `name` (a dateTime element) from a timestamp, or records the value as sent in an
+/// extension on the resource when it has no FHIR form.
+fn set_time(resource: &mut Map<String, Value>, name: &str, t: Option<&Timestamp>) {
+    let Some(t) = t else { return };
+    match fhir_time(t) {
+        Ok(v) => {
+            resource.insert(name.into(), Value::String(v));
+            if matches!(t.precision.as_str(), "hour" | "minute") {
+                push_extension(resource, name, &t.value);
+            }
+        }
+        Err(sent) => push_extension(resource, name, &sent),
+    }
+}
+
+fn push_extension(resource: &mut Map<String, Value>, element: &str, sent: &str) {
+    let ext = json!({
+        "url": TIMESTAMP_EXTENSION,
+        "extension": [
+            {"url": "element", "valueString": element},
+            {"url": "sent", "valueString": sent}
+        ]
+    });
+    match resource.get_mut("extension").and_then(Value::as_array_mut) {
+        Some(list) => list.push(ext),
+        None => {
+            resource.insert("extension".into(), json!([ext]));
+        }
+    }
+}
+
+fn system_url(system: Option<&str>) -> Option<&'static str> {
+    Some(match system? {
+        "LN" | "LOINC" => LOINC,
+        "SCT" | "SNM" | "SNOMED" | "SNOMED-CT" => SNOMED,
+        "UCUM" => UCUM,
+        "HL70487" => V2_0487,
+        _ => return None,
+    })
+}
+
+fn coding(code: Option<&str>, text: Option<&str>, system: Option<&str>) -> Option<Value> {
+    let code = code.filter(|c| !c.is_empty())?;
+    let mut c = Map::new();
+    if let Some(url) = system_url(system) {
+        c.insert("system".into(), json!(url));
+    }
+    c.insert("code".into(), json!(code));
+    if let Some(t) = text.filter(|t| !t.is_empty()) {
+        c.insert("display".into(), json!(t));
+    }
+    Some(Value::Object(c))
+}
+
+/// A CodeableConcept from an HL7 coded element; the local system name, when not a known code
+/// system, stays in the text so nothing is lost.
+fn concept(c: Option<&Coded>) -> Option<Value> {
+    let c = c?;
+    let codings: Vec<Value> = [
+        coding(c.code.as_deref(), c.text.as_deref(), c.system.as_deref()),
+        coding(c.alt_code.as_deref(), c.alt_text.as_deref(), c.alt_system.as_deref()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let text = c.text.clone().or_else(|| c.code.clone());
+    if codings.is_empty() && text.is_none() {
+        return None;
+    }
+    let mut v = Map::new();
+    if !codings.is_empty() {
+        v.insert("coding".into(), Value::Array(codings));
+    }
+    if let Some(t) = text {
+        v.insert("text".into(), json!(t));
+    }
+    Some(Value::Object(v))
+}
+
+fn identifier(id: &Identifier) -> Value {
+    let mut v = Map::new();
+    let is_oid = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit() || c == '.') && s.contains('.');
+    match (&id.system, id.nhs_number_valid) {
+        (Some(s), Some(true)) if s == NHS_NUMBER_SYSTEM => {
+            v.insert("system".into(), json!(NHS_NUMBER_SYSTEM));
+        }
+        // an NHS number failing its check digit is kept, but not as an NHS number
+        (Some(_), Some(false)) => {
+            v.insert("type".into(), json!({"text": "NHS number as sent (fails the check digit)"}));
+        }
+        _ => {
+            if let Some(a) = id.assigning_authority.as_deref().filter(|a| is_oid(a)) {
+                v.insert("system".into(), json!(format!("urn:oid:{a}")));
+            }
+            if let Some(t) = id.type_code.as_deref().filter(|t| !t.is_empty()) {
+                v.insert("type".into(), json!({"coding": [{"system": V2_0203, "code": t}]}));
+            }
+        }
+    }
+    v.insert("value".into(), json!(id.value));
+    if let Some(a) = id.assigning_authority.as_deref().filter(|a| !a.is_empty()) {
+        v.insert("assigner".into(), json!({"display": a}));
+    }
+    Value::Object(v)
+}
+
+fn entry(resource: Map<String, Value>) -> Value {
+    let id = resource.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+    json!({"fullUrl": format!("urn:uuid:{id}"), "resource": resource})
+}
+
+fn new_resource(kind: &str, ev: &ClinicalEvent, index: usize) -> Map<String, Value> {
+    let mut r = Map::new();
+    r.insert("resourceType".into(), json!(kind));
+    r.insert(
+        "id".into(),
+        json!(uuid_from(&[ev.event_id.as_bytes(), kind.as_bytes(), &index.to_be_bytes()])),
+    );
+    r
+}
+
+fn reference(r: &Map<String, Value>) -> Value {
+    json!({"reference": format!("urn:uuid:{}", r.get("id").and_then(Value::as_str).unwrap_or_default())})
+}
+
+fn patient(ev: &ClinicalEvent) -> Option<Map<String, Value>> {
+    let p = ev.patient.as_ref()?;
+    let mut r = new_resource("Patient", ev, 0);
+    if !p.identifiers.is_empty() {
+        r.insert("identifier".into(), Value::Array(p.identifiers.iter().map(identifier).collect()));
+    }
+    let names: Vec<Value> = p
+        .names
+        .iter()
+        .map(|n| {
+            let mut v = Map::new();
+            if let Some(f) = &n.family {
+                v.insert("family".into(), json!(f));
+            }
+            let given: Vec<&String> = [&n.given, &n.middle].into_iter().flatten().collect();
+            if !given.is_empty() {
+                v.insert("given".into(), json!(given));
+            }
+            if let Some(x) = &n.prefix {
+                v.insert("prefix".into(), json!([x]));
+            }
+            if let Some(x) = &n.suffix {
+                v.insert("suffix".into(), json!([x]));
+            }
+            Value::Object(v)
+        })
+        .filter(|v| v.as_object().is_some_and(|o| !o.is_empty()))
+        .collect();
+    if !names.is_empty() {
+        r.insert("name".into(), Value::Array(names));
+    }
+    if let Some(g) = p.sex.as_deref().and_then(|s| match s {
+        "M" => Some("male"),
+        "F" => Some("female"),
+        "O" | "A" => Some("other"),
+        "U" | "N" => Some("unknown"),
+        _ => None,
+    }) {
+        r.insert("gender".into(), json!(g));
+    }
+    if let Some(b) = &p.birth_date {
+        match fhir_time(b) {
+            Ok(v) => {
+                r.insert("birthDate".into(), json!(v.get(..10).unwrap_or(&v)));
+            }
+            Err(sent) => push_extension(&mut r, "birthDate", &sent),
+        }
+    }
+    let addresses: Vec<Value> = p
+        .addresses
+        .iter()
+        .map(|a| {
+            let mut v = Map::new();
+            if !a.lines.is_empty() {
+                v.insert("line".into(), json!(a.lines));
+            }
+            for (k, x) in [
+                ("city", &a.city),
+                ("district", &a.district),
+                ("postalCode", &a.postcode),
+                ("country", &a.country),
+            ] {
+                if let Some(x) = x {
+                    v.insert(k.into(), json!(x));
+                }
+            }
+            Value::Object(v)
+        })
+        .filter(|v| v.as_object().is_some_and(|o| !o.is_empty()))
+        .collect();
+    if !addresses.is_empty() {
+        r.insert("address".into(), Value::Array(addresses));
+    }
+    match p.deceased.as_deref() {
+        Some("Y") if p.death_time.is_none() => {
+            r.insert("deceasedBoolean".into(), json!(true));
+        }
+        Some("N") => {
+            r.insert("deceasedBoolean".into(), json!(false));
+        }
+        _ => set_time(&mut r, "deceasedDateTime", p.death_time.as_ref()),
+    }
+    Some(r)
+}
+
+fn encounter(ev: &ClinicalEvent, subject: Option<&Value>) -> Option<Map<String, Value>> {
+    let e = ev.encounter.as_ref()?;
+    let mut r = new_resource("Encounter", ev, 0);
+    let status = match (ev.message_type.as_str(), ev.trigger_event.as_str()) {
+        ("ADT", "A03") => "finished",
+        ("ADT", "A11" | "A13" | "A27" | "A38") => "cancelled",
+        ("ADT", "A05" | "A14") => "planned",
+        ("ADT", "A01" | "A04" | "A02" | "A06" | "A07" | "A08") if e.discharge_time.is_none() => "in-progress",
+        _ => "unknown",
+    };
+    r.insert("status".into(), json!(status));
+    let class = match e.patient_class.as_deref() {
+        Some("I") => json!({"system": ACT_CODE, "code": "IMP", "display": "inpatient encounter"}),
+        Some("O") => json!({"system": ACT_CODE, "code": "AMB", "display": "ambulatory"}),
+        Some("E") => json!({"system": ACT_CODE, "code": "EMER", "display": "emergency"}),
+        Some("P") => json!({"system": ACT_CODE, "code": "PRENC", "display": "pre-admission"}),
+        _ => json!({"system": NULL_FLAVOR, "code": "UNK", "display": "unknown"}),
+    };
+    r.insert("class".into(), class);
+    if let Some(v) = &e.visit_number {
+        r.insert("identifier".into(), json!([identifier(v)]));
+    }
+    if let Some(s) = subject {
+        r.insert("subject".into(), s.clone());
+    }
+    let mut period = Map::new();
+    set_time(&mut period, "start", e.admit_time.as_ref());
+    set_time(&mut period, "end", e.discharge_time.as_ref());
+    if !period.is_empty() {
+        r.insert("period".into(), Value::Object(period));
+    }
+    if let Some(l) = &e.location {
+        r.insert("location".into(), json!([{"location": {"display": l}}]));
+    }
+    Some(r)
+}
+
+fn report_status(sent: Option<&str>) -> &'static str {
+    match sent {
+        Some("F") => "final",
+        Some("C") => "corrected",
+        Some("P" | "R" | "S" | "I") => "partial",
+        Some("A") => "appended",
+        Some("X") => "cancelled",
+        Some("O") => "registered",
+        Some("D" | "W") => "entered-in-error",
+        _ => "unknown",
+    }
+}
+
+fn order_resource(ev: &ClinicalEvent, i: usize, o: &Order, subject: Option<&Value>) -> Map<String, Value> {
+    let is_result = ev.kind == "result";
+    let mut r = new_resource(if is_result { "DiagnosticReport" } else { "ServiceRequest" }, ev, i);
+    let mut ids = Vec::new();
+    for (n, kind) in [(&o.placer_order_number, "PLAC"), (&o.filler_order_number, "FILL")] {
+        if let Some(n) = n {
+            ids.push(json!({"type": {"coding": [{"system": V2_0203, "code": kind}]}, "value": n}));
+        }
+    }
+    if !ids.is_empty() {
+        r.insert("identifier".into(), Value::Array(ids));
+    }
+    if is_result {
+        r.insert("status".into(), json!(report_status(o.result_status.as_deref())));
+        r.insert(
+            "code".into(),
+            concept(o.service.as_ref()).unwrap_or_else(|| json!({"text": "not sent"})),
+        );
+        set_time(&mut r, "effectiveDateTime", o.observation_time.as_ref());
+    } else {
+        let status = match o.order_control.as_deref() {
+            Some("CA" | "OC" | "CR") => "revoked",
+            Some("HD" | "OH") => "on-hold",
+            Some("DC" | "OD") => "completed",
+            Some(_) => "active",
+            None => "unknown",
+        };
+        r.insert("status".into(), json!(status));
+        r.insert("intent".into(), json!("order"));
+        if let Some(c) = concept(o.service.as_ref()) {
+            r.insert("code".into(), c);
+        }
+    }
+    match subject {
+        Some(s) => {
+            r.insert("subject".into(), s.clone());
+        }
+        // ServiceRequest.subject is required: say so rather than invent a patient
+        None if !is_result => {
+            r.insert("subject".into(), json!({"display": "no patient identified in the message"}));
+        }
+        None => {}
+    }
+    r
+}
+
+fn interpretation(flag: &str) -> Value {
+    match flag {
+        "H" | "L" | "HH" | "LL" | "A" | "AA" | "N" | "<" | ">" | "S" | "R" | "I" => {
+            json!({"coding": [{"system": INTERPRETATION, "code": flag}]})
+        }
+        other => json!({"text": other}),
+    }
+}
+
+/// A numeric value with an optional comparator (`<5`, `>=10`), or `None` when not numeric.
+fn quantity(value: &str, o: &Observation) -> Option<Value> {
+    let v = value.trim();
+    let (comparator, number) = ["<=", ">=", "<", ">"]
+        .iter()
+        .find_map(|c| v.strip_prefix(c).map(|rest| (Some(*c), rest.trim())))
+        .unwrap_or((None, v));
+    // the number as sent (an integer stays an integer); JSON cannot keep trailing zeros of a
+    // decimal (`6.10` is written `6.1`), the units and status are unaffected
+    let n: serde_json::Number = number.parse().ok()?;
+    let mut q = Map::new();
+    q.insert("value".into(), Value::Number(n));
+    if let Some(c) = comparator {
+        q.insert("comparator".into(), json!(c));
+    }
+    if let Some(u) = o.units.as_ref().and_then(|u| u.code.clone().or_else(|| u.text.clone())) {
+        q.insert("unit".into(), json!(u));
+    }
+    if let Some(code) = &o.units_ucum {
+        q.insert("system".into(), json!(UCUM));
+        q.insert("code".into(), json!(code));
+    }
+    Some(Value::Object(q))
+}
+
+fn observation(ev: &ClinicalEvent, i: usize, o: &Observation, subject: Option<&Value>, specimen: Option<&Value>) -> Map<String, Value> {
+    let mut r = new_resource("Observation", ev, i);
+    if let Some(k) = &o.result_key {
+        r.insert("identifier".into(), json!([{"system": RESULT_KEY_SYSTEM, "value": k}]));
+    }
+    r.insert("status".into(), json!(o.status.as_deref().unwrap_or("unknown")));
+    r.insert(
+        "code".into(),
+        concept(o.code.as_ref()).unwrap_or_else(|| json!({"text": "not sent"})),
+    );
+    if let Some(s) = subject {
+        r.insert("subject".into(), s.clone());
+    }
+    set_time(&mut r, "effectiveDateTime", o.observation_time.as_ref());
+    let values: Vec<&String> = o.values.iter().filter(|v| !v.is_empty()).collect();
+    if !values.is_empty() {
+        let joined = values.iter().map(|v| v.as_str()).collect::<Vec<_>>().join("\n");
+        let numeric = matches!(o.value_type.as_deref(), Some("NM" | "SN")) && values.len() == 1;
+        match numeric.then(|| quantity(values[0], o)).flatten() {
+            Some(q) => {
+                r.insert("valueQuantity".into(), q);
+            }
+            None => {
+                r.insert("valueString".into(), json!(joined));
+            }
+        }
+    }
+    if let Some(range) = &o.reference_range {
+        r.insert("referenceRange".into(), json!([{"text": range}]));
+    }
+    if !o.abnormal_flags.is_empty() {
+        r.insert(
+            "interpretation".into(),
+            Value::Array(o.abnormal_flags.iter().map(|f| interpretation(f)).collect()),
+        );
+    }
+    if !o.notes.is_empty() {
+        r.insert("note".into(), Value::Array(o.notes.iter().map(|n| json!({"text": n})).collect()));
+    }
+    if let Some(s) = specimen {
+        r.insert("specimen".into(), s.clone());
+    }
+    r
+}
+
+fn specimen(ev: &ClinicalEvent, i: usize, s: &Specimen, subject: Option<&Value>) -> Map<String, Value> {
+    let mut r = new_resource("Specimen", ev, i);
+    if let Some(id) = &s.identifier {
+        r.insert("accessionIdentifier".into(), json!({"value": id}));
+    }
+    if let Some(t) = concept(s.specimen_type.as_ref()) {
+        r.insert("type".into(), t);
+    }
+    if let Some(sub) = subject {
+        r.insert("subject".into(), sub.clone());
+    }
+    set_time(&mut r, "receivedTime", s.received_time.as_ref());
+    let mut collection = Map::new();
+    if s.collection_end.is_some() {
+        let mut period = Map::new();
+        set_time(&mut period, "start", s.collection_time.as_ref());
+        set_time(&mut period, "end", s.collection_end.as_ref());
+        if !period.is_empty() {
+            collection.insert("collectedPeriod".into(), Value::Object(period));
+        }
+    } else {
+        set_time(&mut collection, "collectedDateTime", s.collection_time.as_ref());
+    }
+    if let Some(site) = concept(s.source_site.as_ref()) {
+        collection.insert("bodySite".into(), site);
+    }
+    if !collection.is_empty() {
+        r.insert("collection".into(), Value::Object(collection));
+    }
+    r
+}
+
+/// The Bundle for one canonical event.
+pub fn bundle(ev: &ClinicalEvent) -> Value {
+    let mut entries = Vec::new();
+    let patient = patient(ev);
+    let subject = patient.as_ref().map(reference);
+    if let Some(p) = patient {
+        entries.push(entry(p));
+    }
+    if let Some(e) = encounter(ev, subject.as_ref()) {
+        entries.push(entry(e));
+    }
+    let specimens: Vec<Map<String, Value>> = ev
+        .specimens
+        .iter()
+        .enumerate()
+        .map(|(i, s)| specimen(ev, i, s, subject.as_ref()))
+        .collect();
+    // one resource per order: the OBR when there is one (an ORC before it lends its order
+    // control), else the ORC alone; results become DiagnosticReports, others ServiceRequests
+    let has_obr = ev.orders.iter().any(|o| o.segment == "OBR");
+    let mut reports: Vec<(Option<i32>, Map<String, Value>)> = Vec::new();
+    for (i, o) in ev.orders.iter().enumerate() {
+        if has_obr && o.segment != "OBR" {
+            continue;
+        }
+        let mut order = o.clone();
+        if order.order_control.is_none() && i > 0 && ev.orders[i - 1].segment == "ORC" {
+            order.order_control = ev.orders[i - 1].order_control.clone();
+        }
+        reports.push((Some(i as i32), order_resource(ev, i, &order, subject.as_ref())));
+    }
+    for (i, o) in ev.observations.iter().enumerate() {
+        let spec = ev
+            .specimens
+            .iter()
+            .position(|s| s.order_index.is_some() && s.order_index == o.order_index)
+            .map(|k| reference(&specimens[k]));
+        let obs = observation(ev, i, o, subject.as_ref(), spec.as_ref());
+        if let Some((_, report)) = reports
+            .iter_mut()
+            .find(|(k, r)| *k == o.order_index && r["resourceType"] == "DiagnosticReport")
+        {
+            let refs = report.entry("result").or_insert_with(|| json!([]));
+            if let Some(list) = refs.as_array_mut() {
+                list.push(reference(&obs));
+            }
+        }
+        entries.push(entry(obs));
+    }
+    entries.extend(reports.into_iter().map(|(_, r)| entry(r)));
+    entries.extend(specimens.into_iter().map(entry));
+    let mut b = Map::new();
+    b.insert("resourceType".into(), json!("Bundle"));
+    b.insert("id".into(), json!(uuid_from(&[ev.event_id.as_bytes(), b"bundle"])));
+    b.insert("identifier".into(), json!({"system": "urn:sluice:event-id", "value": ev.event_id}));
+    b.insert("type".into(), json!("collection"));
+    if let Some(Ok(t)) = ev.message_time.as_ref().map(fhir_time)
+        && t.contains('T')
+    {
+        b.insert("timestamp".into(), json!(t));
+    }
+    b.insert("entry".into(), Value::Array(entries));
+    let mut bundle = Value::Object(b);
+    tidy(&mut bundle, None);
+    bundle
+}
+
+/// FHIR's JSON rules for primitive strings, applied to the whole Bundle: no empty strings (an
+/// element is absent instead), whitespace other than space, tab, CR and LF written as a space,
+/// and codes without leading, trailing or repeated whitespace. Objects and arrays left empty by
+/// this are removed too.
+fn tidy(v: &mut Value, key: Option<&str>) -> bool {
+    match v {
+        Value::String(s) => {
+            if s.chars().any(|c| c.is_whitespace() && !matches!(c, ' ' | '\t' | '\r' | '\n')) {
+                *s = s
+                    .chars()
+                    .map(|c| {
+                        if c.is_whitespace() && !matches!(c, ' ' | '\t' | '\r' | '\n') {
+                            ' '
+                        } else {
+                            c
+                        }
+                    })
+                    .collect();
+            }
+            if key == Some("code") {
+                *s = s.split_whitespace().collect::<Vec<_>>().join(" ");
+            }
+            !s.trim().is_empty()
+        }
+        Value::Array(items) => {
+            items.retain_mut(|i| tidy(i, None));
+            !items.is_empty()
+        }
+        Value::Object(map) => {
+            map.retain(|k, x| tidy(x, Some(k.as_str())));
+            !map.is_empty()
+        }
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_model::time::parse_hl7;
+
+    #[test]
+    fn times_keep_their_zone_or_are_not_given_one() {
+        let t = |s: &str| fhir_time(&parse_hl7(s).expect("ts"));
+        assert_eq!(t("20240630080000+0100").as_deref(), Ok("2024-06-30T08:00:00+01:00"));
+        assert_eq!(t("20240630080000.25-0500").as_deref(), Ok("2024-06-30T08:00:00.25-05:00"));
+        assert_eq!(t("202406300800+0000").as_deref(), Ok("2024-06-30T08:00:00+00:00"));
+        assert_eq!(t("19800101").as_deref(), Ok("1980-01-01"));
+        assert_eq!(t("198001").as_deref(), Ok("1980-01"));
+        assert_eq!(t("20240630080000"), Err("20240630080000".to_owned()), "no offset: not invented");
+        assert_eq!(
+            t("20170229125200-0500"),
+            Err("20170229125200-0500".to_owned()),
+            "not a calendar date"
+        );
+        assert_eq!(t("20240229125200-0500").as_deref(), Ok("2024-02-29T12:52:00-05:00"));
+        assert!(t("20241301").is_err());
+    }
+}

