@@ -115,6 +115,24 @@ async fn mllp_to_routed_topics_exactly_once_through_kill_restart_and_resend() {
     let pipeline_secs = started.elapsed().as_secs_f64();
     routed.assert_exactly_once(&expected);
 
+    // one FHIR R4 Bundle per canonical event, exactly once, on its own topic
+    let mut bundles: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, _, _, v) in p.read_all(names::FHIR) {
+        store.prefetch(&v).await.unwrap();
+        let b: sluice_model::FhirBundle = store.decode(&v).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&b.bundle).unwrap();
+        assert_eq!(json["resourceType"], "Bundle");
+        assert_eq!(json["identifier"]["value"].as_str(), Some(b.event_id.as_str()));
+        *bundles.entry(b.event_id).or_default() += 1;
+    }
+    assert!(bundles.values().all(|n| *n == 1), "a FHIR Bundle produced twice");
+    assert!(
+        expected.iter().all(|id| bundles.contains_key(id)) && bundles.len() == expected.len(),
+        "{} bundles for {} events",
+        bundles.len(),
+        expected.len()
+    );
+
     // every malformed message is kept in the ingest dead-letter topic with a bounded code
     let n_bad = all.iter().filter(|(g, _)| !g).count();
     let letters = p.read_all(names::DL_INGEST);

@@ -246,6 +246,14 @@ pub struct SeenEvent {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct FhirBundle {
+    pub event_id: String,
+    pub kind: String,
+    pub fhir_version: String,
+    pub bundle: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct DeadLetter {
     pub dead_letter_id: String,
     pub stage: String,
@@ -295,6 +303,7 @@ record!(
     MatchedEvent,
     IdentityLink,
     SeenEvent,
+    FhirBundle,
     DeadLetter,
     DeadLetterAudit
 );
@@ -440,6 +449,15 @@ mod tests {
             },
         );
         round_trip(&set, &SeenEvent::default());
+        round_trip(
+            &set,
+            &FhirBundle {
+                event_id: "e".into(),
+                kind: "result".into(),
+                fhir_version: "4.0.1".into(),
+                bundle: "{}".into(),
+            },
+        );
         let mut headers = BTreeMap::new();
         headers.insert("traceparent".to_owned(), "00-x".to_owned());
         round_trip(

@@ -14,6 +14,7 @@ pub const FILES: &[(&str, &str)] = &[
     ("matched_event.avsc", include_str!("../../../schemas/matched_event.avsc")),
     ("identity_link.avsc", include_str!("../../../schemas/identity_link.avsc")),
     ("seen_event.avsc", include_str!("../../../schemas/seen_event.avsc")),
+    ("fhir_bundle.avsc", include_str!("../../../schemas/fhir_bundle.avsc")),
     ("dead_letter.avsc", include_str!("../../../schemas/dead_letter.avsc")),
     ("dead_letter_audit.avsc", include_str!("../../../schemas/dead_letter_audit.avsc")),
 ];
@@ -28,17 +29,19 @@ pub enum RecordType {
     MatchedEvent,
     IdentityLink,
     SeenEvent,
+    FhirBundle,
     DeadLetter,
     DeadLetterAudit,
 }
 
 impl RecordType {
-    pub const ALL: [RecordType; 7] = [
+    pub const ALL: [RecordType; 8] = [
         RecordType::RawMessage,
         RecordType::ClinicalEvent,
         RecordType::MatchedEvent,
         RecordType::IdentityLink,
         RecordType::SeenEvent,
+        RecordType::FhirBundle,
         RecordType::DeadLetter,
         RecordType::DeadLetterAudit,
     ];
@@ -50,6 +53,7 @@ impl RecordType {
             RecordType::MatchedEvent => "MatchedEvent",
             RecordType::IdentityLink => "IdentityLink",
             RecordType::SeenEvent => "SeenEvent",
+            RecordType::FhirBundle => "FhirBundle",
             RecordType::DeadLetter => "DeadLetter",
             RecordType::DeadLetterAudit => "DeadLetterAudit",
         }

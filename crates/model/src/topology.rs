@@ -69,6 +69,7 @@ pub mod names {
     pub const RAW: &str = "hl7v2.raw.v1";
     pub const NORMALISED: &str = "clinical.normalised.v1";
     pub const SEEN: &str = "normalise.seen.v1";
+    pub const FHIR: &str = "fhir.bundles.v1";
     pub const MATCHED: &str = "clinical.matched.v1";
     pub const LINKS: &str = "identity.links.v1";
     pub const REVIEW: &str = "identity.review.v1";
@@ -81,6 +82,7 @@ pub mod names {
         RAW,
         NORMALISED,
         SEEN,
+        FHIR,
         MATCHED,
         LINKS,
         REVIEW,

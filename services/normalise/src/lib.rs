@@ -75,15 +75,31 @@ impl Processor for Normaliser {
             raw_id: raw.raw_id.clone(),
             first_seen_at: ctx.now_micros,
         };
-        let (Ok(ev_bytes), Ok(seen_bytes)) = (self.store.encode(names::NORMALISED, &event), self.store.encode(names::SEEN, &seen)) else {
+        let fhir = sluice_model::FhirBundle {
+            event_id: event.event_id.clone(),
+            kind: event.kind.clone(),
+            fhir_version: "4.0.1".into(),
+            bundle: crate::fhir::bundle(&event).to_string(),
+        };
+        let (Ok(ev_bytes), Ok(seen_bytes), Ok(fhir_bytes)) = (
+            self.store.encode(names::NORMALISED, &event),
+            self.store.encode(names::SEEN, &seen),
+            self.store.encode(names::FHIR, &fhir),
+        ) else {
             return Self::reject("avro_encode_failed", "canonical event could not be encoded".into());
         };
+        let key = sluice_model::ids::source_patient_key(&msg);
         self.pending.insert(event.event_id.clone());
         Outcome::Emit(vec![
             Output {
                 topic: names::NORMALISED.into(),
-                key: sluice_model::ids::source_patient_key(&msg),
+                key: key.clone(),
                 value: ev_bytes,
+            },
+            Output {
+                topic: names::FHIR.into(),
+                key,
+                value: fhir_bytes,
             },
             Output {
                 topic: names::SEEN.into(),
