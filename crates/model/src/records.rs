@@ -129,6 +129,24 @@ pub struct Merge {
     pub prior_identifiers: Vec<Identifier>,
     pub prior_account: Option<String>,
     pub prior_visit: Option<String>,
+    /// See [`Merge::kind_of`]; only `patient_merge` and `identifier_change` change identity.
+    pub kind: String,
+}
+
+impl Merge {
+    /// What an ADT trigger event does with the record MRG names (HL7 v2.5 chapter 3.6).
+    pub fn kind_of(trigger_event: &str) -> &'static str {
+        match trigger_event {
+            "A18" | "A30" | "A34" | "A36" | "A39" | "A40" => "patient_merge",
+            "A46" | "A47" | "A48" | "A49" => "identifier_change",
+            "A35" | "A41" => "account_merge",
+            "A42" => "visit_merge",
+            "A43" => "patient_move",
+            "A44" => "account_move",
+            "A45" | "A50" | "A51" => "visit_move",
+            _ => "unknown",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -198,7 +198,15 @@ pub fn decide(index: &Index, ev: &ClinicalEvent) -> (Decision, Vec<String>) {
         .map(|k| (k.key.clone(), epi.clone(), "active"))
         .collect();
 
-    if let Some(merge) = &ev.merge {
+    // a move (A43 A44 A45 ...) names another patient in MRG: never link the two; a merge of
+    // accounts or visits leaves identity alone; an MRG whose meaning is not known is held
+    let merge = match ev.merge.as_ref().map(|m| m.kind.as_str()) {
+        Some("patient_merge" | "identifier_change") => ev.merge.as_ref(),
+        Some("account_merge" | "visit_merge" | "patient_move" | "account_move" | "visit_move") => None,
+        Some(_) => return (Decision::Review("merge_kind_unknown"), ignored),
+        None => None,
+    };
+    if let Some(merge) = merge {
         let (prior_keys, _) = keys_of(&merge.prior_identifiers, facility);
         let prior_nhs: BTreeSet<String> = prior_keys
             .iter()

@@ -100,6 +100,7 @@ fn merge_repoints_the_prior_record() {
     let mut merge = event(vec![mrn("2", "RTH")]);
     merge.merge = Some(Merge {
         prior_identifiers: vec![mrn("1", "RTH")],
+        kind: Merge::kind_of("A40").into(),
         ..Default::default()
     });
     let (d, _) = decide(&ix, &merge);
@@ -115,4 +116,60 @@ fn no_patient_is_not_applicable() {
     let ix = Index::default();
     let (d, _) = decide(&ix, &ClinicalEvent::default());
     assert!(matches!(d, Decision::NotApplicable));
+}
+
+/// The decision without its keys (Decision has no Debug: keys are patient identifiers).
+fn shape(d: &Decision) -> String {
+    match d {
+        Decision::Link { outcome, rule, .. } => format!("link {outcome} by {rule}"),
+        Decision::Review(why) => format!("review {why}"),
+        Decision::NotApplicable => "not applicable".into(),
+    }
+}
+
+/// Two patients in the index, then an ADT whose MRG names patient 1 with a given trigger.
+fn two_patients_then(trigger: &str) -> (Index, String, String, Decision) {
+    let mut ix = Index::default();
+    let (d, _) = decide(&ix, &event(vec![mrn("1", "RTH")]));
+    let a = apply(&mut ix, &d).expect("a");
+    let (d, _) = decide(&ix, &event(vec![mrn("2", "RTH")]));
+    let b = apply(&mut ix, &d).expect("b");
+    let mut ev = event(vec![mrn("2", "RTH")]);
+    ev.trigger_event = trigger.into();
+    ev.merge = Some(Merge {
+        prior_identifiers: vec![mrn("1", "RTH")],
+        kind: Merge::kind_of(trigger).into(),
+        ..Default::default()
+    });
+    let (d, _) = decide(&ix, &ev);
+    (ix, a, b, d)
+}
+
+#[test]
+fn moves_and_account_or_visit_merges_never_merge_two_patients() {
+    // A44 moves an account from patient 1 to patient 2: MRG names patient 1, who stays a
+    // different person; likewise visit moves and account/visit merges
+    for trigger in ["A35", "A41", "A42", "A43", "A44", "A45", "A50", "A51"] {
+        let (mut ix, a, b, d) = two_patients_then(trigger);
+        assert!(matches!(&d, Decision::Link { outcome: "matched", .. }), "{trigger}: {}", shape(&d));
+        apply(&mut ix, &d);
+        assert_eq!(ix.resolve(&a), a, "{trigger} overlaid two patients");
+        assert_ne!(ix.resolve(&a), b);
+    }
+}
+
+#[test]
+fn patient_merges_and_identifier_changes_repoint_the_prior_record() {
+    for trigger in ["A18", "A30", "A34", "A36", "A39", "A40", "A46", "A47", "A48", "A49"] {
+        let (mut ix, a, b, d) = two_patients_then(trigger);
+        assert!(matches!(&d, Decision::Link { outcome: "merged", .. }), "{trigger}: {}", shape(&d));
+        apply(&mut ix, &d);
+        assert_eq!(ix.resolve(&a), b, "{trigger}");
+    }
+}
+
+#[test]
+fn a_merge_of_unknown_meaning_is_held_for_review() {
+    let (_, _, _, d) = two_patients_then("Z99");
+    assert!(matches!(d, Decision::Review("merge_kind_unknown")), "{}", shape(&d));
 }

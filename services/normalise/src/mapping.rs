@@ -313,6 +313,7 @@ pub fn map_message(msg: &Message<'_>, raw: &RawMessage, pos: &RawPosition) -> Cl
                     prior_identifiers: m.identifiers(&seg, 1),
                     prior_account: m.field_text(&seg, 3),
                     prior_visit: m.field_text(&seg, 5),
+                    kind: Merge::kind_of(&ev.trigger_event).to_owned(),
                 });
             }
             b"ORC" => {
