@@ -159,6 +159,12 @@ pub struct Order {
     pub observation_time: Option<Timestamp>,
     pub result_status: Option<String>,
     pub order_control: Option<String>,
+    pub order_status: Option<String>,
+    pub transaction_time: Option<Timestamp>,
+    pub requested_time: Option<Timestamp>,
+    pub priority: Option<String>,
+    pub timing_start: Option<Timestamp>,
+    pub timing_end: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]

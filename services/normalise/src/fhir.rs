@@ -297,6 +297,22 @@ fn patient(ev: &ClinicalEvent) -> Option<Map<String, Value>> {
     if !addresses.is_empty() {
         r.insert("address".into(), Value::Array(addresses));
     }
+    // a patient merge or identifier change: this patient replaces the record MRG names; a move
+    // names another patient and is not a link between the two
+    if let Some(m) = ev
+        .merge
+        .as_ref()
+        .filter(|m| matches!(m.kind.as_str(), "patient_merge" | "identifier_change"))
+    {
+        let links: Vec<Value> = m
+            .prior_identifiers
+            .iter()
+            .map(|id| json!({"other": {"identifier": identifier(id)}, "type": "replaces"}))
+            .collect();
+        if !links.is_empty() {
+            r.insert("link".into(), Value::Array(links));
+        }
+    }
     match p.deceased.as_deref() {
         Some("Y") if p.death_time.is_none() => {
             r.insert("deceasedBoolean".into(), json!(true));
@@ -379,18 +395,42 @@ fn order_resource(ev: &ClinicalEvent, i: usize, o: &Order, subject: Option<&Valu
         );
         set_time(&mut r, "effectiveDateTime", o.observation_time.as_ref());
     } else {
-        let status = match o.order_control.as_deref() {
-            Some("CA" | "OC" | "CR") => "revoked",
-            Some("HD" | "OH") => "on-hold",
-            Some("DC" | "OD") => "completed",
-            Some(_) => "active",
-            None => "unknown",
+        // ORC-5 order status (table 0038) when sent, else what the order control implies
+        let status = match (o.order_status.as_deref(), o.order_control.as_deref()) {
+            (Some("CA" | "DC" | "RP"), _) => "revoked",
+            (Some("CM"), _) => "completed",
+            (Some("ER"), _) => "entered-in-error",
+            (Some("HD"), _) => "on-hold",
+            (Some("A" | "IP" | "SC"), _) => "active",
+            (_, Some("CA" | "OC" | "CR" | "DC" | "OD")) => "revoked",
+            (_, Some("HD" | "OH")) => "on-hold",
+            (_, Some(_)) => "active",
+            _ => "unknown",
         };
         r.insert("status".into(), json!(status));
         r.insert("intent".into(), json!("order"));
+        if let Some(p) = o.priority.as_deref().and_then(|p| match p {
+            "S" => Some("stat"),
+            "A" => Some("asap"),
+            "R" => Some("routine"),
+            _ => None,
+        }) {
+            r.insert("priority".into(), json!(p));
+        }
         if let Some(c) = concept(o.service.as_ref()) {
             r.insert("code".into(), c);
         }
+        if o.timing_end.is_some() {
+            let mut period = Map::new();
+            set_time(&mut period, "start", o.timing_start.as_ref());
+            set_time(&mut period, "end", o.timing_end.as_ref());
+            if !period.is_empty() {
+                r.insert("occurrencePeriod".into(), Value::Object(period));
+            }
+        } else {
+            set_time(&mut r, "occurrenceDateTime", o.timing_start.as_ref().or(o.requested_time.as_ref()));
+        }
+        set_time(&mut r, "authoredOn", o.transaction_time.as_ref());
     }
     match subject {
         Some(s) => {
@@ -542,8 +582,14 @@ pub fn bundle(ev: &ClinicalEvent) -> Value {
             continue;
         }
         let mut order = o.clone();
-        if order.order_control.is_none() && i > 0 && ev.orders[i - 1].segment == "ORC" {
-            order.order_control = ev.orders[i - 1].order_control.clone();
+        if i > 0 && ev.orders[i - 1].segment == "ORC" {
+            let orc = &ev.orders[i - 1];
+            order.order_control = order.order_control.or_else(|| orc.order_control.clone());
+            order.order_status = order.order_status.or_else(|| orc.order_status.clone());
+            order.transaction_time = order.transaction_time.or_else(|| orc.transaction_time.clone());
+            order.priority = order.priority.or_else(|| orc.priority.clone());
+            order.timing_start = order.timing_start.or_else(|| orc.timing_start.clone());
+            order.timing_end = order.timing_end.or_else(|| orc.timing_end.clone());
         }
         reports.push((Some(i as i32), order_resource(ev, i, &order, subject.as_ref())));
     }

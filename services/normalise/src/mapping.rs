@@ -67,9 +67,10 @@ const PV1_MAP: FieldMap = &[
     (45, &[]),
 ];
 const MRG_MAP: FieldMap = &[(1, CX), (3, &[]), (5, &[])];
-const ORC_MAP: FieldMap = &[(1, &[]), (2, &[]), (3, &[])];
+const ORC_MAP: FieldMap = &[(1, &[]), (2, &[]), (3, &[]), (5, &[]), (9, &[])];
 const CE: &[usize] = &[1, 2, 3, 4, 5, 6];
-const OBR_MAP: FieldMap = &[(1, &[]), (2, &[]), (3, &[]), (4, CE), (7, &[]), (25, &[])];
+const OBR_MAP: FieldMap = &[(1, &[]), (2, &[]), (3, &[]), (4, CE), (5, &[]), (6, &[]), (7, &[]), (25, &[])];
+const TQ1_MAP: FieldMap = &[(1, &[]), (7, &[1]), (8, &[1]), (9, &[1])];
 const OBX_MAP: FieldMap = &[
     (1, &[]),
     (2, &[]),
@@ -97,6 +98,7 @@ fn field_map(name: &[u8]) -> Option<FieldMap> {
         b"OBX" => OBX_MAP,
         b"NTE" => NTE_MAP,
         b"SPM" => SPM_MAP,
+        b"TQ1" => TQ1_MAP,
         _ => return None,
     })
 }
@@ -323,6 +325,8 @@ pub fn map_message(msg: &Message<'_>, raw: &RawMessage, pos: &RawPosition) -> Cl
                     order_control: m.field_text(&seg, 1),
                     placer_order_number: m.field_text(&seg, 2),
                     filler_order_number: m.field_text(&seg, 3),
+                    order_status: m.field_text(&seg, 5),
+                    transaction_time: m.ts(&seg, 9),
                     ..Default::default()
                 });
             }
@@ -336,8 +340,28 @@ pub fn map_message(msg: &Message<'_>, raw: &RawMessage, pos: &RawPosition) -> Cl
                     service: m.coded(&seg.field(4).repetition(0)),
                     observation_time: m.ts(&seg, 7),
                     result_status: m.field_text(&seg, 25),
-                    order_control: None,
+                    requested_time: m.ts(&seg, 6),
+                    priority: m.field_text(&seg, 5),
+                    ..Default::default()
                 });
+            }
+            b"TQ1" => {
+                // timing and priority of the order it follows (ORC or OBR)
+                let ts = |f: usize| m.text(seg.field(f).repetition(0).component(1).raw()).and_then(|t| parse_hl7(&t));
+                if let Some(o) = ev.orders.last_mut() {
+                    if let Some(p) = m.text(seg.field(9).repetition(0).component(1).raw()) {
+                        o.priority = Some(p);
+                    }
+                    o.timing_start = ts(7).or(o.timing_start.take());
+                    o.timing_end = ts(8).or(o.timing_end.take());
+                } else {
+                    ev.unmapped_segments.push(UnmappedSegment {
+                        index: i as i32 + 1,
+                        name: seg.name_str().to_owned(),
+                        text: m.er7(seg.raw()),
+                    });
+                    continue;
+                }
             }
             b"OBX" => {
                 in_observation = true;
