@@ -114,6 +114,17 @@ fn set_time(resource: &mut Map<String, Value>, name: &str, t: Option<&Timestamp>
     }
 }
 
+/// Sets a Period element `name` from a start and an end (either may be absent or kept only in
+/// the extension, see [`set_time`]); nothing when both are absent.
+fn set_period(resource: &mut Map<String, Value>, name: &str, start: Option<&Timestamp>, end: Option<&Timestamp>) {
+    let mut period = Map::new();
+    set_time(&mut period, "start", start);
+    set_time(&mut period, "end", end);
+    if !period.is_empty() {
+        resource.insert(name.into(), Value::Object(period));
+    }
+}
+
 fn push_extension(resource: &mut Map<String, Value>, element: &str, sent: &str) {
     let ext = json!({
         "url": TIMESTAMP_EXTENSION,
@@ -350,12 +361,7 @@ fn encounter(ev: &ClinicalEvent, subject: Option<&Value>) -> Option<Map<String, 
     if let Some(s) = subject {
         r.insert("subject".into(), s.clone());
     }
-    let mut period = Map::new();
-    set_time(&mut period, "start", e.admit_time.as_ref());
-    set_time(&mut period, "end", e.discharge_time.as_ref());
-    if !period.is_empty() {
-        r.insert("period".into(), Value::Object(period));
-    }
+    set_period(&mut r, "period", e.admit_time.as_ref(), e.discharge_time.as_ref());
     if let Some(l) = &e.location {
         r.insert("location".into(), json!([{"location": {"display": l}}]));
     }
@@ -421,12 +427,7 @@ fn order_resource(ev: &ClinicalEvent, i: usize, o: &Order, subject: Option<&Valu
             r.insert("code".into(), c);
         }
         if o.timing_end.is_some() {
-            let mut period = Map::new();
-            set_time(&mut period, "start", o.timing_start.as_ref());
-            set_time(&mut period, "end", o.timing_end.as_ref());
-            if !period.is_empty() {
-                r.insert("occurrencePeriod".into(), Value::Object(period));
-            }
+            set_period(&mut r, "occurrencePeriod", o.timing_start.as_ref(), o.timing_end.as_ref());
         } else {
             set_time(&mut r, "occurrenceDateTime", o.timing_start.as_ref().or(o.requested_time.as_ref()));
         }
@@ -538,12 +539,12 @@ fn specimen(ev: &ClinicalEvent, i: usize, s: &Specimen, subject: Option<&Value>)
     set_time(&mut r, "receivedTime", s.received_time.as_ref());
     let mut collection = Map::new();
     if s.collection_end.is_some() {
-        let mut period = Map::new();
-        set_time(&mut period, "start", s.collection_time.as_ref());
-        set_time(&mut period, "end", s.collection_end.as_ref());
-        if !period.is_empty() {
-            collection.insert("collectedPeriod".into(), Value::Object(period));
-        }
+        set_period(
+            &mut collection,
+            "collectedPeriod",
+            s.collection_time.as_ref(),
+            s.collection_end.as_ref(),
+        );
     } else {
         set_time(&mut collection, "collectedDateTime", s.collection_time.as_ref());
     }
