@@ -234,6 +234,23 @@ pub struct ClinicalEvent {
     pub unmapped_fields: Vec<UnmappedField>,
     pub warnings: Vec<String>,
     pub specimens: Vec<Specimen>,
+    pub immunisations: Vec<Immunisation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Immunisation {
+    pub administered_time: Option<Timestamp>,
+    pub vaccine: Option<Coded>,
+    pub amount: Option<String>,
+    pub units: Option<Coded>,
+    pub units_ucum: Option<String>,
+    pub lot_numbers: Vec<String>,
+    pub expiry: Option<Timestamp>,
+    pub manufacturer: Option<Coded>,
+    pub completion_status: Option<String>,
+    pub action: Option<String>,
+    pub route: Option<Coded>,
+    pub site: Option<Coded>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -409,6 +426,15 @@ mod tests {
                 status: Some("corrected".into()),
                 result_key: Some("k".into()),
                 units_ucum: Some("mmol/L".into()),
+                ..Default::default()
+            }],
+            immunisations: vec![Immunisation {
+                vaccine: Some(Coded {
+                    code: Some("140".into()),
+                    system: Some("CVX".into()),
+                    ..Default::default()
+                }),
+                lot_numbers: vec!["L1".into()],
                 ..Default::default()
             }],
             specimens: vec![Specimen {

@@ -13,7 +13,7 @@
 
 use crate::mapping::NHS_NUMBER_SYSTEM;
 use serde_json::{Map, Value, json};
-use sluice_model::{ClinicalEvent, Coded, Identifier, Observation, Order, Specimen, Timestamp, ids::uuid_from};
+use sluice_model::{ClinicalEvent, Coded, Identifier, Immunisation, Observation, Order, Specimen, Timestamp, ids::uuid_from};
 
 /// Extension carrying an HL7 v2 timestamp that has no FHIR `dateTime` form (a time without an
 /// offset), exactly as sent.
@@ -147,6 +147,10 @@ fn system_url(system: Option<&str>) -> Option<&'static str> {
         "SCT" | "SNM" | "SNOMED" | "SNOMED-CT" => SNOMED,
         "UCUM" => UCUM,
         "HL70487" => V2_0487,
+        "HL70163" => "http://terminology.hl7.org/CodeSystem/v2-0163",
+        "CVX" => "http://hl7.org/fhir/sid/cvx",
+        "NDC" => "http://hl7.org/fhir/sid/ndc",
+        "MVX" => "http://terminology.hl7.org/CodeSystem/MVX",
         _ => return None,
     })
 }
@@ -557,6 +561,79 @@ fn specimen(ev: &ClinicalEvent, i: usize, s: &Specimen, subject: Option<&Value>)
     r
 }
 
+fn immunization(ev: &ClinicalEvent, i: usize, imm: &Immunisation, subject: Option<&Value>) -> Map<String, Value> {
+    let mut r = new_resource("Immunization", ev, i);
+    // RXA-21 D deletes an earlier record; RXA-20 RE/NA means the dose was not given
+    let status = match (imm.action.as_deref(), imm.completion_status.as_deref()) {
+        (Some("D"), _) => "entered-in-error",
+        (_, Some("RE" | "NA")) => "not-done",
+        _ => "completed",
+    };
+    r.insert("status".into(), json!(status));
+    if imm.completion_status.as_deref() == Some("PA") {
+        r.insert("isSubpotent".into(), json!(true));
+    }
+    r.insert(
+        "vaccineCode".into(),
+        concept(imm.vaccine.as_ref()).unwrap_or_else(|| json!({"text": "not sent"})),
+    );
+    r.insert(
+        "patient".into(),
+        subject
+            .cloned()
+            .unwrap_or_else(|| json!({"display": "no patient identified in the message"})),
+    );
+    // occurrence is required: a time that has no FHIR dateTime form is given as sent
+    match imm.administered_time.as_ref().map(|t| (fhir_time(t), t)) {
+        Some((Ok(v), t)) => {
+            r.insert("occurrenceDateTime".into(), json!(v));
+            if matches!(t.precision.as_str(), "hour" | "minute") {
+                push_extension(&mut r, "occurrenceDateTime", &t.value);
+            }
+        }
+        Some((Err(sent), _)) => {
+            r.insert("occurrenceString".into(), json!(sent));
+        }
+        None => {
+            r.insert("occurrenceString".into(), json!("not sent"));
+        }
+    }
+    if let Some(lot) = imm.lot_numbers.first() {
+        r.insert("lotNumber".into(), json!(lot));
+    }
+    if let Some(Ok(d)) = imm.expiry.as_ref().map(fhir_time) {
+        r.insert("expirationDate".into(), json!(d.get(..10).unwrap_or(&d)));
+    }
+    if let Some(m) = imm.manufacturer.as_ref().and_then(|m| m.text.clone().or_else(|| m.code.clone())) {
+        r.insert("manufacturer".into(), json!({"display": m}));
+    }
+    if let Some(route) = concept(imm.route.as_ref()) {
+        r.insert("route".into(), route);
+    }
+    if let Some(site) = concept(imm.site.as_ref()) {
+        r.insert("site".into(), site);
+    }
+    // 999 is the immunisation registries' "amount unknown"
+    if let Some(n) = imm
+        .amount
+        .as_deref()
+        .filter(|a| *a != "999")
+        .and_then(|a| a.trim().parse::<serde_json::Number>().ok())
+    {
+        let mut q = Map::new();
+        q.insert("value".into(), Value::Number(n));
+        if let Some(u) = imm.units.as_ref().and_then(|u| u.code.clone().or_else(|| u.text.clone())) {
+            q.insert("unit".into(), json!(u));
+        }
+        if let Some(code) = &imm.units_ucum {
+            q.insert("system".into(), json!(UCUM));
+            q.insert("code".into(), json!(code));
+        }
+        r.insert("doseQuantity".into(), Value::Object(q));
+    }
+    r
+}
+
 /// The Bundle for one canonical event.
 pub fn bundle(ev: &ClinicalEvent) -> Value {
     let mut entries = Vec::new();
@@ -613,6 +690,12 @@ pub fn bundle(ev: &ClinicalEvent) -> Value {
         entries.push(entry(obs));
     }
     entries.extend(reports.into_iter().map(|(_, r)| entry(r)));
+    entries.extend(
+        ev.immunisations
+            .iter()
+            .enumerate()
+            .map(|(i, imm)| entry(immunization(ev, i, imm, subject.as_ref()))),
+    );
     entries.extend(specimens.into_iter().map(entry));
     let mut b = Map::new();
     b.insert("resourceType".into(), json!("Bundle"));

@@ -9,8 +9,8 @@ use crate::results;
 use sluice_hl7::{Message, Repetition, Segment};
 use sluice_model::time::parse_hl7;
 use sluice_model::{
-    Address, ClinicalEvent, Coded, Encounter, EventSource, Identifier, Merge, Observation, Order, Patient, PersonName, RawMessage,
-    Specimen, UnmappedField, UnmappedSegment, nhs,
+    Address, ClinicalEvent, Coded, Encounter, EventSource, Identifier, Immunisation, Merge, Observation, Order, Patient, PersonName,
+    RawMessage, Specimen, UnmappedField, UnmappedSegment, nhs,
 };
 
 pub const NHS_NUMBER_SYSTEM: &str = "https://fhir.nhs.uk/Id/nhs-number";
@@ -71,6 +71,20 @@ const ORC_MAP: FieldMap = &[(1, &[]), (2, &[]), (3, &[]), (5, &[]), (9, &[])];
 const CE: &[usize] = &[1, 2, 3, 4, 5, 6];
 const OBR_MAP: FieldMap = &[(1, &[]), (2, &[]), (3, &[]), (4, CE), (5, &[]), (6, &[]), (7, &[]), (25, &[])];
 const TQ1_MAP: FieldMap = &[(1, &[]), (7, &[1]), (8, &[1]), (9, &[1])];
+const RXA_MAP: FieldMap = &[
+    (1, &[]),
+    (2, &[]),
+    (3, &[1]),
+    (5, CE),
+    (6, &[]),
+    (7, CE),
+    (15, &[]),
+    (16, &[1]),
+    (17, CE),
+    (20, &[]),
+    (21, &[]),
+];
+const RXR_MAP: FieldMap = &[(1, CE), (2, CE)];
 const OBX_MAP: FieldMap = &[
     (1, &[]),
     (2, &[]),
@@ -99,6 +113,8 @@ fn field_map(name: &[u8]) -> Option<FieldMap> {
         b"NTE" => NTE_MAP,
         b"SPM" => SPM_MAP,
         b"TQ1" => TQ1_MAP,
+        b"RXA" => RXA_MAP,
+        b"RXR" => RXR_MAP,
         _ => return None,
     })
 }
@@ -344,6 +360,32 @@ pub fn map_message(msg: &Message<'_>, raw: &RawMessage, pos: &RawPosition) -> Cl
                     priority: m.field_text(&seg, 5),
                     ..Default::default()
                 });
+            }
+            b"RXA" => {
+                in_observation = false;
+                let units = m.coded(&seg.field(7).repetition(0));
+                ev.immunisations.push(Immunisation {
+                    administered_time: m.ts(&seg, 3),
+                    vaccine: m.coded(&seg.field(5).repetition(0)),
+                    amount: m.field_text(&seg, 6),
+                    units_ucum: units
+                        .as_ref()
+                        .and_then(|u| results::ucum(u.code.as_deref(), u.text.as_deref(), u.system.as_deref())),
+                    units,
+                    lot_numbers: seg.field(15).repetitions().filter_map(|r| m.text(r.raw())).collect(),
+                    expiry: m.ts(&seg, 16),
+                    manufacturer: m.coded(&seg.field(17).repetition(0)),
+                    completion_status: m.field_text(&seg, 20),
+                    action: m.field_text(&seg, 21),
+                    route: None,
+                    site: None,
+                });
+            }
+            b"RXR" if ev.immunisations.last().is_some_and(|i| i.route.is_none() && i.site.is_none()) => {
+                if let Some(imm) = ev.immunisations.last_mut() {
+                    imm.route = m.coded(&seg.field(1).repetition(0));
+                    imm.site = m.coded(&seg.field(2).repetition(0));
+                }
             }
             b"TQ1" => {
                 // timing and priority of the order it follows (ORC or OBR)

@@ -74,7 +74,9 @@ fn every_golden_message_maps_to_its_canonical_event() {
     assert!(changed.is_empty(), "{}", changed.join("\n"));
 }
 
-const MAPPED: [&str; 11] = ["MSH", "EVN", "PID", "PV1", "MRG", "ORC", "OBR", "OBX", "NTE", "SPM", "TQ1"];
+const MAPPED: [&str; 13] = [
+    "MSH", "EVN", "PID", "PV1", "MRG", "ORC", "OBR", "OBX", "NTE", "SPM", "TQ1", "RXA", "RXR",
+];
 
 #[test]
 fn no_corpus_content_is_silently_discarded() {
