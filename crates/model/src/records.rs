@@ -235,6 +235,19 @@ pub struct ClinicalEvent {
     pub warnings: Vec<String>,
     pub specimens: Vec<Specimen>,
     pub immunisations: Vec<Immunisation>,
+    pub document: Option<Document>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Document {
+    pub document_type: Option<String>,
+    pub activity_time: Option<Timestamp>,
+    pub unique_id: Option<String>,
+    pub parent_id: Option<String>,
+    pub file_name: Option<String>,
+    pub completion_status: Option<String>,
+    pub confidentiality: Option<String>,
+    pub availability: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -428,6 +441,11 @@ mod tests {
                 units_ucum: Some("mmol/L".into()),
                 ..Default::default()
             }],
+            document: Some(Document {
+                document_type: Some("DS".into()),
+                completion_status: Some("AU".into()),
+                ..Default::default()
+            }),
             immunisations: vec![Immunisation {
                 vaccine: Some(Coded {
                     code: Some("140".into()),

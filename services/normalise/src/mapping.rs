@@ -9,8 +9,8 @@ use crate::results;
 use sluice_hl7::{Message, Repetition, Segment};
 use sluice_model::time::parse_hl7;
 use sluice_model::{
-    Address, ClinicalEvent, Coded, Encounter, EventSource, Identifier, Immunisation, Merge, Observation, Order, Patient, PersonName,
-    RawMessage, Specimen, UnmappedField, UnmappedSegment, nhs,
+    Address, ClinicalEvent, Coded, Document, Encounter, EventSource, Identifier, Immunisation, Merge, Observation, Order, Patient,
+    PersonName, RawMessage, Specimen, UnmappedField, UnmappedSegment, nhs,
 };
 
 pub const NHS_NUMBER_SYSTEM: &str = "https://fhir.nhs.uk/Id/nhs-number";
@@ -85,6 +85,17 @@ const RXA_MAP: FieldMap = &[
     (21, &[]),
 ];
 const RXR_MAP: FieldMap = &[(1, CE), (2, CE)];
+const TXA_MAP: FieldMap = &[
+    (1, &[]),
+    (2, &[]),
+    (4, &[1]),
+    (12, &[]),
+    (13, &[]),
+    (16, &[]),
+    (17, &[]),
+    (18, &[]),
+    (19, &[]),
+];
 const OBX_MAP: FieldMap = &[
     (1, &[]),
     (2, &[]),
@@ -115,6 +126,7 @@ fn field_map(name: &[u8]) -> Option<FieldMap> {
         b"TQ1" => TQ1_MAP,
         b"RXA" => RXA_MAP,
         b"RXR" => RXR_MAP,
+        b"TXA" => TXA_MAP,
         _ => return None,
     })
 }
@@ -359,6 +371,18 @@ pub fn map_message(msg: &Message<'_>, raw: &RawMessage, pos: &RawPosition) -> Cl
                     requested_time: m.ts(&seg, 6),
                     priority: m.field_text(&seg, 5),
                     ..Default::default()
+                });
+            }
+            b"TXA" if ev.document.is_none() => {
+                ev.document = Some(Document {
+                    document_type: m.field_text(&seg, 2),
+                    activity_time: m.ts(&seg, 4),
+                    unique_id: m.text(seg.field(12).raw()).map(|_| m.er7(seg.field(12).raw())),
+                    parent_id: m.text(seg.field(13).raw()).map(|_| m.er7(seg.field(13).raw())),
+                    file_name: m.field_text(&seg, 16),
+                    completion_status: m.field_text(&seg, 17),
+                    confidentiality: m.field_text(&seg, 18),
+                    availability: m.field_text(&seg, 19),
                 });
             }
             b"RXA" => {

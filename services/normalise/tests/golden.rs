@@ -74,8 +74,8 @@ fn every_golden_message_maps_to_its_canonical_event() {
     assert!(changed.is_empty(), "{}", changed.join("\n"));
 }
 
-const MAPPED: [&str; 13] = [
-    "MSH", "EVN", "PID", "PV1", "MRG", "ORC", "OBR", "OBX", "NTE", "SPM", "TQ1", "RXA", "RXR",
+const MAPPED: [&str; 14] = [
+    "MSH", "EVN", "PID", "PV1", "MRG", "ORC", "OBR", "OBX", "NTE", "SPM", "TQ1", "RXA", "RXR", "TXA",
 ];
 
 #[test]
