@@ -35,23 +35,28 @@ pub fn tansu_path() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
+/// The broker process, configured to listen on a port of 127.0.0.1 with in-memory storage and
+/// its output discarded. A `std` command, so tests can own (and signal) the child themselves.
+pub fn command(port: u16) -> anyhow::Result<std::process::Command> {
+    let url = format!("tcp://127.0.0.1:{port}");
+    let mut c = std::process::Command::new(tansu_path()?);
+    c.args([
+        "broker",
+        "--listener-url",
+        &url,
+        "--advertised-listener-url",
+        &url,
+        "--storage-engine",
+        "memory://tansu/",
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    Ok(c)
+}
+
 /// Starts the broker on a port and waits until it accepts connections.
 pub async fn start(port: u16) -> anyhow::Result<Child> {
-    let url = format!("tcp://127.0.0.1:{port}");
-    let child = Command::new(tansu_path()?)
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-            "--storage-engine",
-            "memory://tansu/",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
+    let child = Command::from(command(port)?).kill_on_drop(true).spawn()?;
     for _ in 0..100 {
         if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
             return Ok(child);

@@ -90,14 +90,7 @@ fn every_corpus_value_agrees_with_python_hl7() {
     if messages.is_empty() {
         return;
     }
-    let python = repo().join(".tools/venv/bin/python");
-    if !python.exists() {
-        let st = std::process::Command::new("bash")
-            .arg(repo().join("scripts/setup-tools.sh"))
-            .status()
-            .unwrap();
-        assert!(st.success());
-    }
+    let python = tool("venv/bin/python");
     let dir = tempfile::tempdir().unwrap();
     for (i, m) in messages.iter().enumerate() {
         let mut cr = Vec::with_capacity(m.len());

@@ -45,7 +45,7 @@ impl Prometheus {
         );
         std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
         let port = free_port();
-        let child = Command::new(repo().join(".tools/bin/prometheus"))
+        let child = Command::new(tool("bin/prometheus"))
             .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
             .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
@@ -317,7 +317,7 @@ async fn broker_pause_naks_then_recovers_exactly_once_and_replay_goes_back_throu
     assert!(identifiers.len() > 100);
     for s in SERVICES {
         let text = reqwest::get(p.metrics_url(s)).await.unwrap().text().await.unwrap();
-        let mut check = Command::new(repo().join(".tools/bin/promtool"))
+        let mut check = Command::new(tool("bin/promtool"))
             .args(["check", "metrics"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

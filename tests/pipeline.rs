@@ -38,7 +38,7 @@ async fn mllp_to_routed_topics_exactly_once_through_kill_restart_and_resend() {
     for (i, m) in sluice::generate::messages(3, 99).iter().enumerate() {
         let f = dir.path().join(format!("m{i}.hl7"));
         std::fs::write(&f, m.iter().map(|b| if *b == b'\r' { b'\n' } else { *b }).collect::<Vec<u8>>()).unwrap();
-        let out = std::process::Command::new(repo().join(".tools/venv/bin/mllp_send"))
+        let out = std::process::Command::new(tool("venv/bin/mllp_send"))
             .args(["--loose", "-p", &p.mllp_port.to_string(), "-f"])
             .arg(&f)
             .arg("127.0.0.1")
@@ -186,7 +186,7 @@ async fn mllp_to_routed_topics_exactly_once_through_kill_restart_and_resend() {
     );
 
     // a data team's standard consumer reads the normalised topic through the registry endpoint
-    let out = std::process::Command::new(repo().join(".tools/venv/bin/python"))
+    let out = std::process::Command::new(tool("venv/bin/python"))
         .arg(repo().join("tests/python/consume_normalised.py"))
         .args([&p.bootstrap, &p.registry_url, "200"])
         .output()

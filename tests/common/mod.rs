@@ -93,13 +93,29 @@ impl Drop for Pipeline {
 
 pub const SERVICES: [&str; 5] = ["ingest", "normalise", "identifier-match", "route", "dead-letter"];
 
-fn tansu() -> PathBuf {
-    let bin = repo().join(".tools/bin/tansu");
-    if !bin.exists() {
+/// A project-local tool (a path under `.tools/`), installed by `scripts/setup-tools.sh` first
+/// when it is missing, so a test works on a fresh machine without a manual step.
+pub fn tool(path: &str) -> PathBuf {
+    let p = repo().join(".tools").join(path);
+    if !p.exists() {
         let st = Command::new("bash").arg(repo().join("scripts/setup-tools.sh")).status().unwrap();
         assert!(st.success(), "tools setup failed");
+        assert!(p.exists(), "setup did not install {path}");
     }
-    bin
+    p
+}
+
+/// Runs a command to completion; fails the test with everything it printed when it exits
+/// non-zero, and returns its standard output otherwise.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 impl Pipeline {
@@ -111,22 +127,8 @@ impl Pipeline {
     /// (for example `("ingest", "SLUICE_ACK_TIMEOUT_MS", "4000")`).
     pub async fn start_with_env(env: &[(&'static str, &str, &str)]) -> Pipeline {
         let bport = free_port();
-        let url = format!("tcp://127.0.0.1:{bport}");
         let broker = Proc {
-            child: Command::new(tansu())
-                .args([
-                    "broker",
-                    "--listener-url",
-                    &url,
-                    "--advertised-listener-url",
-                    &url,
-                    "--storage-engine",
-                    "memory://tansu/",
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
+            child: sluice::broker::command(bport).unwrap().spawn().unwrap(),
         };
         wait_port(bport, "broker");
         let rport = free_port();

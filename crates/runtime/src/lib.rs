@@ -50,6 +50,28 @@ pub trait ServiceConfig: serde::Serialize + serde::de::DeserializeOwned + Defaul
     fn runtime(&self) -> &config::RuntimeConfig;
 }
 
+/// The whole `main` of a service binary: `--config FILE` (or `SLUICE_CONFIG`), then
+/// [`serve_service`].
+pub async fn service_main<C, F, Fut>(name: &'static str, about: &'static str, run: F) -> anyhow::Result<()>
+where
+    C: ServiceConfig,
+    F: FnOnce(C, shutdown::Shutdown, telemetry::Health) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let args = clap::Command::new(name)
+        .about(about)
+        .version(env!("CARGO_PKG_VERSION"))
+        .arg(
+            clap::Arg::new("config")
+                .long("config")
+                .env("SLUICE_CONFIG")
+                .value_parser(clap::value_parser!(std::path::PathBuf))
+                .help("YAML configuration file (environment variables SLUICE_* override it)"),
+        )
+        .get_matches();
+    serve_service(args.get_one::<std::path::PathBuf>("config").map(|p| p.as_path()), run).await
+}
+
 /// Everything a service binary does besides its own logic: load the layered config, start
 /// logging, handle SIGTERM/SIGINT, serve `/metrics`, `/healthz` and `/readyz`, then run.
 pub async fn serve_service<C, F, Fut>(config_file: Option<&std::path::Path>, run: F) -> anyhow::Result<()>

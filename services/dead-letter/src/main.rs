@@ -1,17 +1,11 @@
-//! dead-letter service binary: the shared wiring in `sluice_runtime::serve_service`, then the service.
-
-use clap::Parser;
-
-#[derive(Parser)]
-#[command(about = "dead-letter quarantine, inspection and replay API")]
-struct Args {
-    /// YAML configuration file (environment variables SLUICE_* override it)
-    #[arg(long, env = "SLUICE_CONFIG")]
-    config: Option<std::path::PathBuf>,
-}
+//! dead-letter service binary: the shared wiring in `sluice_runtime::service_main`, then the service.
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    sluice_runtime::serve_service(args.config.as_deref(), sluice_dead_letter::run).await
+    sluice_runtime::service_main(
+        "sluice-dead-letter",
+        "dead-letter quarantine, inspection and replay API",
+        sluice_dead_letter::run,
+    )
+    .await
 }

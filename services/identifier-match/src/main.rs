@@ -1,17 +1,11 @@
-//! identifier-match service binary: the shared wiring in `sluice_runtime::serve_service`, then the service.
-
-use clap::Parser;
-
-#[derive(Parser)]
-#[command(about = "patient identity resolution to enterprise ids")]
-struct Args {
-    /// YAML configuration file (environment variables SLUICE_* override it)
-    #[arg(long, env = "SLUICE_CONFIG")]
-    config: Option<std::path::PathBuf>,
-}
+//! identifier-match service binary: the shared wiring in `sluice_runtime::service_main`, then the service.
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    sluice_runtime::serve_service(args.config.as_deref(), sluice_identifier_match::run).await
+    sluice_runtime::service_main(
+        "sluice-identifier-match",
+        "patient identity resolution to enterprise ids",
+        sluice_identifier_match::run,
+    )
+    .await
 }

@@ -224,11 +224,7 @@ impl Ingest {
                     result: "rejected",
                 }
             } else {
-                metrics().messages.with_label_values(&[listener, "failed"]).inc();
-                Handled {
-                    ack: ack::build(&msg, "AR", Some(("207", "application internal error, resend"))),
-                    result: "failed",
-                }
+                failed(&msg, listener)
             };
         }
         let msh = msg.segment(0);
@@ -273,11 +269,7 @@ impl Ingest {
                 result: "accepted",
             }
         } else {
-            metrics().messages.with_label_values(&[listener, "failed"]).inc();
-            Handled {
-                ack: ack::build(&msg, "AR", Some(("207", "application internal error, resend"))),
-                result: "failed",
-            }
+            failed(&msg, listener)
         }
     }
 }
@@ -321,6 +313,15 @@ pub async fn serve(ingest: Arc<Ingest>, listener: TcpListener, shutdown: Shutdow
     tasks.abort_all();
     tracing::info!("ingest stopped");
     Ok(())
+}
+
+/// Kafka did not confirm the write: nothing was kept, the sender gets AR 207 and resends.
+fn failed(msg: &Message<'_>, listener: &str) -> Handled {
+    metrics().messages.with_label_values(&[listener, "failed"]).inc();
+    Handled {
+        ack: ack::build(msg, "AR", Some(("207", "application internal error, resend"))),
+        result: "failed",
+    }
 }
 
 fn make_producer(cfg: &Config) -> anyhow::Result<FutureProducer> {
