@@ -11,9 +11,19 @@ use std::path::{Path, PathBuf};
 /// # Panics
 /// When the corpus is absent and `CI=true`.
 pub fn root() -> Option<PathBuf> {
-    let root = std::env::var_os("SLUICE_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus"));
+    // SLUICE_CORPUS, else `shared/corpus` beside the checkout: found from the working
+    // directory (tests run in their package's directory) and from where this crate was built
+    let root = std::env::var_os("SLUICE_CORPUS").map(PathBuf::from).unwrap_or_else(|| {
+        let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus");
+        std::env::current_dir()
+            .ok()
+            .and_then(|cwd| {
+                cwd.ancestors()
+                    .map(|a| a.join("shared/corpus"))
+                    .find(|c| c.join("manifest.tsv").exists())
+            })
+            .unwrap_or(built)
+    });
     if root.join("manifest.tsv").exists() {
         return Some(root);
     }

@@ -165,6 +165,8 @@ pub struct Order {
     pub priority: Option<String>,
     pub timing_start: Option<Timestamp>,
     pub timing_end: Option<Timestamp>,
+    pub notes: Vec<String>,
+    pub specimen_index: Option<i32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -184,6 +186,7 @@ pub struct Observation {
     pub status: Option<String>,
     pub result_key: Option<String>,
     pub units_ucum: Option<String>,
+    pub specimen_index: Option<i32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -236,6 +239,60 @@ pub struct ClinicalEvent {
     pub specimens: Vec<Specimen>,
     pub immunisations: Vec<Immunisation>,
     pub document: Option<Document>,
+    pub appointment: Option<Appointment>,
+    pub medications: Vec<Medication>,
+    pub allergies: Vec<Allergy>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Appointment {
+    pub placer_id: Option<String>,
+    pub filler_id: Option<String>,
+    pub event_reason: Option<Coded>,
+    pub reason: Option<Coded>,
+    pub appointment_type: Option<Coded>,
+    pub duration: Option<String>,
+    pub duration_units: Option<Coded>,
+    pub start: Option<Timestamp>,
+    pub end: Option<Timestamp>,
+    pub status: Option<String>,
+    pub services: Vec<Coded>,
+    pub resources: Vec<Coded>,
+    pub locations: Vec<String>,
+    pub staff: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Medication {
+    pub segment: String,
+    pub order_index: Option<i32>,
+    pub medication: Option<Coded>,
+    pub amount_min: Option<String>,
+    pub amount_max: Option<String>,
+    pub units: Option<Coded>,
+    pub units_ucum: Option<String>,
+    pub dosage_form: Option<Coded>,
+    pub instructions: Vec<String>,
+    pub dispense_amount: Option<String>,
+    pub dispense_units: Option<Coded>,
+    pub refills: Option<String>,
+    pub prescription_number: Option<String>,
+    pub time: Option<Timestamp>,
+    pub route: Option<Coded>,
+    pub site: Option<Coded>,
+    pub status: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Allergy {
+    pub set_id: Option<String>,
+    pub category: Option<String>,
+    pub allergen: Option<Coded>,
+    pub severity: Option<String>,
+    pub reactions: Vec<String>,
+    pub identified_time: Option<Timestamp>,
+    pub clinical_status: Option<String>,
+    pub verification_status: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -475,6 +532,21 @@ mod tests {
                 text: "Y".into(),
             }],
             warnings: vec!["w".into()],
+            appointment: Some(Appointment {
+                status: Some("Booked".into()),
+                services: vec![Coded::default()],
+                locations: vec!["Clinic 1".into()],
+                ..Default::default()
+            }),
+            medications: vec![Medication {
+                segment: "RXE".into(),
+                instructions: vec!["once daily".into()],
+                ..Default::default()
+            }],
+            allergies: vec![Allergy {
+                reactions: vec!["rash".into()],
+                ..Default::default()
+            }],
             ..Default::default()
         }
     }

@@ -1,5 +1,6 @@
 //! The canonical event as a FHIR R4 Bundle (type `collection`): Patient, Encounter,
-//! DiagnosticReport / ServiceRequest per order, Observation per result, Specimen. Pure: event
+//! DiagnosticReport / ServiceRequest per order, Observation per result, Specimen, Immunization,
+//! DocumentReference, Appointment, MedicationRequest / MedicationDispense, AllergyIntolerance. Pure: event
 //! in, JSON out; ids are derived from the event id, so the same event always gives the same
 //! Bundle.
 //!
@@ -13,7 +14,11 @@
 
 use crate::mapping::NHS_NUMBER_SYSTEM;
 use serde_json::{Map, Value, json};
-use sluice_model::{ClinicalEvent, Coded, Document, Identifier, Immunisation, Observation, Order, Specimen, Timestamp, ids::uuid_from};
+use sluice_model::time::calendar_valid;
+use sluice_model::{
+    Allergy, Appointment, ClinicalEvent, Coded, Document, Identifier, Immunisation, Medication, Observation, Order, Specimen, Timestamp,
+    ids::uuid_from,
+};
 
 /// Extension carrying an HL7 v2 timestamp that has no FHIR `dateTime` form (a time without an
 /// offset), exactly as sent.
@@ -38,7 +43,7 @@ fn fhir_time(t: &Timestamp) -> Result<String, String> {
     let d = |a: usize, b: usize| digits.get(a..b);
     match t.precision.as_str() {
         "year" => return d(0, 4).map(str::to_owned).ok_or_else(|| v.to_owned()),
-        "month" | "day" if !in_range(&digits) => return Err(v.to_owned()),
+        "month" | "day" if !calendar_valid(&digits) => return Err(v.to_owned()),
         "month" => return Ok(format!("{}-{}", d(0, 4).unwrap_or_default(), d(4, 6).unwrap_or_default())),
         "day" => {
             return Ok(format!(
@@ -51,7 +56,7 @@ fn fhir_time(t: &Timestamp) -> Result<String, String> {
         "hour" | "minute" | "second" | "subsecond" => {}
         _ => return Err(v.to_owned()),
     }
-    if !in_range(&digits) {
+    if !calendar_valid(&digits) {
         return Err(v.to_owned());
     }
     let Some(offset) = t.offset_minutes.filter(|o| o.abs() <= 14 * 60) else {
@@ -77,26 +82,6 @@ fn fhir_time(t: &Timestamp) -> Result<String, String> {
         offset.unsigned_abs() / 60,
         offset.unsigned_abs() % 60
     ))
-}
-
-/// Whether the digits of an HL7 time (YYYY[MM[DD[HH[MM[SS]]]]]) are a real calendar time as
-/// FHIR's date patterns require (year 0001+, month 01-12, day 01-31, hour 00-23, minute 00-59,
-/// second 00-60).
-fn in_range(digits: &str) -> bool {
-    let n = |a: usize, b: usize| digits.get(a..b).and_then(|x| x.parse::<u32>().ok());
-    let within = |a, b, lo, hi| n(a, b).is_none_or(|x| (lo..=hi).contains(&x));
-    let days = match (n(0, 4), n(4, 6)) {
-        (Some(y), Some(2)) if y % 4 == 0 && (y % 100 != 0 || y % 400 == 0) => 29,
-        (_, Some(2)) => 28,
-        (_, Some(4 | 6 | 9 | 11)) => 30,
-        _ => 31,
-    };
-    n(0, 4).is_some_and(|y| y >= 1)
-        && within(4, 6, 1, 12)
-        && within(6, 8, 1, days)
-        && within(8, 10, 0, 23)
-        && within(10, 12, 0, 59)
-        && within(12, 14, 0, 60)
 }
 
 /// Sets `name` (a dateTime element) from a timestamp, or records the value as sent in an
@@ -133,6 +118,10 @@ fn push_extension(resource: &mut Map<String, Value>, element: &str, sent: &str) 
             {"url": "sent", "valueString": sent}
         ]
     });
+    append_extension(resource, ext);
+}
+
+fn append_extension(resource: &mut Map<String, Value>, ext: Value) {
     match resource.get_mut("extension").and_then(Value::as_array_mut) {
         Some(list) => list.push(ext),
         None => {
@@ -151,6 +140,11 @@ fn system_url(system: Option<&str>) -> Option<&'static str> {
         "CVX" => "http://hl7.org/fhir/sid/cvx",
         "NDC" => "http://hl7.org/fhir/sid/ndc",
         "MVX" => "http://terminology.hl7.org/CodeSystem/MVX",
+        "RXNORM" | "RXN" => "http://www.nlm.nih.gov/research/umls/rxnorm",
+        "HL70162" => "http://terminology.hl7.org/CodeSystem/v2-0162",
+        "HL70550" => "http://terminology.hl7.org/CodeSystem/v2-0550",
+        "ICD10" | "I10" => "http://hl7.org/fhir/sid/icd-10",
+        "DMD" | "dm+d" => "https://dmd.nhs.uk",
         _ => return None,
     })
 }
@@ -385,15 +379,42 @@ fn report_status(sent: Option<&str>) -> &'static str {
     }
 }
 
+/// A request's status: ORC-5 order status (table 0038) when sent, else what the order control
+/// implies; in ServiceRequest terms (`revoked` for a cancelled or discontinued order).
+fn request_status(o: &Order) -> &'static str {
+    match (o.order_status.as_deref(), o.order_control.as_deref()) {
+        (Some("CA" | "DC" | "RP"), _) => "revoked",
+        (Some("CM"), _) => "completed",
+        (Some("ER"), _) => "entered-in-error",
+        (Some("HD"), _) => "on-hold",
+        (Some("A" | "IP" | "SC"), _) => "active",
+        (_, Some("CA" | "OC" | "CR" | "DC" | "OD")) => "revoked",
+        (_, Some("HD" | "OH")) => "on-hold",
+        (_, Some(_)) => "active",
+        _ => "unknown",
+    }
+}
+
+/// Placer and filler numbers as identifiers typed PLAC and FILL (HL7 table 0203).
+fn placer_filler(placer: Option<&String>, filler: Option<&String>) -> Vec<Value> {
+    [(placer, "PLAC"), (filler, "FILL")]
+        .into_iter()
+        .filter_map(|(n, kind)| n.map(|n| json!({"type": {"coding": [{"system": V2_0203, "code": kind}]}, "value": n})))
+        .collect()
+}
+
+fn notes(list: &[String]) -> Value {
+    Value::Array(list.iter().map(|n| json!({"text": n})).collect())
+}
+
+/// DiagnosticReport has no `note` in R4: comments on a result order travel in the R5
+/// cross-version extension for it.
+const REPORT_NOTE_EXTENSION: &str = "http://hl7.org/fhir/5.0/StructureDefinition/extension-DiagnosticReport.note";
+
 fn order_resource(ev: &ClinicalEvent, i: usize, o: &Order, subject: Option<&Value>) -> Map<String, Value> {
     let is_result = ev.kind == "result";
     let mut r = new_resource(if is_result { "DiagnosticReport" } else { "ServiceRequest" }, ev, i);
-    let mut ids = Vec::new();
-    for (n, kind) in [(&o.placer_order_number, "PLAC"), (&o.filler_order_number, "FILL")] {
-        if let Some(n) = n {
-            ids.push(json!({"type": {"coding": [{"system": V2_0203, "code": kind}]}, "value": n}));
-        }
-    }
+    let ids = placer_filler(o.placer_order_number.as_ref(), o.filler_order_number.as_ref());
     if !ids.is_empty() {
         r.insert("identifier".into(), Value::Array(ids));
     }
@@ -405,19 +426,7 @@ fn order_resource(ev: &ClinicalEvent, i: usize, o: &Order, subject: Option<&Valu
         );
         set_time(&mut r, "effectiveDateTime", o.observation_time.as_ref());
     } else {
-        // ORC-5 order status (table 0038) when sent, else what the order control implies
-        let status = match (o.order_status.as_deref(), o.order_control.as_deref()) {
-            (Some("CA" | "DC" | "RP"), _) => "revoked",
-            (Some("CM"), _) => "completed",
-            (Some("ER"), _) => "entered-in-error",
-            (Some("HD"), _) => "on-hold",
-            (Some("A" | "IP" | "SC"), _) => "active",
-            (_, Some("CA" | "OC" | "CR" | "DC" | "OD")) => "revoked",
-            (_, Some("HD" | "OH")) => "on-hold",
-            (_, Some(_)) => "active",
-            _ => "unknown",
-        };
-        r.insert("status".into(), json!(status));
+        r.insert("status".into(), json!(request_status(o)));
         r.insert("intent".into(), json!("order"));
         if let Some(p) = o.priority.as_deref().and_then(|p| match p {
             "S" => Some("stat"),
@@ -436,6 +445,14 @@ fn order_resource(ev: &ClinicalEvent, i: usize, o: &Order, subject: Option<&Valu
             set_time(&mut r, "occurrenceDateTime", o.timing_start.as_ref().or(o.requested_time.as_ref()));
         }
         set_time(&mut r, "authoredOn", o.transaction_time.as_ref());
+        if !o.notes.is_empty() {
+            r.insert("note".into(), notes(&o.notes));
+        }
+    }
+    if is_result {
+        for n in &o.notes {
+            append_extension(&mut r, json!({"url": REPORT_NOTE_EXTENSION, "valueAnnotation": {"text": n}}));
+        }
     }
     match subject {
         Some(s) => {
@@ -521,7 +538,7 @@ fn observation(ev: &ClinicalEvent, i: usize, o: &Observation, subject: Option<&V
         );
     }
     if !o.notes.is_empty() {
-        r.insert("note".into(), Value::Array(o.notes.iter().map(|n| json!({"text": n})).collect()));
+        r.insert("note".into(), notes(&o.notes));
     }
     if let Some(s) = specimen {
         r.insert("specimen".into(), s.clone());
@@ -630,6 +647,286 @@ fn immunization(ev: &ClinicalEvent, i: usize, imm: &Immunisation, subject: Optio
             q.insert("code".into(), json!(code));
         }
         r.insert("doseQuantity".into(), Value::Object(q));
+    }
+    r
+}
+
+fn no_patient() -> Value {
+    json!({"display": "no patient identified in the message"})
+}
+
+fn quantity_of(amount: Option<&str>, units: Option<&Coded>, ucum: Option<&str>) -> Option<Value> {
+    let n = amount?.trim().parse::<serde_json::Number>().ok()?;
+    let mut q = Map::new();
+    q.insert("value".into(), Value::Number(n));
+    if let Some(u) = units.and_then(|u| u.code.clone().or_else(|| u.text.clone())) {
+        q.insert("unit".into(), json!(u));
+    }
+    if let Some(code) = ucum {
+        q.insert("system".into(), json!(UCUM));
+        q.insert("code".into(), json!(code));
+    }
+    Some(Value::Object(q))
+}
+
+/// SIU's SCH (HL7 table 0278 filler status, else what the trigger event says) as an Appointment.
+fn appointment(ev: &ClinicalEvent, a: &Appointment, subject: Option<&Value>) -> Map<String, Value> {
+    let mut r = new_resource("Appointment", ev, 0);
+    let ids = placer_filler(a.placer_id.as_ref(), a.filler_id.as_ref());
+    if !ids.is_empty() {
+        r.insert("identifier".into(), Value::Array(ids));
+    }
+    const FHIR: [&str; 10] = [
+        "proposed",
+        "pending",
+        "booked",
+        "arrived",
+        "fulfilled",
+        "cancelled",
+        "noshow",
+        "entered-in-error",
+        "checked-in",
+        "waitlist",
+    ];
+    let sent = a.status.as_deref().map(str::to_ascii_lowercase);
+    let status = match sent.as_deref() {
+        Some("booked" | "overbook" | "blocked") => "booked",
+        Some("started") => "arrived",
+        Some("complete") => "fulfilled",
+        Some("dc") => "cancelled",
+        Some("deleted") => "entered-in-error",
+        // table 0278's Pending, Waitlist, Cancelled, Noshow, and FHIR codes (FHIR in)
+        Some(s) if FHIR.contains(&s) => FHIR.iter().find(|f| **f == s).copied().unwrap_or("booked"),
+        _ => match ev.trigger_event.as_str() {
+            "S15" | "S16" => "cancelled",
+            "S17" => "entered-in-error",
+            "S26" => "noshow",
+            _ => "booked",
+        },
+    };
+    r.insert("status".into(), json!(status));
+    if let Some(c) = concept(a.event_reason.as_ref()).filter(|_| status == "cancelled") {
+        r.insert("cancelationReason".into(), c);
+    }
+    let services: Vec<Value> = a.services.iter().filter_map(|c| concept(Some(c))).collect();
+    if !services.is_empty() {
+        r.insert("serviceType".into(), Value::Array(services));
+    }
+    if let Some(c) = concept(a.appointment_type.as_ref()) {
+        r.insert("appointmentType".into(), c);
+    }
+    if let Some(c) = concept(a.reason.as_ref()) {
+        r.insert("reasonCode".into(), json!([c]));
+    }
+    set_time(&mut r, "start", a.start.as_ref().filter(|t| t.precision != "day"));
+    set_time(&mut r, "end", a.end.as_ref().filter(|t| t.precision != "day"));
+    let minutes = match a
+        .duration_units
+        .as_ref()
+        .and_then(|u| u.code.as_deref())
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("min" | "minutes" | "m") => a.duration.as_deref().and_then(|d| d.trim().parse::<u32>().ok()),
+        Some("h" | "hr" | "hours") => a.duration.as_deref().and_then(|d| d.trim().parse::<u32>().ok()).map(|h| h * 60),
+        _ => None,
+    };
+    if let Some(m) = minutes.filter(|m| *m > 0) {
+        r.insert("minutesDuration".into(), json!(m));
+    }
+    let mut participants = vec![json!({"actor": subject.cloned().unwrap_or_else(no_patient), "status": "accepted"})];
+    for (list, kind) in [(&a.locations, "location"), (&a.staff, "practitioner")] {
+        for who in list {
+            participants.push(json!({"actor": {"display": who}, "status": "accepted", "type": [{"text": kind}]}));
+        }
+    }
+    for res in &a.resources {
+        if let Some(c) = concept(Some(res)) {
+            let text = c.get("text").cloned().unwrap_or_else(|| json!("resource"));
+            participants.push(json!({"actor": {"display": text}, "status": "accepted", "type": [{"text": "resource"}]}));
+        }
+    }
+    r.insert("participant".into(), Value::Array(participants));
+    r
+}
+
+/// A medication's status in MedicationRequest terms: the FHIR status when the source was FHIR,
+/// else the order's (ORC-5, then ORC-1).
+fn medication_request_status(m: &Medication, order: Option<&Order>) -> &'static str {
+    const FHIR: [&str; 8] = [
+        "active",
+        "on-hold",
+        "cancelled",
+        "completed",
+        "entered-in-error",
+        "stopped",
+        "draft",
+        "unknown",
+    ];
+    if let Some(s) = m.status.as_deref().and_then(|s| FHIR.iter().find(|f| **f == s)) {
+        return s;
+    }
+    let Some(o) = order else { return "unknown" };
+    match (o.order_status.as_deref(), o.order_control.as_deref()) {
+        (Some("DC"), _) | (None, Some("DC" | "OD")) => "stopped",
+        _ => match request_status(o) {
+            "revoked" => "cancelled",
+            other => other,
+        },
+    }
+}
+
+fn dosage(m: &Medication, order: Option<&Order>) -> Option<Value> {
+    let mut d = Map::new();
+    // the order's TQ1 start and end bound the course
+    let mut bounds = Map::new();
+    if let Some(o) = order {
+        set_period(&mut bounds, "boundsPeriod", o.timing_start.as_ref(), o.timing_end.as_ref());
+    }
+    if !bounds.is_empty() {
+        d.insert("timing".into(), json!({"repeat": bounds}));
+    }
+    if !m.instructions.is_empty() {
+        d.insert("text".into(), json!(m.instructions.join("; ")));
+    }
+    if let Some(c) = concept(m.route.as_ref()) {
+        d.insert("route".into(), c);
+    }
+    if let Some(c) = concept(m.site.as_ref()) {
+        d.insert("site".into(), c);
+    }
+    let low = quantity_of(m.amount_min.as_deref(), m.units.as_ref(), m.units_ucum.as_deref());
+    let high = quantity_of(m.amount_max.as_deref(), m.units.as_ref(), m.units_ucum.as_deref());
+    let dose = match (low, high) {
+        (Some(l), Some(h)) if l != h => Some(json!({"doseRange": {"low": l, "high": h}})),
+        (Some(l), _) => Some(json!({"doseQuantity": l})),
+        _ => None,
+    };
+    if let Some(dose) = dose {
+        d.insert("doseAndRate".into(), json!([dose]));
+    }
+    (!d.is_empty()).then_some(Value::Object(d))
+}
+
+/// RXO/RXE/RXG (or a FHIR MedicationRequest) as a MedicationRequest; RXD (or a FHIR
+/// MedicationDispense) as a MedicationDispense that names the request of its order.
+fn medication(ev: &ClinicalEvent, i: usize, m: &Medication, subject: Option<&Value>, request: Option<&Value>) -> Map<String, Value> {
+    let order = m.order_index.and_then(|k| ev.orders.get(k as usize));
+    let dispense = matches!(m.segment.as_str(), "RXD" | "MedicationDispense");
+    let mut r = new_resource(if dispense { "MedicationDispense" } else { "MedicationRequest" }, ev, i);
+    let mut ids = order
+        .map(|o| placer_filler(o.placer_order_number.as_ref(), o.filler_order_number.as_ref()))
+        .unwrap_or_default();
+    if let Some(n) = &m.prescription_number {
+        ids.push(json!({"type": {"text": "prescription number"}, "value": n}));
+    }
+    if !ids.is_empty() {
+        r.insert("identifier".into(), Value::Array(ids));
+    }
+    r.insert(
+        "medicationCodeableConcept".into(),
+        concept(m.medication.as_ref()).unwrap_or_else(|| json!({"text": "not sent"})),
+    );
+    r.insert("subject".into(), subject.cloned().unwrap_or_else(no_patient));
+    if dispense {
+        // an RXD reports a dispense that happened
+        let status = m.status.clone().unwrap_or_else(|| "completed".into());
+        r.insert("status".into(), json!(status));
+        if let Some(q) = quantity_of(m.amount_min.as_deref(), m.units.as_ref(), m.units_ucum.as_deref()) {
+            r.insert("quantity".into(), q);
+        }
+        set_time(&mut r, "whenHandedOver", m.time.as_ref());
+        if let Some(req) = request {
+            r.insert("authorizingPrescription".into(), json!([req]));
+        }
+        if !m.instructions.is_empty() {
+            r.insert("dosageInstruction".into(), json!([{"text": m.instructions.join("; ")}]));
+        }
+    } else {
+        r.insert("status".into(), json!(medication_request_status(m, order)));
+        r.insert("intent".into(), json!(if m.segment == "RXG" { "instance-order" } else { "order" }));
+        if let Some(o) = order {
+            set_time(&mut r, "authoredOn", o.transaction_time.as_ref());
+            if !o.notes.is_empty() {
+                r.insert("note".into(), notes(&o.notes));
+            }
+        }
+        if !r.contains_key("authoredOn") {
+            set_time(&mut r, "authoredOn", m.time.as_ref());
+        }
+        if let Some(d) = dosage(m, order) {
+            r.insert("dosageInstruction".into(), json!([d]));
+        }
+        let mut dispense_request = Map::new();
+        if let Some(q) = quantity_of(m.dispense_amount.as_deref(), m.dispense_units.as_ref(), None) {
+            dispense_request.insert("quantity".into(), q);
+        }
+        if let Some(n) = m.refills.as_deref().and_then(|x| x.trim().parse::<u32>().ok()) {
+            dispense_request.insert("numberOfRepeatsAllowed".into(), json!(n));
+        }
+        if !dispense_request.is_empty() {
+            r.insert("dispenseRequest".into(), Value::Object(dispense_request));
+        }
+    }
+    r
+}
+
+/// AL1 (or a FHIR AllergyIntolerance). AL1 lists the patient's current allergies, so its
+/// clinical status is `active`; categories and severities are read from HL7 tables 0127 and
+/// 0128, and FHIR codes (from FHIR in) pass through.
+fn allergy_intolerance(ev: &ClinicalEvent, i: usize, a: &Allergy, subject: Option<&Value>) -> Map<String, Value> {
+    let mut r = new_resource("AllergyIntolerance", ev, i);
+    let clinical = a.clinical_status.as_deref().unwrap_or("active");
+    let entered_in_error = a.verification_status.as_deref() == Some("entered-in-error");
+    if !entered_in_error || a.clinical_status.is_some() {
+        r.insert(
+            "clinicalStatus".into(),
+            json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical", "code": clinical}]}),
+        );
+    }
+    if let Some(v) = &a.verification_status {
+        r.insert(
+            "verificationStatus".into(),
+            json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification", "code": v}]}),
+        );
+    }
+    if let Some(c) = a.category.as_deref().and_then(|c| match c {
+        "DA" | "medication" => Some("medication"),
+        "FA" | "food" => Some("food"),
+        "EA" | "AA" | "PA" | "LA" | "environment" => Some("environment"),
+        "biologic" => Some("biologic"),
+        _ => None,
+    }) {
+        r.insert("category".into(), json!([c]));
+    }
+    if let Some(c) = a.severity.as_deref().and_then(|s| match s {
+        "SV" | "high" => Some("high"),
+        "MO" | "MI" | "low" => Some("low"),
+        "U" | "unable-to-assess" => Some("unable-to-assess"),
+        _ => None,
+    }) {
+        r.insert("criticality".into(), json!(c));
+    }
+    if let Some(c) = concept(a.allergen.as_ref()) {
+        r.insert("code".into(), c);
+    }
+    r.insert("patient".into(), subject.cloned().unwrap_or_else(no_patient));
+    set_time(&mut r, "onsetDateTime", a.identified_time.as_ref());
+    if !a.reactions.is_empty() {
+        let mut reaction = Map::new();
+        reaction.insert(
+            "manifestation".into(),
+            Value::Array(a.reactions.iter().map(|m| json!({"text": m})).collect()),
+        );
+        if let Some(s) = a.severity.as_deref().and_then(|s| match s {
+            "SV" => Some("severe"),
+            "MO" => Some("moderate"),
+            "MI" => Some("mild"),
+            _ => None,
+        }) {
+            reaction.insert("severity".into(), json!(s));
+        }
+        r.insert("reaction".into(), json!([reaction]));
     }
     r
 }
@@ -779,12 +1076,29 @@ pub fn bundle(ev: &ClinicalEvent) -> Value {
         }
         reports.push((Some(i as i32), order_resource(ev, i, &order, subject.as_ref())));
     }
+    // which specimen an order or observation is of: named directly (specimen-first
+    // structures, an OBX after its SPM), else the specimen of its order
+    let order_specimen = |k: Option<i32>| {
+        k.and_then(|k| ev.orders.get(k as usize))
+            .and_then(|o| o.specimen_index)
+            .or_else(|| {
+                ev.specimens
+                    .iter()
+                    .position(|s| s.order_index.is_some() && s.order_index == k)
+                    .map(|x| x as i32)
+            })
+    };
+    for (k, report) in reports.iter_mut() {
+        if let Some(sp) = order_specimen(*k).and_then(|x| specimens.get(x as usize)) {
+            report.insert("specimen".into(), json!([reference(sp)]));
+        }
+    }
     for (i, o) in ev.observations.iter().enumerate() {
-        let spec = ev
-            .specimens
-            .iter()
-            .position(|s| s.order_index.is_some() && s.order_index == o.order_index)
-            .map(|k| reference(&specimens[k]));
+        let spec = o
+            .specimen_index
+            .or_else(|| order_specimen(o.order_index))
+            .and_then(|x| specimens.get(x as usize))
+            .map(reference);
         let obs = observation(ev, i, o, subject.as_ref(), spec.as_ref());
         if let Some((_, report)) = reports
             .iter_mut()
@@ -806,6 +1120,36 @@ pub fn bundle(ev: &ClinicalEvent) -> Value {
             .iter()
             .enumerate()
             .map(|(i, imm)| entry(immunization(ev, i, imm, subject.as_ref()))),
+    );
+    if let Some(a) = &ev.appointment {
+        entries.push(entry(appointment(ev, a, subject.as_ref())));
+    }
+    // one request per order: the RXE (or RXG) when there is one, else the RXO
+    let mut requests: Vec<(Option<i32>, Value)> = Vec::new();
+    for (i, m) in ev.medications.iter().enumerate() {
+        let superseded = m.segment == "RXO"
+            && ev
+                .medications
+                .iter()
+                .any(|x| matches!(x.segment.as_str(), "RXE" | "RXG") && x.order_index == m.order_index);
+        if superseded || matches!(m.segment.as_str(), "RXD" | "MedicationDispense") {
+            continue;
+        }
+        let r = medication(ev, i, m, subject.as_ref(), None);
+        requests.push((m.order_index, reference(&r)));
+        entries.push(entry(r));
+    }
+    for (i, m) in ev.medications.iter().enumerate() {
+        if matches!(m.segment.as_str(), "RXD" | "MedicationDispense") {
+            let request = requests.iter().find(|(k, _)| k.is_some() && *k == m.order_index).map(|(_, r)| r);
+            entries.push(entry(medication(ev, i, m, subject.as_ref(), request)));
+        }
+    }
+    entries.extend(
+        ev.allergies
+            .iter()
+            .enumerate()
+            .map(|(i, a)| entry(allergy_intolerance(ev, i, a, subject.as_ref()))),
     );
     entries.extend(specimens.into_iter().map(entry));
     let mut b = Map::new();

@@ -2,15 +2,15 @@
 //!
 //! Every segment the model maps has a table of the fields (and components) it maps. Any other
 //! non-empty field of a mapped segment travels in `unmapped_fields`, and every segment the model
-//! does not map at all (Z-segments, NK1, AL1, DG1, SPM ...) travels whole in
+//! does not map at all (Z-segments, NK1, DG1, PRT, RXC ...) travels whole in
 //! `unmapped_segments`: nothing in the message is silently discarded.
 
 use crate::results;
 use sluice_hl7::{Message, Repetition, Segment};
 use sluice_model::time::parse_hl7;
 use sluice_model::{
-    Address, ClinicalEvent, Coded, Document, Encounter, EventSource, Identifier, Immunisation, Merge, Observation, Order, Patient,
-    PersonName, RawMessage, Specimen, UnmappedField, UnmappedSegment, nhs,
+    Address, Allergy, Appointment, ClinicalEvent, Coded, Document, Encounter, EventSource, Identifier, Immunisation, Medication, Merge,
+    Observation, Order, Patient, PersonName, RawMessage, Specimen, UnmappedField, UnmappedSegment, nhs,
 };
 
 pub const NHS_NUMBER_SYSTEM: &str = "https://fhir.nhs.uk/Id/nhs-number";
@@ -109,6 +109,48 @@ const OBX_MAP: FieldMap = &[
     (14, &[]),
 ];
 const NTE_MAP: FieldMap = &[(1, &[]), (3, &[])];
+const SCH_MAP: FieldMap = &[
+    (1, &[]),
+    (2, &[]),
+    (6, CE),
+    (7, CE),
+    (8, CE),
+    (9, &[]),
+    (10, CE),
+    (11, &[4, 5]),
+    (25, &[]),
+];
+const AIS_MAP: FieldMap = &[(1, &[]), (3, CE), (4, &[])];
+const AIG_MAP: FieldMap = &[(1, &[]), (3, CE)];
+const AIL_MAP: FieldMap = &[(1, &[]), (3, &[])];
+const AIP_MAP: FieldMap = &[(1, &[]), (3, &[])];
+const RXO_MAP: FieldMap = &[
+    (1, CE),
+    (2, &[]),
+    (3, &[]),
+    (4, CE),
+    (5, CE),
+    (6, CE),
+    (11, &[]),
+    (12, CE),
+    (13, &[]),
+];
+const RXE_MAP: FieldMap = &[
+    (2, CE),
+    (3, &[]),
+    (4, &[]),
+    (5, CE),
+    (6, CE),
+    (7, CE),
+    (10, &[]),
+    (11, CE),
+    (12, &[]),
+    (15, &[]),
+    (21, CE),
+];
+const RXD_MAP: FieldMap = &[(1, &[]), (2, CE), (3, &[]), (4, &[]), (5, CE), (6, CE), (7, &[]), (8, &[]), (9, CE)];
+const RXG_MAP: FieldMap = &[(1, &[]), (4, CE), (5, &[]), (6, &[]), (7, CE), (8, CE), (9, CE)];
+const AL1_MAP: FieldMap = &[(1, &[]), (2, &[1, 2, 3]), (3, CE), (4, &[1, 2, 3]), (5, &[]), (6, &[])];
 const SPM_MAP: FieldMap = &[(1, &[]), (2, &[]), (4, CE), (8, CE), (17, &[1, 2]), (18, &[])];
 
 fn field_map(name: &[u8]) -> Option<FieldMap> {
@@ -127,6 +169,16 @@ fn field_map(name: &[u8]) -> Option<FieldMap> {
         b"RXA" => RXA_MAP,
         b"RXR" => RXR_MAP,
         b"TXA" => TXA_MAP,
+        b"SCH" => SCH_MAP,
+        b"AIS" => AIS_MAP,
+        b"AIG" => AIG_MAP,
+        b"AIL" => AIL_MAP,
+        b"AIP" => AIP_MAP,
+        b"RXO" => RXO_MAP,
+        b"RXE" => RXE_MAP,
+        b"RXD" => RXD_MAP,
+        b"RXG" => RXG_MAP,
+        b"AL1" => AL1_MAP,
         _ => return None,
     })
 }
@@ -207,6 +259,119 @@ impl<'a> Mapper<'_, 'a> {
 
     fn field_text(&self, seg: &Segment<'a>, field: usize) -> Option<String> {
         self.text(seg.field(field).raw())
+    }
+
+    /// The first component of a field (the code of a coded value), decoded.
+    fn first_component(&self, seg: &Segment<'a>, field: usize) -> Option<String> {
+        self.text(seg.field(field).repetition(0).component(1).raw())
+    }
+
+    /// A field as sent (escapes kept, components joined by their separator), for composite
+    /// values the model keeps whole (locations, staff, entity identifiers).
+    fn field_er7(&self, seg: &Segment<'a>, field: usize) -> Option<String> {
+        self.text(seg.field(field).raw()).map(|_| self.er7(seg.field(field).raw()))
+    }
+
+    fn coded_field(&self, seg: &Segment<'a>, field: usize) -> Option<Coded> {
+        self.coded(&seg.field(field).repetition(0))
+    }
+
+    /// Free-text instructions of a CE/CWE field: the text of each repetition, else its code.
+    fn instruction_texts(&self, seg: &Segment<'a>, field: usize) -> Vec<String> {
+        seg.field(field)
+            .repetitions()
+            .filter_map(|r| self.text(r.component(2).raw()).or_else(|| self.text(r.component(1).raw())))
+            .collect()
+    }
+
+    /// RXO, RXE, RXD or RXG as a medication of the order it follows.
+    fn medication(&self, seg: &Segment<'a>, order_index: Option<i32>) -> Medication {
+        let ucum = |u: &Option<Coded>| {
+            u.as_ref()
+                .and_then(|u| results::ucum(u.code.as_deref(), u.text.as_deref(), u.system.as_deref()))
+        };
+        let mut m = Medication {
+            segment: seg.name_str().to_owned(),
+            order_index,
+            ..Default::default()
+        };
+        match seg.name() {
+            b"RXO" => {
+                m.medication = self.coded_field(seg, 1);
+                m.amount_min = self.field_text(seg, 2);
+                m.amount_max = self.field_text(seg, 3);
+                m.units = self.coded_field(seg, 4);
+                m.dosage_form = self.coded_field(seg, 5);
+                m.instructions = self.instruction_texts(seg, 6);
+                m.dispense_amount = self.field_text(seg, 11);
+                m.dispense_units = self.coded_field(seg, 12);
+                m.refills = self.field_text(seg, 13);
+            }
+            b"RXE" => {
+                m.medication = self.coded_field(seg, 2);
+                m.amount_min = self.field_text(seg, 3);
+                m.amount_max = self.field_text(seg, 4);
+                m.units = self.coded_field(seg, 5);
+                m.dosage_form = self.coded_field(seg, 6);
+                m.instructions = self.instruction_texts(seg, 7);
+                m.instructions.extend(self.instruction_texts(seg, 21));
+                m.dispense_amount = self.field_text(seg, 10);
+                m.dispense_units = self.coded_field(seg, 11);
+                m.refills = self.field_text(seg, 12);
+                m.prescription_number = self.field_text(seg, 15);
+            }
+            b"RXD" => {
+                m.medication = self.coded_field(seg, 2);
+                m.time = self.ts(seg, 3);
+                m.amount_min = self.field_text(seg, 4);
+                m.units = self.coded_field(seg, 5);
+                m.dosage_form = self.coded_field(seg, 6);
+                m.prescription_number = self.field_text(seg, 7);
+                m.refills = self.field_text(seg, 8);
+                m.instructions = self.instruction_texts(seg, 9);
+            }
+            _ => {
+                m.medication = self.coded_field(seg, 4);
+                m.amount_min = self.field_text(seg, 5);
+                m.amount_max = self.field_text(seg, 6);
+                m.units = self.coded_field(seg, 7);
+                m.dosage_form = self.coded_field(seg, 8);
+                m.instructions = self.instruction_texts(seg, 9);
+            }
+        }
+        m.units_ucum = ucum(&m.units);
+        m
+    }
+
+    fn allergy(&self, seg: &Segment<'a>) -> Allergy {
+        Allergy {
+            set_id: self.field_text(seg, 1),
+            category: self.first_component(seg, 2),
+            allergen: self.coded_field(seg, 3),
+            severity: self.first_component(seg, 4),
+            reactions: seg.field(5).repetitions().filter_map(|r| self.text(r.raw())).collect(),
+            identified_time: self.ts(seg, 6),
+            clinical_status: None,
+            verification_status: None,
+        }
+    }
+
+    fn appointment(&self, sch: &Segment<'a>) -> Appointment {
+        let tq = sch.field(11).repetition(0);
+        let ts = |n: usize| self.text(tq.component(n).subcomponent(1)).and_then(|t| parse_hl7(&t));
+        Appointment {
+            placer_id: self.field_er7(sch, 1),
+            filler_id: self.field_er7(sch, 2),
+            event_reason: self.coded_field(sch, 6),
+            reason: self.coded_field(sch, 7),
+            appointment_type: self.coded_field(sch, 8),
+            duration: self.field_text(sch, 9),
+            duration_units: self.coded_field(sch, 10),
+            start: ts(4),
+            end: ts(5),
+            status: self.first_component(sch, 25),
+            ..Default::default()
+        }
     }
 
     fn patient(&self, pid: &Segment<'a>) -> Patient {
@@ -297,6 +462,18 @@ impl<'a> Mapper<'_, 'a> {
     }
 }
 
+/// What the last mapped segment started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum After {
+    Other,
+    Order,
+    Observation,
+    Specimen,
+    Immunisation,
+    Medication,
+    Appointment,
+}
+
 /// Maps a parsed message. The event id and source position are filled in by the caller.
 pub fn map_message(msg: &Message<'_>, raw: &RawMessage, pos: &RawPosition) -> ClinicalEvent {
     let m = Mapper { msg };
@@ -330,14 +507,56 @@ pub fn map_message(msg: &Message<'_>, raw: &RawMessage, pos: &RawPosition) -> Cl
         warnings: msg.problems().iter().map(|p| p.code.as_str().to_owned()).collect(),
         ..Default::default()
     };
-    let mut in_observation = false;
+    // in these structures an SPM starts a group and the orders after it belong to it
+    let specimen_first = matches!(
+        (ev.message_type.as_str(), ev.trigger_event.as_str()),
+        ("OUL", "R22" | "R23") | ("OML", "O33" | "O35")
+    );
+    // what the last mapped segment started: decides where NTE, TQ1 and RXR belong
+    let mut after = After::Other;
+    // the SPM whose OBX segments follow (until the next ORC/OBR)
+    let mut specimen_group: Option<i32> = None;
     for (i, seg) in msg.segments().enumerate() {
         let name = seg.name();
         match name {
             b"MSH" => {}
             b"EVN" => ev.event_time = m.ts(&seg, 2),
-            b"PID" if ev.patient.is_none() => ev.patient = Some(m.patient(&seg)),
-            b"PV1" if ev.encounter.is_none() => ev.encounter = Some(m.encounter(&seg)),
+            b"PID" if ev.patient.is_none() => {
+                after = After::Other;
+                ev.patient = Some(m.patient(&seg));
+            }
+            b"PV1" if ev.encounter.is_none() => {
+                after = After::Other;
+                ev.encounter = Some(m.encounter(&seg));
+            }
+            b"AL1" => {
+                after = After::Other;
+                ev.allergies.push(m.allergy(&seg));
+            }
+            b"SCH" if ev.appointment.is_none() => {
+                after = After::Appointment;
+                ev.appointment = Some(m.appointment(&seg));
+            }
+            b"AIS" | b"AIG" | b"AIL" | b"AIP" if ev.appointment.is_some() => {
+                if let Some(a) = ev.appointment.as_mut() {
+                    match name {
+                        b"AIS" => {
+                            a.services.extend(m.coded_field(&seg, 3));
+                            if a.start.is_none() {
+                                a.start = m.ts(&seg, 4);
+                            }
+                        }
+                        b"AIG" => a.resources.extend(m.coded_field(&seg, 3)),
+                        b"AIL" => a.locations.extend(m.field_er7(&seg, 3)),
+                        _ => a.staff.extend(m.field_er7(&seg, 3)),
+                    }
+                }
+            }
+            b"RXO" | b"RXE" | b"RXD" | b"RXG" => {
+                after = After::Medication;
+                let order_index = ev.orders.iter().rposition(|o| o.segment == "ORC").map(|i| i as i32);
+                ev.medications.push(m.medication(&seg, order_index));
+            }
             b"MRG" if ev.merge.is_none() => {
                 ev.merge = Some(Merge {
                     prior_identifiers: m.identifiers(&seg, 1),
@@ -347,8 +566,10 @@ pub fn map_message(msg: &Message<'_>, raw: &RawMessage, pos: &RawPosition) -> Cl
                 });
             }
             b"ORC" => {
-                in_observation = false;
+                after = After::Order;
+                specimen_group = None;
                 ev.orders.push(Order {
+                    specimen_index: ev.specimens.len().checked_sub(1).filter(|_| specimen_first).map(|i| i as i32),
                     segment: "ORC".into(),
                     order_control: m.field_text(&seg, 1),
                     placer_order_number: m.field_text(&seg, 2),
@@ -359,8 +580,16 @@ pub fn map_message(msg: &Message<'_>, raw: &RawMessage, pos: &RawPosition) -> Cl
                 });
             }
             b"OBR" => {
-                in_observation = false;
+                after = After::Order;
+                specimen_group = None;
+                let specimen_index = ev.specimens.len().checked_sub(1).filter(|_| specimen_first);
+                if let Some(s) = specimen_index.and_then(|k| ev.specimens.get_mut(k))
+                    && s.order_index.is_none()
+                {
+                    s.order_index = Some(ev.orders.len() as i32);
+                }
                 ev.orders.push(Order {
+                    specimen_index: specimen_index.map(|i| i as i32),
                     segment: "OBR".into(),
                     set_id: m.field_text(&seg, 1),
                     placer_order_number: m.field_text(&seg, 2),
@@ -386,7 +615,7 @@ pub fn map_message(msg: &Message<'_>, raw: &RawMessage, pos: &RawPosition) -> Cl
                 });
             }
             b"RXA" => {
-                in_observation = false;
+                after = After::Immunisation;
                 let units = m.coded(&seg.field(7).repetition(0));
                 ev.immunisations.push(Immunisation {
                     administered_time: m.ts(&seg, 3),
@@ -405,16 +634,28 @@ pub fn map_message(msg: &Message<'_>, raw: &RawMessage, pos: &RawPosition) -> Cl
                     site: None,
                 });
             }
-            b"RXR" if ev.immunisations.last().is_some_and(|i| i.route.is_none() && i.site.is_none()) => {
-                if let Some(imm) = ev.immunisations.last_mut() {
-                    imm.route = m.coded(&seg.field(1).repetition(0));
-                    imm.site = m.coded(&seg.field(2).repetition(0));
+            b"RXR"
+                if (after == After::Immunisation && ev.immunisations.last().is_some_and(|i| i.route.is_none() && i.site.is_none()))
+                    || (after == After::Medication && ev.medications.last().is_some_and(|x| x.route.is_none() && x.site.is_none())) =>
+            {
+                let (route, site) = (m.coded_field(&seg, 1), m.coded_field(&seg, 2));
+                if after == After::Immunisation
+                    && let Some(imm) = ev.immunisations.last_mut()
+                {
+                    (imm.route, imm.site) = (route, site);
+                } else if let Some(med) = ev.medications.last_mut() {
+                    (med.route, med.site) = (route, site);
                 }
             }
             b"TQ1" => {
                 // timing and priority of the order it follows (ORC or OBR)
                 let ts = |f: usize| m.text(seg.field(f).repetition(0).component(1).raw()).and_then(|t| parse_hl7(&t));
-                if let Some(o) = ev.orders.last_mut() {
+                if after == After::Appointment
+                    && let Some(a) = ev.appointment.as_mut()
+                {
+                    a.start = ts(7).or(a.start.take());
+                    a.end = ts(8).or(a.end.take());
+                } else if let Some(o) = ev.orders.last_mut() {
                     if let Some(p) = m.text(seg.field(9).repetition(0).component(1).raw()) {
                         o.priority = Some(p);
                     }
@@ -430,8 +671,14 @@ pub fn map_message(msg: &Message<'_>, raw: &RawMessage, pos: &RawPosition) -> Cl
                 }
             }
             b"OBX" => {
-                in_observation = true;
-                let order_index = ev.orders.iter().rposition(|o| o.segment == "OBR").map(|i| i as i32);
+                after = After::Observation;
+                // an OBX of a specimen group in a specimen-first structure belongs to no order
+                let order_index = ev
+                    .orders
+                    .iter()
+                    .rposition(|o| o.segment == "OBR")
+                    .map(|i| i as i32)
+                    .filter(|_| !(specimen_first && specimen_group.is_some()));
                 let value_type = m.field_text(&seg, 2);
                 let code = m.coded(&seg.field(3).repetition(0));
                 let units = m.coded(&seg.field(6).repetition(0));
@@ -476,15 +723,23 @@ pub fn map_message(msg: &Message<'_>, raw: &RawMessage, pos: &RawPosition) -> Cl
                     notes: Vec::new(),
                     result_key,
                     units_ucum,
+                    specimen_index: specimen_group,
                 });
             }
             b"SPM" => {
-                in_observation = false;
+                after = After::Specimen;
+                specimen_group = Some(ev.specimens.len() as i32);
                 let collection = seg.field(17).repetition(0);
                 let ts = |raw: &[u8]| m.text(raw).and_then(|t| parse_hl7(&t));
                 ev.specimens.push(Specimen {
                     set_id: m.field_text(&seg, 1),
-                    order_index: ev.orders.iter().rposition(|o| o.segment == "OBR").map(|i| i as i32),
+                    // specimen-first: set by the first OBR of its group
+                    order_index: ev
+                        .orders
+                        .iter()
+                        .rposition(|o| o.segment == "OBR")
+                        .map(|i| i as i32)
+                        .filter(|_| !specimen_first),
                     identifier: m.text(seg.field(2).raw()).map(|_| m.er7(seg.field(2).raw())),
                     specimen_type: m.coded(&seg.field(4).repetition(0)),
                     source_site: m.coded(&seg.field(8).repetition(0)),
@@ -495,8 +750,9 @@ pub fn map_message(msg: &Message<'_>, raw: &RawMessage, pos: &RawPosition) -> Cl
             }
             b"NTE" => {
                 let note = seg.field(3).repetitions().map(|r| msg.text(r.raw())).collect::<Vec<_>>().join("\n");
-                match ev.observations.last_mut() {
-                    Some(o) if in_observation => o.notes.push(note),
+                match after {
+                    After::Observation if let Some(o) = ev.observations.last_mut() => o.notes.push(note),
+                    After::Order | After::Medication if let Some(o) = ev.orders.last_mut() => o.notes.push(note),
                     _ => ev.notes.push(note),
                 }
             }
@@ -509,8 +765,9 @@ pub fn map_message(msg: &Message<'_>, raw: &RawMessage, pos: &RawPosition) -> Cl
                 continue;
             }
         }
-        // a repeated PID/PV1/MRG is not mapped again: it travels whole
+        // a repeated PID/PV1/MRG/SCH is not mapped again: it travels whole
         let mapped_now = match name {
+            b"SCH" => msg.segments().take(i).all(|s| s.name() != b"SCH"),
             b"PID" => ev.patient.is_some() && msg.segments().take(i).all(|s| s.name() != b"PID"),
             b"PV1" => msg.segments().take(i).all(|s| s.name() != b"PV1"),
             b"MRG" => msg.segments().take(i).all(|s| s.name() != b"MRG"),

@@ -74,8 +74,9 @@ fn every_golden_message_maps_to_its_canonical_event() {
     assert!(changed.is_empty(), "{}", changed.join("\n"));
 }
 
-const MAPPED: [&str; 14] = [
-    "MSH", "EVN", "PID", "PV1", "MRG", "ORC", "OBR", "OBX", "NTE", "SPM", "TQ1", "RXA", "RXR", "TXA",
+const MAPPED: [&str; 24] = [
+    "MSH", "EVN", "PID", "PV1", "MRG", "ORC", "OBR", "OBX", "NTE", "SPM", "TQ1", "RXA", "RXR", "TXA", "AL1", "SCH", "AIS", "AIG", "AIL",
+    "AIP", "RXO", "RXE", "RXD", "RXG",
 ];
 
 #[test]
