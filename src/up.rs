@@ -30,6 +30,9 @@ pub struct Args {
     pub registry_addr: String,
     #[arg(long, default_value = "127.0.0.1:2575")]
     pub mllp_addr: String,
+    /// The FHIR R4 endpoint (`POST /fhir`, `POST /fhir/{type}`); empty turns it off
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub fhir_addr: String,
     #[arg(long, default_value = "127.0.0.1:9464")]
     pub http_addr: String,
     #[arg(long, default_value = "127.0.0.1:8082")]
@@ -93,6 +96,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let ingest = sluice_ingest::Config {
         runtime: rt.clone(),
         listen_addr: a.mllp_addr.clone(),
+        fhir_listen_addr: a.fhir_addr.clone(),
         ..Default::default()
     };
     services.spawn(async move { ("ingest", sluice_ingest::run(ingest, sd, h).await) });

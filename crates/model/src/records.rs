@@ -242,6 +242,16 @@ pub struct ClinicalEvent {
     pub appointment: Option<Appointment>,
     pub medications: Vec<Medication>,
     pub allergies: Vec<Allergy>,
+    pub fhir_resources: Vec<FhirResource>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct FhirResource {
+    pub resource_type: String,
+    pub id: Option<String>,
+    pub full_url: Option<String>,
+    pub mapped: bool,
+    pub json: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -545,6 +555,12 @@ mod tests {
             }],
             allergies: vec![Allergy {
                 reactions: vec!["rash".into()],
+                ..Default::default()
+            }],
+            fhir_resources: vec![FhirResource {
+                resource_type: "Patient".into(),
+                mapped: true,
+                json: "{}".into(),
                 ..Default::default()
             }],
             ..Default::default()

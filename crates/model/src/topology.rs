@@ -67,6 +67,7 @@ impl Topology {
 /// and by the tests, so the constants cannot drift from the topology.
 pub mod names {
     pub const RAW: &str = "hl7v2.raw.v1";
+    pub const FHIR_RAW: &str = "fhir.raw.v1";
     pub const NORMALISED: &str = "clinical.normalised.v1";
     pub const SEEN: &str = "normalise.seen.v1";
     pub const FHIR: &str = "fhir.bundles.v1";
@@ -80,6 +81,7 @@ pub mod names {
     pub const DL_AUDIT: &str = "deadletter.audit.v1";
     pub const ALL: &[&str] = &[
         RAW,
+        FHIR_RAW,
         NORMALISED,
         SEEN,
         FHIR,

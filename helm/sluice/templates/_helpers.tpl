@@ -45,6 +45,9 @@ containers:
       {{- with .port }}
       - {name: service, containerPort: {{ . }}}
       {{- end }}
+      {{- with .fhirPort }}
+      - {name: fhir, containerPort: {{ . }}}
+      {{- end }}
     livenessProbe: {httpGet: {path: /healthz, port: metrics}, periodSeconds: 10}
     readinessProbe: {httpGet: {path: /readyz, port: metrics}, periodSeconds: 5}
     resources: {{ toJson .root.Values.resources }}

@@ -12,6 +12,7 @@
 //!   be CR, LF or CRLF.
 
 pub mod ack;
+pub mod fhir_http;
 pub mod mllp;
 
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -44,6 +45,8 @@ pub struct Config {
     /// How long a message may wait for Kafka to confirm it before the sender gets `AR` (207)
     /// and is asked to resend. Keep it below the senders' own ACK timeout.
     pub ack_timeout_ms: u64,
+    /// Where the FHIR R4 HTTP endpoint (`POST /fhir`, `POST /fhir/{type}`) listens; empty: off.
+    pub fhir_listen_addr: String,
 }
 
 impl Default for Config {
@@ -56,6 +59,7 @@ impl Default for Config {
             idle_timeout_secs: 300,
             max_connections: 1024,
             ack_timeout_ms: 20_000,
+            fhir_listen_addr: String::new(),
         }
     }
 }
@@ -88,11 +92,11 @@ pub fn metrics() -> &'static Metrics {
 
 /// What the listener needs to answer one message.
 pub struct Ingest {
-    cfg: Config,
+    pub(crate) cfg: Config,
     /// Replaced when librdkafka reports a fatal producer error (an idempotent producer is
     /// unusable after one, for example when fenced after its in-flight writes timed out).
     producer: std::sync::RwLock<FutureProducer>,
-    store: Arc<SchemaStore>,
+    pub(crate) store: Arc<SchemaStore>,
     readiness: Readiness,
 }
 
@@ -120,7 +124,7 @@ impl Ingest {
         }))
     }
 
-    async fn produce(&self, topic: &str, key: &[u8], value: &[u8], tp: &str) -> bool {
+    pub(crate) async fn produce(&self, topic: &str, key: &[u8], value: &[u8], tp: &str) -> bool {
         let headers = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
             key: trace::HEADER,
             value: Some(tp.as_bytes()),
@@ -182,6 +186,29 @@ impl Ingest {
         }
     }
 
+    /// Keeps input that cannot be accepted in `deadletter.ingest.v1` with its reason code;
+    /// `false` when even that write failed (the sender must then resend).
+    pub(crate) async fn keep_rejected(&self, payload: &[u8], code: &str, detail: String, peer: &str, tp: &str) -> bool {
+        let now = now_micros();
+        let dl = DeadLetter {
+            dead_letter_id: sluice_model::ids::uuid_from(&[b"ingest", payload, &now.to_be_bytes()]),
+            stage: SERVICE.into(),
+            reason_code: code.into(),
+            detail,
+            original_value: payload.to_vec(),
+            attempt: 1,
+            first_failed_at: now,
+            failed_at: now,
+            trace_parent: Some(tp.to_owned()),
+            peer: Some(peer.to_owned()),
+            ..Default::default()
+        };
+        match self.store.encode(names::DL_INGEST, &dl) {
+            Ok(v) => self.produce(names::DL_INGEST, dl.dead_letter_id.as_bytes(), &v, tp).await,
+            Err(_) => false,
+        }
+    }
+
     /// Handles one complete frame (or an oversized one, truncated to the limit).
     pub async fn handle(&self, payload: &[u8], oversized: bool, peer: &str) -> Handled {
         let listener = self.cfg.listener_name.as_str();
@@ -196,27 +223,12 @@ impl Ingest {
                 .map(|p| (p.code.as_str(), p.code.as_str(), p.code.hl7_error_code()))
         };
         if let Some((code, text, hl7_code)) = problem {
-            let dl = DeadLetter {
-                dead_letter_id: sluice_model::ids::uuid_from(&[b"ingest", payload, &now.to_be_bytes()]),
-                stage: SERVICE.into(),
-                reason_code: code.into(),
-                detail: if oversized {
-                    format!("frame exceeded {} bytes; first bytes kept", self.cfg.max_frame_bytes)
-                } else {
-                    text.to_owned()
-                },
-                original_value: payload.to_vec(),
-                attempt: 1,
-                first_failed_at: now,
-                failed_at: now,
-                trace_parent: Some(tp.clone()),
-                peer: Some(peer.to_owned()),
-                ..Default::default()
+            let detail = if oversized {
+                format!("frame exceeded {} bytes; first bytes kept", self.cfg.max_frame_bytes)
+            } else {
+                text.to_owned()
             };
-            let kept = match self.store.encode(names::DL_INGEST, &dl) {
-                Ok(v) => self.produce(names::DL_INGEST, dl.dead_letter_id.as_bytes(), &v, &tp).await,
-                Err(_) => false,
-            };
+            let kept = self.keep_rejected(payload, code, detail, peer, &tp).await;
             return if kept {
                 metrics().messages.with_label_values(&[listener, "rejected"]).inc();
                 Handled {
@@ -335,9 +347,22 @@ fn make_producer(cfg: &Config) -> anyhow::Result<FutureProducer> {
 pub async fn run(cfg: Config, shutdown: Shutdown, health: Health) -> anyhow::Result<()> {
     let listener = TcpListener::bind(&cfg.listen_addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "mllp listener bound");
+    let fhir_listener = match cfg.fhir_listen_addr.as_str() {
+        "" => None,
+        addr => {
+            let l = TcpListener::bind(addr).await?;
+            tracing::info!(addr = %l.local_addr()?, "fhir http listener bound");
+            Some(l)
+        }
+    };
     let ingest = Ingest::new(cfg, &health, &shutdown).await?;
     tokio::spawn(probe_broker(ingest.clone(), shutdown.clone()));
-    serve(ingest, listener, shutdown).await
+    let fhir = fhir_listener.map(|l| tokio::spawn(fhir_http::serve(ingest.clone(), l, shutdown.clone())));
+    let mllp = serve(ingest, listener, shutdown).await;
+    if let Some(f) = fhir {
+        f.await??;
+    }
+    mllp
 }
 
 /// Keeps readiness true to the broker's reachability even without traffic: a failed write

@@ -39,6 +39,14 @@ const INTERPRETATION: &str = "http://terminology.hl7.org/CodeSystem/v3-Observati
 /// value as sent when it has a time but no offset (or cannot be read).
 fn fhir_time(t: &Timestamp) -> Result<String, String> {
     let v = t.value.as_str();
+    // already in FHIR form (an event normalised from FHIR): parse_fhir has checked it
+    if v.as_bytes().get(4) == Some(&b'-') || (v.len() == 4 && t.precision == "year" && !v.contains(['+', '.'])) {
+        return if t.precision == "invalid" {
+            Err(v.to_owned())
+        } else {
+            Ok(v.to_owned())
+        };
+    }
     let digits: String = v.chars().take_while(|c| c.is_ascii_digit()).collect();
     let d = |a: usize, b: usize| digits.get(a..b);
     match t.precision.as_str() {
@@ -130,8 +138,10 @@ fn append_extension(resource: &mut Map<String, Value>, ext: Value) {
     }
 }
 
-fn system_url(system: Option<&str>) -> Option<&'static str> {
+/// The code system URI of an HL7 v2 coding system name; a URI (from FHIR in) is kept as sent.
+fn system_url(system: Option<&str>) -> Option<&str> {
     Some(match system? {
+        uri if uri.starts_with("http://") || uri.starts_with("https://") || uri.starts_with("urn:") => uri,
         "LN" | "LOINC" => LOINC,
         "SCT" | "SNM" | "SNOMED" | "SNOMED-CT" => SNOMED,
         "UCUM" => UCUM,

@@ -1,5 +1,5 @@
-//! normalise: raw HL7 v2 (`hl7v2.raw.v1`) to canonical clinical events
-//! (`clinical.normalised.v1`).
+//! normalise: raw HL7 v2 (`hl7v2.raw.v1`) and raw FHIR R4 (`fhir.raw.v1`) to canonical clinical
+//! events (`clinical.normalised.v1`), each also as a FHIR R4 Bundle (`fhir.bundles.v1`).
 //!
 //! Guarantees: a message whose event id was already normalised (a resend after a lost ACK, a
 //! replay) is skipped, because every event id produced is also written to the compacted
@@ -7,6 +7,7 @@
 //! message that cannot be normalised goes to `deadletter.normalise.v1` with a bounded code.
 
 pub mod fhir;
+pub mod fhir_in;
 pub mod mapping;
 pub mod results;
 
@@ -56,57 +57,70 @@ impl Processor for Normaliser {
             Ok(r) => r,
             Err(e) => return Self::reject(e.code(), "raw record could not be decoded".into()),
         };
-        let msg = Message::parse(&raw.payload);
-        if let Some(p) = msg.fatal_problem() {
-            return Self::reject(p.code.as_str(), p.to_string());
-        }
         let pos = mapping::RawPosition {
             topic: input.topic.to_owned(),
             partition: input.partition,
             offset: input.offset,
             replay: input.replay,
         };
-        let event = mapping::map_message(&msg, &raw, &pos);
-        if self.seen.contains(&event.event_id) || self.pending.contains(&event.event_id) {
-            return Outcome::Skip("duplicate_event");
-        }
-        let seen = SeenEvent {
-            event_id: event.event_id.clone(),
-            raw_id: raw.raw_id.clone(),
-            first_seen_at: ctx.now_micros,
+        let events = if input.topic == names::FHIR_RAW {
+            match fhir_in::map_body(&raw, &pos) {
+                Ok(evs) => evs.into_iter().map(|ev| (fhir_in::source_patient_key(&ev), ev)).collect(),
+                Err(r) => return Self::reject(r.code, r.detail),
+            }
+        } else {
+            let msg = Message::parse(&raw.payload);
+            if let Some(p) = msg.fatal_problem() {
+                return Self::reject(p.code.as_str(), p.to_string());
+            }
+            vec![(sluice_model::ids::source_patient_key(&msg), mapping::map_message(&msg, &raw, &pos))]
         };
-        let fhir = sluice_model::FhirBundle {
-            event_id: event.event_id.clone(),
-            kind: event.kind.clone(),
-            fhir_version: "4.0.1".into(),
-            bundle: crate::fhir::bundle(&event).to_string(),
-        };
-        let (Ok(ev_bytes), Ok(seen_bytes), Ok(fhir_bytes)) = (
-            self.store.encode(names::NORMALISED, &event),
-            self.store.encode(names::SEEN, &seen),
-            self.store.encode(names::FHIR, &fhir),
-        ) else {
-            return Self::reject("avro_encode_failed", "canonical event could not be encoded".into());
-        };
-        let key = sluice_model::ids::source_patient_key(&msg);
-        self.pending.insert(event.event_id.clone());
-        Outcome::Emit(vec![
-            Output {
+        let mut outputs = Vec::new();
+        let mut ids = Vec::new();
+        for (key, event) in events {
+            if self.seen.contains(&event.event_id) || self.pending.contains(&event.event_id) {
+                continue;
+            }
+            let seen = SeenEvent {
+                event_id: event.event_id.clone(),
+                raw_id: raw.raw_id.clone(),
+                first_seen_at: ctx.now_micros,
+            };
+            let fhir = sluice_model::FhirBundle {
+                event_id: event.event_id.clone(),
+                kind: event.kind.clone(),
+                fhir_version: "4.0.1".into(),
+                bundle: crate::fhir::bundle(&event).to_string(),
+            };
+            let (Ok(ev_bytes), Ok(seen_bytes), Ok(fhir_bytes)) = (
+                self.store.encode(names::NORMALISED, &event),
+                self.store.encode(names::SEEN, &seen),
+                self.store.encode(names::FHIR, &fhir),
+            ) else {
+                return Self::reject("avro_encode_failed", "canonical event could not be encoded".into());
+            };
+            ids.push(event.event_id.clone());
+            outputs.push(Output {
                 topic: names::NORMALISED.into(),
                 key: key.clone(),
                 value: ev_bytes,
-            },
-            Output {
+            });
+            outputs.push(Output {
                 topic: names::FHIR.into(),
                 key,
                 value: fhir_bytes,
-            },
-            Output {
+            });
+            outputs.push(Output {
                 topic: names::SEEN.into(),
                 key: event.event_id.into_bytes(),
                 value: seen_bytes,
-            },
-        ])
+            });
+        }
+        if outputs.is_empty() {
+            return Outcome::Skip("duplicate_event");
+        }
+        self.pending.extend(ids);
+        Outcome::Emit(outputs)
     }
 
     fn committed(&mut self) {
@@ -137,10 +151,17 @@ pub fn load_seen(cfg: &RuntimeConfig) -> anyhow::Result<HashSet<String>> {
 
 pub async fn run(cfg: Config, shutdown: Shutdown, health: Health) -> anyhow::Result<()> {
     let rt = cfg.runtime.clone();
-    sluice_runtime::stage::run_stage(SERVICE, vec![names::RAW.into()], cfg.runtime, shutdown, health, move |store, _| {
-        let seen = load_seen(&rt)?;
-        Ok(Normaliser::new(store, seen))
-    })
+    sluice_runtime::stage::run_stage(
+        SERVICE,
+        vec![names::RAW.into(), names::FHIR_RAW.into()],
+        cfg.runtime,
+        shutdown,
+        health,
+        move |store, _| {
+            let seen = load_seen(&rt)?;
+            Ok(Normaliser::new(store, seen))
+        },
+    )
     .await
 }
 

@@ -74,6 +74,61 @@ fn every_golden_message_maps_to_its_canonical_event() {
     assert!(changed.is_empty(), "{}", changed.join("\n"));
 }
 
+/// FHIR in: each `tests/golden-fhir/*.json|xml` (synthetic) gives the canonical events in its
+/// `.events.json` and their FHIR Bundles in its `.bundles.json`.
+#[test]
+fn every_golden_fhir_body_maps_to_its_canonical_events() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden-fhir");
+    let bless = std::env::var_os("SLUICE_BLESS").is_some();
+    let mut inputs: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().into_owned();
+            (n.ends_with(".json") || n.ends_with(".xml")) && !n.ends_with(".events.json") && !n.ends_with(".bundles.json")
+        })
+        .collect();
+    inputs.sort();
+    assert!(inputs.len() >= 3, "golden FHIR inputs missing");
+    let mut changed = Vec::new();
+    for input in &inputs {
+        let bytes = std::fs::read(input).unwrap();
+        let mut r = raw(&bytes);
+        r.payload = bytes.clone();
+        r.transport = "http".into();
+        let position = RawPosition {
+            topic: "fhir.raw.v1".into(),
+            ..position()
+        };
+        let evs = sluice_normalise::fhir_in::map_body(&r, &position).unwrap();
+        let bundles: Vec<serde_json::Value> = evs.iter().map(sluice_normalise::fhir::bundle).collect();
+        let stem = input.file_stem().unwrap().to_string_lossy().into_owned();
+        for (golden, got) in [
+            (
+                dir.join(format!("{stem}.events.json")),
+                serde_json::to_string_pretty(&evs).unwrap() + "\n",
+            ),
+            (
+                dir.join(format!("{stem}.bundles.json")),
+                serde_json::to_string_pretty(&bundles).unwrap() + "\n",
+            ),
+        ] {
+            if bless {
+                std::fs::write(&golden, &got).unwrap();
+                continue;
+            }
+            if std::fs::read_to_string(&golden).unwrap_or_default() != got {
+                changed.push(format!(
+                    "{}: output differs from {} (SLUICE_BLESS=1 after review)\n{got}",
+                    input.display(),
+                    golden.display()
+                ));
+            }
+        }
+    }
+    assert!(changed.is_empty(), "{}", changed.join("\n"));
+}
+
 const MAPPED: [&str; 24] = [
     "MSH", "EVN", "PID", "PV1", "MRG", "ORC", "OBR", "OBX", "NTE", "SPM", "TQ1", "RXA", "RXR", "TXA", "AL1", "SCH", "AIS", "AIG", "AIL",
     "AIP", "RXO", "RXE", "RXD", "RXG",
