@@ -30,7 +30,6 @@ const UCUM: &str = "http://unitsofmeasure.org";
 const LOINC: &str = "http://loinc.org";
 const SNOMED: &str = "http://snomed.info/sct";
 const V2_0203: &str = "http://terminology.hl7.org/CodeSystem/v2-0203";
-const V2_0487: &str = "http://terminology.hl7.org/CodeSystem/v2-0487";
 const ACT_CODE: &str = "http://terminology.hl7.org/CodeSystem/v3-ActCode";
 const NULL_FLAVOR: &str = "http://terminology.hl7.org/CodeSystem/v3-NullFlavor";
 const INTERPRETATION: &str = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation";
@@ -139,24 +138,25 @@ fn append_extension(resource: &mut Map<String, Value>, ext: Value) {
 }
 
 /// The code system URI of an HL7 v2 coding system name; a URI (from FHIR in) is kept as sent.
-fn system_url(system: Option<&str>) -> Option<&str> {
-    Some(match system? {
+fn system_url(system: Option<&str>) -> Option<std::borrow::Cow<'_, str>> {
+    use std::borrow::Cow;
+    Some(Cow::Borrowed(match system? {
         uri if uri.starts_with("http://") || uri.starts_with("https://") || uri.starts_with("urn:") => uri,
         "LN" | "LOINC" => LOINC,
         "SCT" | "SNM" | "SNOMED" | "SNOMED-CT" => SNOMED,
         "UCUM" => UCUM,
-        "HL70487" => V2_0487,
-        "HL70163" => "http://terminology.hl7.org/CodeSystem/v2-0163",
         "CVX" => "http://hl7.org/fhir/sid/cvx",
         "NDC" => "http://hl7.org/fhir/sid/ndc",
         "MVX" => "http://terminology.hl7.org/CodeSystem/MVX",
         "RXNORM" | "RXN" => "http://www.nlm.nih.gov/research/umls/rxnorm",
-        "HL70162" => "http://terminology.hl7.org/CodeSystem/v2-0162",
-        "HL70550" => "http://terminology.hl7.org/CodeSystem/v2-0550",
         "ICD10" | "I10" => "http://hl7.org/fhir/sid/icd-10",
         "DMD" | "dm+d" => "https://dmd.nhs.uk",
+        // an HL7 table (HL70163: body site) is its terminology.hl7.org code system
+        table if table.len() == 7 && table.starts_with("HL7") && table[3..].bytes().all(|b| b.is_ascii_digit()) => {
+            return Some(Cow::Owned(format!("http://terminology.hl7.org/CodeSystem/v2-{}", &table[3..])));
+        }
         _ => return None,
-    })
+    }))
 }
 
 fn coding(code: Option<&str>, text: Option<&str>, system: Option<&str>) -> Option<Value> {
@@ -486,6 +486,43 @@ fn interpretation(flag: &str) -> Value {
     }
 }
 
+/// An SN (structured numeric: comparator^number^separator^number) value as its FHIR element:
+/// `^182` and `<^5` quantities, `^1^:^128` a ratio, `^10^-^20` a range; `None` for any other
+/// shape (it is then kept as text).
+fn structured_numeric(value: &str, o: &Observation) -> Option<(&'static str, Value)> {
+    let parts: Vec<&str> = value.split('^').map(str::trim).collect();
+    let (comparator, n1, separator, n2) = (
+        *parts.first()?,
+        *parts.get(1)?,
+        parts.get(2).copied().unwrap_or(""),
+        parts.get(3).copied().unwrap_or(""),
+    );
+    if parts.len() > 4 {
+        return None;
+    }
+    let q = |n: &str| quantity_of(Some(n), o.units.as_ref(), o.units_ucum.as_deref());
+    match separator {
+        "" if n2.is_empty() => {
+            let comparator = match comparator {
+                "" | "=" => None,
+                c @ ("<" | "<=" | ">=" | ">") => Some(c),
+                _ => return None,
+            };
+            let mut v = q(n1)?;
+            if let (Some(c), Some(map)) = (comparator, v.as_object_mut()) {
+                map.insert("comparator".into(), json!(c));
+            }
+            Some(("valueQuantity", v))
+        }
+        ":" | "/" if comparator.is_empty() => {
+            let plain = |n: &str| quantity_of(Some(n), None, None);
+            Some(("valueRatio", json!({"numerator": plain(n1)?, "denominator": plain(n2)?})))
+        }
+        "-" if comparator.is_empty() => Some(("valueRange", json!({"low": q(n1)?, "high": q(n2)?}))),
+        _ => None,
+    }
+}
+
 /// A numeric value with an optional comparator (`<5`, `>=10`), or `None` when not numeric.
 fn quantity(value: &str, o: &Observation) -> Option<Value> {
     let v = value.trim();
@@ -495,20 +532,11 @@ fn quantity(value: &str, o: &Observation) -> Option<Value> {
         .unwrap_or((None, v));
     // the number as sent (an integer stays an integer); JSON cannot keep trailing zeros of a
     // decimal (`6.10` is written `6.1`), the units and status are unaffected
-    let n: serde_json::Number = number.parse().ok()?;
-    let mut q = Map::new();
-    q.insert("value".into(), Value::Number(n));
-    if let Some(c) = comparator {
-        q.insert("comparator".into(), json!(c));
+    let mut q = quantity_of(Some(number), o.units.as_ref(), o.units_ucum.as_deref())?;
+    if let (Some(c), Some(map)) = (comparator, q.as_object_mut()) {
+        map.insert("comparator".into(), json!(c));
     }
-    if let Some(u) = o.units.as_ref().and_then(|u| u.code.clone().or_else(|| u.text.clone())) {
-        q.insert("unit".into(), json!(u));
-    }
-    if let Some(code) = &o.units_ucum {
-        q.insert("system".into(), json!(UCUM));
-        q.insert("code".into(), json!(code));
-    }
-    Some(Value::Object(q))
+    Some(q)
 }
 
 fn observation(ev: &ClinicalEvent, i: usize, o: &Observation, subject: Option<&Value>, specimen: Option<&Value>) -> Map<String, Value> {
@@ -528,14 +556,41 @@ fn observation(ev: &ClinicalEvent, i: usize, o: &Observation, subject: Option<&V
     let values: Vec<&String> = o.values.iter().filter(|v| !v.is_empty()).collect();
     if !values.is_empty() {
         let joined = values.iter().map(|v| v.as_str()).collect::<Vec<_>>().join("\n");
-        let numeric = matches!(o.value_type.as_deref(), Some("NM" | "SN")) && values.len() == 1;
-        match numeric.then(|| quantity(values[0], o)).flatten() {
-            Some(q) => {
-                r.insert("valueQuantity".into(), q);
-            }
-            None => {
-                r.insert("valueString".into(), json!(joined));
-            }
+        let single = values.len() == 1;
+        let numeric = matches!(o.value_type.as_deref(), Some("NM" | "SN")) && single;
+        // a coded value (code^text^system^alt code^alt text^alt system, as the canonical event
+        // carries CE/CWE/CNE text) becomes a CodeableConcept
+        let coded = (matches!(o.value_type.as_deref(), Some("CE" | "CWE" | "CNE")) && single)
+            .then(|| {
+                let c: Vec<Option<String>> = values[0].split('^').map(|x| (!x.is_empty()).then(|| x.to_owned())).collect();
+                let at = |i: usize| c.get(i).cloned().flatten();
+                concept(Some(&Coded {
+                    code: at(0),
+                    text: at(1),
+                    system: at(2),
+                    alt_code: at(3),
+                    alt_text: at(4),
+                    alt_system: at(5),
+                }))
+            })
+            .flatten();
+        let structured = (o.value_type.as_deref() == Some("SN") && single)
+            .then(|| structured_numeric(values[0], o))
+            .flatten();
+        // a date or time value keeps its own precision; one without an offset stays text
+        let time = (matches!(o.value_type.as_deref(), Some("DT" | "DTM" | "TS")) && single)
+            .then(|| sluice_model::time::parse_hl7(values[0]).and_then(|t| fhir_time(&t).ok()))
+            .flatten();
+        if let Some((element, v)) = structured {
+            r.insert(element.into(), v);
+        } else if let Some(q) = numeric.then(|| quantity(values[0], o)).flatten() {
+            r.insert("valueQuantity".into(), q);
+        } else if let Some(t) = time {
+            r.insert("valueDateTime".into(), json!(t));
+        } else if let Some(c) = coded {
+            r.insert("valueCodeableConcept".into(), c);
+        } else {
+            r.insert("valueString".into(), json!(joined));
         }
     }
     if let Some(range) = &o.reference_range {
@@ -641,22 +696,12 @@ fn immunization(ev: &ClinicalEvent, i: usize, imm: &Immunisation, subject: Optio
         r.insert("site".into(), site);
     }
     // 999 is the immunisation registries' "amount unknown"
-    if let Some(n) = imm
-        .amount
-        .as_deref()
-        .filter(|a| *a != "999")
-        .and_then(|a| a.trim().parse::<serde_json::Number>().ok())
-    {
-        let mut q = Map::new();
-        q.insert("value".into(), Value::Number(n));
-        if let Some(u) = imm.units.as_ref().and_then(|u| u.code.clone().or_else(|| u.text.clone())) {
-            q.insert("unit".into(), json!(u));
-        }
-        if let Some(code) = &imm.units_ucum {
-            q.insert("system".into(), json!(UCUM));
-            q.insert("code".into(), json!(code));
-        }
-        r.insert("doseQuantity".into(), Value::Object(q));
+    if let Some(q) = quantity_of(
+        imm.amount.as_deref().filter(|a| *a != "999"),
+        imm.units.as_ref(),
+        imm.units_ucum.as_deref(),
+    ) {
+        r.insert("doseQuantity".into(), q);
     }
     r
 }
@@ -669,7 +714,8 @@ fn quantity_of(amount: Option<&str>, units: Option<&Coded>, ucum: Option<&str>) 
     let n = amount?.trim().parse::<serde_json::Number>().ok()?;
     let mut q = Map::new();
     q.insert("value".into(), Value::Number(n));
-    if let Some(u) = units.and_then(|u| u.code.clone().or_else(|| u.text.clone())) {
+    // `unit` is the human-readable form: the units' text when sent, else their code
+    if let Some(u) = units.and_then(|u| u.text.clone().or_else(|| u.code.clone())) {
         q.insert("unit".into(), json!(u));
     }
     if let Some(code) = ucum {
@@ -1244,5 +1290,46 @@ mod tests {
         );
         assert_eq!(t("20240229125200-0500").as_deref(), Ok("2024-02-29T12:52:00-05:00"));
         assert!(t("20241301").is_err());
+    }
+
+    #[test]
+    fn structured_numeric_dates_and_coded_values_take_their_fhir_types() {
+        let obs = |value_type: &str, value: &str| {
+            let ev = ClinicalEvent {
+                event_id: "e".into(),
+                observations: vec![Observation {
+                    value_type: Some(value_type.into()),
+                    values: vec![value.into()],
+                    units: Some(Coded {
+                        code: Some("mmol/L".into()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            };
+            let b = bundle(&ev);
+            b["entry"][0]["resource"].clone()
+        };
+        assert_eq!(obs("SN", "^182")["valueQuantity"]["value"], 182);
+        assert_eq!(obs("SN", "<^5")["valueQuantity"]["comparator"], "<");
+        assert_eq!(obs("SN", "^1^:^128")["valueRatio"]["denominator"]["value"], 128);
+        assert_eq!(obs("SN", "^10^-^20")["valueRange"]["high"]["value"], 20);
+        assert_eq!(
+            obs("SN", "^1^+")["valueString"],
+            "^1^+",
+            "a shape FHIR has no element for stays text"
+        );
+        assert_eq!(obs("DT", "20210818")["valueDateTime"], "2021-08-18");
+        assert_eq!(
+            obs("DTM", "20210818101500")["valueString"],
+            "20210818101500",
+            "no offset: not invented"
+        );
+        assert_eq!(
+            obs("CWE", "V01^Not eligible^HL70064")["valueCodeableConcept"]["coding"][0]["system"],
+            "http://terminology.hl7.org/CodeSystem/v2-0064"
+        );
+        assert_eq!(obs("NM", "4.2")["valueQuantity"]["unit"], "mmol/L");
     }
 }

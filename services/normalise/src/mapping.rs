@@ -52,6 +52,8 @@ const PID_MAP: FieldMap = &[
     (7, &[]),
     (8, &[]),
     (11, &[1, 2, 3, 4, 5, 6, 7]),
+    (19, &[]),
+    (20, &[1, 2]),
     (29, &[]),
     (30, &[]),
 ];
@@ -69,7 +71,19 @@ const PV1_MAP: FieldMap = &[
 const MRG_MAP: FieldMap = &[(1, CX), (3, &[]), (5, &[])];
 const ORC_MAP: FieldMap = &[(1, &[]), (2, &[]), (3, &[]), (5, &[]), (9, &[])];
 const CE: &[usize] = &[1, 2, 3, 4, 5, 6];
-const OBR_MAP: FieldMap = &[(1, &[]), (2, &[]), (3, &[]), (4, CE), (5, &[]), (6, &[]), (7, &[]), (25, &[])];
+const OBR_MAP: FieldMap = &[
+    (1, &[]),
+    (2, &[]),
+    (3, &[]),
+    (4, CE),
+    (5, &[]),
+    (6, &[]),
+    (7, &[]),
+    (8, &[]),
+    (14, &[]),
+    (15, &[1, 4]),
+    (25, &[]),
+];
 const TQ1_MAP: FieldMap = &[(1, &[]), (7, &[1]), (8, &[1]), (9, &[1])];
 const RXA_MAP: FieldMap = &[
     (1, &[]),
@@ -151,6 +165,17 @@ const RXE_MAP: FieldMap = &[
 const RXD_MAP: FieldMap = &[(1, &[]), (2, CE), (3, &[]), (4, &[]), (5, CE), (6, CE), (7, &[]), (8, &[]), (9, CE)];
 const RXG_MAP: FieldMap = &[(1, &[]), (4, CE), (5, &[]), (6, &[]), (7, CE), (8, CE), (9, CE)];
 const AL1_MAP: FieldMap = &[(1, &[]), (2, &[1, 2, 3]), (3, CE), (4, &[1, 2, 3]), (5, &[]), (6, &[])];
+const IAM_MAP: FieldMap = &[
+    (1, &[]),
+    (2, &[1, 2, 3]),
+    (3, CE),
+    (4, &[1, 2, 3]),
+    (5, &[]),
+    (6, &[1, 2, 3]),
+    (11, &[]),
+    (13, &[]),
+    (17, &[1, 2, 3]),
+];
 const SPM_MAP: FieldMap = &[(1, &[]), (2, &[]), (4, CE), (8, CE), (17, &[1, 2]), (18, &[])];
 
 fn field_map(name: &[u8]) -> Option<FieldMap> {
@@ -179,6 +204,7 @@ fn field_map(name: &[u8]) -> Option<FieldMap> {
         b"RXD" => RXD_MAP,
         b"RXG" => RXG_MAP,
         b"AL1" => AL1_MAP,
+        b"IAM" => IAM_MAP,
         _ => return None,
     })
 }
@@ -343,8 +369,10 @@ impl<'a> Mapper<'_, 'a> {
         m
     }
 
+    /// AL1, or IAM (ADT A60), whose action code (IAM-6) and clinical status (IAM-17, HL7 table
+    /// 0438) are read as FHIR clinical and verification statuses.
     fn allergy(&self, seg: &Segment<'a>) -> Allergy {
-        Allergy {
+        let mut a = Allergy {
             set_id: self.field_text(seg, 1),
             category: self.first_component(seg, 2),
             allergen: self.coded_field(seg, 3),
@@ -353,7 +381,51 @@ impl<'a> Mapper<'_, 'a> {
             identified_time: self.ts(seg, 6),
             clinical_status: None,
             verification_status: None,
+        };
+        if seg.name() == b"IAM" {
+            a.identified_time = self.ts(seg, 11).or_else(|| self.ts(seg, 13));
+            let (clinical, verification) = match self.first_component(seg, 17).as_deref() {
+                Some("R") => (Some("active"), Some("confirmed")),
+                Some("I") => (Some("inactive"), Some("confirmed")),
+                Some("U" | "P" | "S" | "D") => (Some("active"), Some("unconfirmed")),
+                Some("E") => (None, Some("entered-in-error")),
+                _ => (None, None),
+            };
+            a.clinical_status = clinical.map(str::to_owned);
+            a.verification_status = verification.map(str::to_owned);
+            if self.first_component(seg, 6).as_deref() == Some("D") {
+                a.verification_status = Some("entered-in-error".into());
+            }
         }
+        a
+    }
+
+    /// OBR-15 specimen source (before v2.5, where SPM does not exist): its type and body site,
+    /// with OBR-7/8 collection and OBR-14 received times.
+    fn obr_specimen(&self, obr: &Segment<'a>, order_index: i32) -> Option<Specimen> {
+        let sps = obr.field(15).repetition(0);
+        let coded_sub = |c: sluice_hl7::Component<'a>| {
+            let sub = |n| self.text(c.subcomponent(n));
+            let code = sub(1);
+            let text = sub(2);
+            (code.is_some() || text.is_some()).then(|| Coded {
+                code,
+                text,
+                system: sub(3),
+                ..Default::default()
+            })
+        };
+        let specimen_type = coded_sub(sps.component(1))?;
+        Some(Specimen {
+            set_id: None,
+            order_index: Some(order_index),
+            identifier: None,
+            specimen_type: Some(specimen_type),
+            source_site: coded_sub(sps.component(4)),
+            collection_time: self.ts(obr, 7),
+            collection_end: self.ts(obr, 8),
+            received_time: self.ts(obr, 14),
+        })
     }
 
     fn appointment(&self, sch: &Segment<'a>) -> Appointment {
@@ -378,6 +450,24 @@ impl<'a> Mapper<'_, 'a> {
         let mut identifiers = self.identifiers(pid, 3);
         identifiers.extend(self.identifiers(pid, 2));
         identifiers.extend(self.identifiers(pid, 4));
+        // PID-19 social security number and PID-20 driver's licence (number^issuing authority):
+        // identifiers of the person, typed so that matching does not use them as record numbers
+        if let Some(ssn) = self.field_text(pid, 19) {
+            identifiers.push(Identifier {
+                value: ssn,
+                type_code: Some("SS".into()),
+                ..Default::default()
+            });
+        }
+        let dl = pid.field(20).repetition(0);
+        if let Some(number) = self.text(dl.component(1).raw()) {
+            identifiers.push(Identifier {
+                value: number,
+                type_code: Some("DL".into()),
+                assigning_authority: self.text(dl.component(2).raw()),
+                ..Default::default()
+            });
+        }
         let names = pid
             .field(5)
             .repetitions()
@@ -529,7 +619,7 @@ pub fn map_message(msg: &Message<'_>, raw: &RawMessage, pos: &RawPosition) -> Cl
                 after = After::Other;
                 ev.encounter = Some(m.encounter(&seg));
             }
-            b"AL1" => {
+            b"AL1" | b"IAM" => {
                 after = After::Other;
                 ev.allergies.push(m.allergy(&seg));
             }
@@ -587,6 +677,9 @@ pub fn map_message(msg: &Message<'_>, raw: &RawMessage, pos: &RawPosition) -> Cl
                     && s.order_index.is_none()
                 {
                     s.order_index = Some(ev.orders.len() as i32);
+                }
+                if let Some(s) = m.obr_specimen(&seg, ev.orders.len() as i32) {
+                    ev.specimens.push(s);
                 }
                 ev.orders.push(Order {
                     specimen_index: specimen_index.map(|i| i as i32),
@@ -846,5 +939,33 @@ mod tests {
         let ev = map_message(&m, &raw(), &RawPosition::default());
         assert_eq!(ev.merge.as_ref().map(|mg| mg.prior_identifiers.len()), Some(1));
         assert_eq!(ev.patient.as_ref().map(|p| p.identifiers[1].nhs_number_valid), Some(Some(false)));
+    }
+
+    #[test]
+    fn iam_person_identifiers_and_obr_specimen_source() {
+        let m = Message::parse(
+            b"MSH|^~\\&|PAS|RTH|EPR|RTH|20240701||ADT^A60|C9|P|2.5\rPID|1||123^^^RTH^MR||X^Y||19800101|F|||||||||||123-45-6789|DL99^NY\r\
+IAM|1|DA|PEN^Penicillin^L|SV|Hives|D|||||20240101||||||E\r",
+        );
+        let ev = map_message(&m, &raw(), &RawPosition::default());
+        let ids = &ev.patient.as_ref().expect("patient").identifiers;
+        let typed: Vec<(&str, Option<&str>)> = ids.iter().map(|i| (i.value.as_str(), i.type_code.as_deref())).collect();
+        assert_eq!(typed, [("123", Some("MR")), ("123-45-6789", Some("SS")), ("DL99", Some("DL"))]);
+        let a = &ev.allergies[0];
+        assert_eq!(a.verification_status.as_deref(), Some("entered-in-error"), "IAM-6 D deletes");
+        assert_eq!(a.identified_time.as_ref().map(|t| t.value.as_str()), Some("20240101"));
+        assert_eq!(a.reactions, ["Hives"]);
+
+        let m = Message::parse(
+            b"MSH|^~\\&|LAB|RTH|EPR|RTH|20240701||ORU^R01|C8|P|2.3\rPID|1||123^^^RTH^MR\r\
+OBR|1|P1|F1|CBC^Blood count^L|||20240701080000+0100|||||||20240701090000+0100|BLD&Blood&HL70070^^^LA&Left arm&HL70163||||||||||F\r",
+        );
+        let ev = map_message(&m, &raw(), &RawPosition::default());
+        let s = &ev.specimens[0];
+        assert_eq!(s.order_index, Some(0));
+        assert_eq!(s.specimen_type.as_ref().and_then(|c| c.code.as_deref()), Some("BLD"));
+        assert_eq!(s.source_site.as_ref().and_then(|c| c.text.as_deref()), Some("Left arm"));
+        assert_eq!(s.received_time.as_ref().and_then(|t| t.offset_minutes), Some(60));
+        assert!(ev.unmapped_fields.iter().all(|f| f.segment != "OBR"), "{:?}", ev.unmapped_fields);
     }
 }
