@@ -78,6 +78,16 @@ const ORDER: &str = r#"{"resourceType": "ServiceRequest", "status": "active", "i
   "subject": {"identifier": {"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "1290404798"}},
   "authoredOn": "2024-07-02T08:00:00Z"}"#;
 
+/// A result for a patient the body does not contain, and a transaction DELETE: the result must be
+/// held for review (never routed without a patient) and the DELETE must travel.
+const ORPHAN: &str = r#"{"resourceType": "Bundle", "type": "transaction", "entry": [
+  {"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "Glucose"},
+    "subject": {"reference": "Patient/held-elsewhere"}, "valueQuantity": {"value": 5.5, "unit": "mmol/L"}}},
+  {"request": {"method": "DELETE", "url": "Observation/wrong-result-1"}}
+]}"#;
+
+const REQUESTS_ONLY: &str = r#"{"resourceType": "Bundle", "type": "batch", "entry": [{"request": {"method": "GET", "url": "Patient?identifier=x"}}]}"#;
+
 fn expected_events(body: &str) -> Vec<ClinicalEvent> {
     let raw = RawMessage {
         payload: body.as_bytes().to_vec(),
@@ -117,6 +127,7 @@ async fn fhir_bundles_and_resources_flow_through_exactly_once() {
         (base.clone(), "application/fhir+json", RESULTS_BUNDLE, 2),
         (base.clone(), "application/fhir+xml", IMMUNISATION_XML, 1),
         (format!("{base}/ServiceRequest"), "application/fhir+json; charset=utf-8", ORDER, 1),
+        (base.clone(), "application/fhir+json", ORPHAN, 1),
     ] {
         let (status, outcome) = post(&client, &url, content_type, body).await;
         assert_eq!(status, 202, "{outcome}");
@@ -135,13 +146,21 @@ async fn fhir_bundles_and_resources_flow_through_exactly_once() {
     assert_eq!(outcome["resourceType"], "OperationOutcome");
     let (status, outcome) = post(&client, &format!("{base}/Observation"), "application/fhir+json", ORDER).await;
     assert_eq!((status, reason(&outcome)), (400, "fhir_type_mismatch"));
+    let (status, outcome) = post(&client, &base, "application/fhir+json", REQUESTS_ONLY).await;
+    assert_eq!((status, reason(&outcome)), (400, "fhir_empty_bundle"));
     let (status, outcome) = post(&client, &base, "text/plain", RESULTS_BUNDLE).await;
     assert_eq!((status, reason(&outcome)), (415, "unsupported_media_type"));
     assert!(!outcome.to_string().contains("3982597919"), "an answer never echoes the body");
 
     let routed = p.wait_routed(&expected, Duration::from_secs(90)).await;
     routed.assert_exactly_once(&expected);
-    assert_eq!(routed.seen.len(), 4);
+    assert_eq!(routed.seen.len(), 5);
+    let orphan = expected_events(ORPHAN).remove(0).event_id;
+    assert_eq!(
+        routed.seen[&orphan],
+        [names::REVIEW],
+        "a result whose patient is not named is held for review, never routed"
+    );
 
     let store = p.store();
     let mut events = Vec::new();
@@ -149,7 +168,7 @@ async fn fhir_bundles_and_resources_flow_through_exactly_once() {
         store.prefetch(&v).await.unwrap();
         events.push(store.decode::<ClinicalEvent>(&v).unwrap());
     }
-    assert_eq!(events.len(), 4, "four events, the resend made none");
+    assert_eq!(events.len(), 5, "five events, the resend made none");
     assert!(
         events
             .iter()
@@ -158,9 +177,15 @@ async fn fhir_bundles_and_resources_flow_through_exactly_once() {
     let by_kind = |k: &str| events.iter().filter(|e| e.kind == k).count();
     assert_eq!(
         (by_kind("result"), by_kind("adt"), by_kind("immunisation"), by_kind("order")),
-        (1, 1, 1, 1)
+        (2, 1, 1, 1)
     );
-    let result = events.iter().find(|e| e.kind == "result").unwrap();
+    let held = events.iter().find(|e| e.event_id == orphan).unwrap();
+    assert!(held.patient.is_none() && held.warnings.contains(&"fhir_patient_unresolved".to_owned()));
+    assert!(
+        held.fhir_resources.iter().any(|r| r.resource_type == "Bundle.entry" && r.json.contains("DELETE")),
+        "the DELETE request travels"
+    );
+    let result = events.iter().find(|e| e.kind == "result" && e.patient.is_some()).unwrap();
     assert_eq!(result.observations[0].units_ucum.as_deref(), Some("mmol/L"));
     assert_eq!(result.observations[0].order_index, Some(0), "the report names its result");
     assert!(result.fhir_resources.iter().all(|r| r.json.contains("resourceType")));
@@ -181,14 +206,14 @@ async fn fhir_bundles_and_resources_flow_through_exactly_once() {
         reasons.push(store.decode::<DeadLetter>(&v).unwrap().reason_code);
     }
     reasons.sort();
-    assert_eq!(reasons, ["fhir_not_json", "fhir_type_mismatch", "unsupported_media_type"]);
-    assert_eq!(p.read_all(names::FHIR_RAW).len(), 4, "every accepted body is kept as received");
+    assert_eq!(reasons, ["fhir_empty_bundle", "fhir_not_json", "fhir_type_mismatch", "unsupported_media_type"]);
+    assert_eq!(p.read_all(names::FHIR_RAW).len(), 5, "every accepted body is kept as received");
 
     let metrics = reqwest::get(p.metrics_url("ingest")).await.unwrap().text().await.unwrap();
     assert!(
-        metrics.contains(r#"sluice_ingest_messages_total{listener="fhir",result="accepted"} 4"#),
+        metrics.contains(r#"sluice_ingest_messages_total{listener="fhir",result="accepted"} 5"#),
         "{metrics}"
     );
-    assert!(metrics.contains(r#"sluice_ingest_messages_total{listener="fhir",result="rejected"} 3"#));
+    assert!(metrics.contains(r#"sluice_ingest_messages_total{listener="fhir",result="rejected"} 4"#));
     assert!(!p.logs().contains("3982597919"), "no NHS number in any log");
 }

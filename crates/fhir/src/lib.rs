@@ -140,6 +140,21 @@ fn collect<'v>(v: &'v Value, full_url: Option<String>, out: &mut Vec<(Option<Str
     }
 }
 
+/// Bundle entries that carry no resource (a `DELETE` or `GET` request of a transaction or
+/// batch), nested Bundles included: they mean something and must not vanish.
+pub fn entries_without_resource(tree: &Value) -> Vec<&Value> {
+    let mut out = Vec::new();
+    if resource_type(tree) == Some("Bundle") {
+        for e in items(tree, "entry") {
+            match first(e, "resource") {
+                Some(r) => out.extend(entries_without_resource(r)),
+                None => out.push(e),
+            }
+        }
+    }
+    out
+}
+
 /// The first patient identifier (system, value) a body names: a Patient's first identifier, else
 /// the identifier of a logical `subject`/`patient` reference. Used only to key and partition.
 pub fn first_patient_identifier(tree: &Value) -> Option<(String, String)> {

@@ -11,7 +11,8 @@
 //! - an NHS number that fails its modulus 11 check is never a key;
 //! - keys that point at different enterprise ids, or an MRN whose patient already has a
 //!   different NHS number, send the event to `identity.review.v1` and link nothing;
-//! - an event with a patient but no usable key is held for review too;
+//! - an event with a patient but no usable key is held for review too, and so is clinical
+//!   content (anything but `generic` messages) that names no patient at all;
 //! - merges (MRG) re-point the prior record's keys to the surviving id, unless the two carry
 //!   different NHS numbers, which goes to review.
 
@@ -161,7 +162,13 @@ impl Matcher {
 
 pub fn decide(index: &Index, ev: &ClinicalEvent) -> (Decision, Vec<String>) {
     let Some(patient) = &ev.patient else {
-        return (Decision::NotApplicable, Vec::new());
+        // clinical content about a patient nobody can name (an ORU without PID, a FHIR result
+        // whose subject is not in the Bundle) is held, never routed as if it needed no patient
+        return if ev.kind == "generic" {
+            (Decision::NotApplicable, Vec::new())
+        } else {
+            (Decision::Review("no_patient"), Vec::new())
+        };
     };
     let facility = ev.source.sending_facility.as_str();
     let (keys, ignored) = keys_of(&patient.identifiers, facility);

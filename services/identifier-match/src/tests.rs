@@ -112,10 +112,20 @@ fn merge_repoints_the_prior_record() {
 }
 
 #[test]
-fn no_patient_is_not_applicable() {
+fn no_patient_is_held_unless_the_message_is_about_no_patient() {
     let ix = Index::default();
-    let (d, _) = decide(&ix, &ClinicalEvent::default());
-    assert!(matches!(d, Decision::NotApplicable));
+    let generic = ClinicalEvent {
+        kind: "generic".into(),
+        ..Default::default()
+    };
+    assert!(matches!(decide(&ix, &generic).0, Decision::NotApplicable));
+    for kind in ["result", "order", "adt", "pharmacy", "immunisation", "schedule", "document"] {
+        let ev = ClinicalEvent {
+            kind: kind.into(),
+            ..Default::default()
+        };
+        assert_eq!(shape(&decide(&ix, &ev).0), "review no_patient", "{kind}");
+    }
 }
 
 /// The decision without its keys (Decision has no Debug: keys are patient identifiers).

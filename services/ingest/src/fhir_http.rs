@@ -4,7 +4,7 @@
 //! The same promises as MLLP, in HTTP terms:
 //! - `202 Accepted` only after the body is durably in `fhir.raw.v1`, exactly as received;
 //! - a body that is not a FHIR resource (not JSON or XML, no `resourceType`, a type other than
-//!   the path names, an unsupported media type, too large) gets `400`/`415`/`413` with an
+//!   the path names, a Bundle of requests only, an unsupported media type, too large) gets `400`/`415`/`413` with an
 //!   OperationOutcome naming a bounded reason code, and is kept in `deadletter.ingest.v1`;
 //! - if Kafka does not confirm in time the sender gets `503` with `Retry-After` and resends; a
 //!   resend of a body that was in fact written is de-duplicated by its event id downstream.
@@ -128,6 +128,11 @@ pub async fn receive(ing: &Ingest, path_type: Option<&str>, peer: &str, headers:
                 StatusCode::BAD_REQUEST,
                 "fhir_type_mismatch",
                 "the resourceType is not the type the path names".to_owned(),
+            )),
+            _ if sluice_fhir::resources(tree).is_empty() => Some((
+                StatusCode::BAD_REQUEST,
+                "fhir_empty_bundle",
+                "the Bundle carries no resource (requests only)".to_owned(),
             )),
             _ => None,
         },

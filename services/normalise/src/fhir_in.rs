@@ -68,6 +68,17 @@ pub fn map_body(raw: &RawMessage, pos: &RawPosition) -> Result<Vec<ClinicalEvent
     let header = all.iter().map(|(_, r)| *r).find(|r| resource_type(r) == Some("MessageHeader"));
     let context: Vec<(Option<String>, &Value)> = all.iter().filter(|(_, r)| !patient_bound(r)).cloned().collect();
     let index = Index::new(&all);
+    // requests without a resource (a transaction's DELETE) travel with every event, flagged
+    let requests: Vec<FhirResource> = sluice_fhir::entries_without_resource(&tree)
+        .into_iter()
+        .map(|e| FhirResource {
+            resource_type: "Bundle.entry".into(),
+            id: None,
+            full_url: text_at(e, &["fullUrl"]),
+            mapped: false,
+            json: e.to_string(),
+        })
+        .collect();
     Ok(groups
         .into_iter()
         .enumerate()
@@ -92,6 +103,10 @@ pub fn map_body(raw: &RawMessage, pos: &RawPosition) -> Result<Vec<ClinicalEvent
                     mapped: resource_type(r).is_some_and(|t| MAPPED.contains(&t)),
                     json: r.to_string(),
                 });
+            }
+            if !requests.is_empty() {
+                ev.fhir_resources.extend(requests.iter().cloned());
+                ev.warnings.push("fhir_entry_without_resource".into());
             }
             ev.kind = kind_of(&ev).to_owned();
             if g.unresolved {
