@@ -86,7 +86,8 @@ const ORPHAN: &str = r#"{"resourceType": "Bundle", "type": "transaction", "entry
   {"request": {"method": "DELETE", "url": "Observation/wrong-result-1"}}
 ]}"#;
 
-const REQUESTS_ONLY: &str = r#"{"resourceType": "Bundle", "type": "batch", "entry": [{"request": {"method": "GET", "url": "Patient?identifier=x"}}]}"#;
+const REQUESTS_ONLY: &str =
+    r#"{"resourceType": "Bundle", "type": "batch", "entry": [{"request": {"method": "GET", "url": "Patient?identifier=x"}}]}"#;
 
 fn expected_events(body: &str) -> Vec<ClinicalEvent> {
     let raw = RawMessage {
@@ -182,7 +183,9 @@ async fn fhir_bundles_and_resources_flow_through_exactly_once() {
     let held = events.iter().find(|e| e.event_id == orphan).unwrap();
     assert!(held.patient.is_none() && held.warnings.contains(&"fhir_patient_unresolved".to_owned()));
     assert!(
-        held.fhir_resources.iter().any(|r| r.resource_type == "Bundle.entry" && r.json.contains("DELETE")),
+        held.fhir_resources
+            .iter()
+            .any(|r| r.resource_type == "Bundle.entry" && r.json.contains("DELETE")),
         "the DELETE request travels"
     );
     let result = events.iter().find(|e| e.kind == "result" && e.patient.is_some()).unwrap();
@@ -206,7 +209,10 @@ async fn fhir_bundles_and_resources_flow_through_exactly_once() {
         reasons.push(store.decode::<DeadLetter>(&v).unwrap().reason_code);
     }
     reasons.sort();
-    assert_eq!(reasons, ["fhir_empty_bundle", "fhir_not_json", "fhir_type_mismatch", "unsupported_media_type"]);
+    assert_eq!(
+        reasons,
+        ["fhir_empty_bundle", "fhir_not_json", "fhir_type_mismatch", "unsupported_media_type"]
+    );
     assert_eq!(p.read_all(names::FHIR_RAW).len(), 5, "every accepted body is kept as received");
 
     let metrics = reqwest::get(p.metrics_url("ingest")).await.unwrap().text().await.unwrap();
