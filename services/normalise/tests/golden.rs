@@ -49,11 +49,13 @@ fn every_golden_message_maps_to_its_canonical_event() {
     inputs.sort();
     assert!(inputs.len() >= 6, "golden inputs missing");
     let mut changed = Vec::new();
+    let mut kinds = std::collections::BTreeSet::new();
     for input in &inputs {
         let bytes = std::fs::read(input).unwrap();
         let msg = Message::parse(&bytes);
         assert!(msg.is_acceptable(), "{} is not acceptable", input.display());
         let ev = map_message(&msg, &raw(&bytes), &position());
+        kinds.insert(ev.kind.clone());
         let got = serde_json::to_string_pretty(&ev).unwrap() + "\n";
         let fhir = serde_json::to_string_pretty(&sluice_normalise::fhir::bundle(&ev)).unwrap() + "\n";
         for (golden, got) in [(input.with_extension("json"), got), (input.with_extension("fhir.json"), fhir)] {
@@ -72,6 +74,9 @@ fn every_golden_message_maps_to_its_canonical_event() {
         }
     }
     assert!(changed.is_empty(), "{}", changed.join("\n"));
+    for kind in ["adt", "result", "order", "schedule", "document", "immunisation", "pharmacy"] {
+        assert!(kinds.contains(kind), "no synthetic golden of kind {kind}");
+    }
 }
 
 /// FHIR in: each `tests/golden-fhir/*.json|xml` (synthetic) gives the canonical events in its
@@ -127,6 +132,81 @@ fn every_golden_fhir_body_maps_to_its_canonical_events() {
         }
     }
     assert!(changed.is_empty(), "{}", changed.join("\n"));
+}
+
+/// Golden files for the corpus: its messages cannot be copied into this repository (their
+/// licences), so `tests/golden-corpus.tsv` records, for every corpus message and FHIR file, a
+/// digest of its canonical event(s) and FHIR Bundle(s). Any change to what the normaliser makes
+/// of a corpus message fails here; `SLUICE_GOLDEN_OUT=DIR` writes the outputs that changed for
+/// review, `SLUICE_BLESS=1` records the new digests.
+#[test]
+fn corpus_outputs_match_their_recorded_digests() {
+    let Some(root) = sluice_hl7::corpus::root() else { return };
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden-corpus.tsv");
+    let mut lines = vec!["# corpus file#message\tsha256 of the canonical event(s) and FHIR Bundle(s) as JSON".to_owned()];
+    let mut outputs: Vec<(String, String)> = Vec::new();
+    let rel = |f: &Path| f.strip_prefix(&root).unwrap_or(f).display().to_string();
+    for file in sluice_hl7::corpus::hl7v2_files().unwrap() {
+        let bytes = std::fs::read(&file).unwrap();
+        for (i, m) in sluice_hl7::split_messages(&bytes).into_iter().enumerate() {
+            let msg = Message::parse(m);
+            if !msg.is_acceptable() {
+                continue;
+            }
+            let ev = map_message(&msg, &raw(m), &position());
+            let out = format!(
+                "{}\n{}\n",
+                serde_json::to_string_pretty(&ev).unwrap(),
+                serde_json::to_string_pretty(&sluice_normalise::fhir::bundle(&ev)).unwrap()
+            );
+            outputs.push((format!("{}#{i}", rel(&file)), out));
+        }
+    }
+    for file in sluice_hl7::corpus::fhir_files().unwrap() {
+        let mut r = raw(b"");
+        r.payload = std::fs::read(&file).unwrap();
+        let Ok(evs) = sluice_normalise::fhir_in::map_body(&r, &position()) else {
+            continue;
+        };
+        let bundles: Vec<serde_json::Value> = evs.iter().map(sluice_normalise::fhir::bundle).collect();
+        let out = format!(
+            "{}\n{}\n",
+            serde_json::to_string_pretty(&evs).unwrap(),
+            serde_json::to_string_pretty(&bundles).unwrap()
+        );
+        outputs.push((format!("{}#0", rel(&file)), out));
+    }
+    let recorded: std::collections::HashMap<String, String> = std::fs::read_to_string(&golden)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('\t').map(|(k, v)| (k.to_owned(), v.to_owned())))
+        .collect();
+    let review = std::env::var_os("SLUICE_GOLDEN_OUT").map(PathBuf::from);
+    let mut changed = Vec::new();
+    for (key, out) in &outputs {
+        let digest = sluice_model::ids::sha256_hex(out.as_bytes());
+        if recorded.get(key) != Some(&digest) {
+            changed.push(key.clone());
+            if let Some(dir) = &review {
+                std::fs::create_dir_all(dir).unwrap();
+                std::fs::write(dir.join(key.replace(['/', '#'], "_") + ".json"), out).unwrap();
+            }
+        }
+        lines.push(format!("{key}\t{digest}"));
+    }
+    let gone = recorded.keys().filter(|k| !outputs.iter().any(|(o, _)| o == *k)).count();
+    if std::env::var_os("SLUICE_BLESS").is_some() {
+        std::fs::write(&golden, lines.join("\n") + "\n").unwrap();
+        return;
+    }
+    assert!(outputs.len() > 1000, "only {} corpus outputs", outputs.len());
+    assert!(
+        changed.is_empty() && gone == 0,
+        "{} corpus outputs changed and {gone} are gone (SLUICE_GOLDEN_OUT=DIR to review them, SLUICE_BLESS=1 to record): {}",
+        changed.len(),
+        changed.iter().take(20).cloned().collect::<Vec<_>>().join(", ")
+    );
 }
 
 const MAPPED: [&str; 25] = [
