@@ -144,6 +144,9 @@ impl Merge {
             "A43" => "patient_move",
             "A44" => "account_move",
             "A45" | "A50" | "A51" => "visit_move",
+            // the second PID names the other record
+            "A24" => "patient_link",
+            "A37" => "patient_unlink",
             _ => "unknown",
         }
     }

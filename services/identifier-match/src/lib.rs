@@ -210,6 +210,9 @@ pub fn decide(index: &Index, ev: &ClinicalEvent) -> (Decision, Vec<String>) {
     let merge = match ev.merge.as_ref().map(|m| m.kind.as_str()) {
         Some("patient_merge" | "identifier_change") => ev.merge.as_ref(),
         Some("account_merge" | "visit_merge" | "patient_move" | "account_move" | "visit_move") => None,
+        // linking two records as one person, or undoing such a link, is a person's decision
+        Some("patient_link") => return (Decision::Review("patient_link_requested"), ignored),
+        Some("patient_unlink") => return (Decision::Review("patient_unlink_requested"), ignored),
         Some(_) => return (Decision::Review("merge_kind_unknown"), ignored),
         None => None,
     };

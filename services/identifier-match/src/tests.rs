@@ -183,3 +183,12 @@ fn a_merge_of_unknown_meaning_is_held_for_review() {
     let (_, _, _, d) = two_patients_then("Z99");
     assert!(matches!(d, Decision::Review("merge_kind_unknown")), "{}", shape(&d));
 }
+
+#[test]
+fn link_and_unlink_requests_are_held_for_a_person() {
+    for (trigger, rule) in [("A24", "review patient_link_requested"), ("A37", "review patient_unlink_requested")] {
+        let (ix, a, b, d) = two_patients_then(trigger);
+        assert_eq!(shape(&d), rule, "{trigger}");
+        assert_ne!(ix.resolve(&a), ix.resolve(&b));
+    }
+}

@@ -615,6 +615,15 @@ pub fn map_message(msg: &Message<'_>, raw: &RawMessage, pos: &RawPosition) -> Cl
                 after = After::Other;
                 ev.patient = Some(m.patient(&seg));
             }
+            // A24 link / A37 unlink: the second PID is the other record
+            b"PID" if ev.merge.is_none() && matches!(ev.trigger_event.as_str(), "A24" | "A37") && ev.message_type == "ADT" => {
+                after = After::Other;
+                ev.merge = Some(Merge {
+                    prior_identifiers: m.identifiers(&seg, 3),
+                    kind: Merge::kind_of(&ev.trigger_event).to_owned(),
+                    ..Default::default()
+                });
+            }
             b"PV1" if ev.encounter.is_none() => {
                 after = After::Other;
                 ev.encounter = Some(m.encounter(&seg));
@@ -861,7 +870,9 @@ pub fn map_message(msg: &Message<'_>, raw: &RawMessage, pos: &RawPosition) -> Cl
         // a repeated PID/PV1/MRG/SCH is not mapped again: it travels whole
         let mapped_now = match name {
             b"SCH" => msg.segments().take(i).all(|s| s.name() != b"SCH"),
-            b"PID" => ev.patient.is_some() && msg.segments().take(i).all(|s| s.name() != b"PID"),
+            // a second PID (A24/A37's other record, whose identifiers are also in `merge`)
+            // travels whole
+            b"PID" => msg.segments().take(i).all(|s| s.name() != b"PID"),
             b"PV1" => msg.segments().take(i).all(|s| s.name() != b"PV1"),
             b"MRG" => msg.segments().take(i).all(|s| s.name() != b"MRG"),
             _ => true,
