@@ -121,6 +121,45 @@ pub fn messages(count: usize, seed: u64) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// `count` synthetic FHIR R4 transaction Bundles (JSON): a Patient with a synthetic NHS number
+/// and a laboratory result with its DiagnosticReport; the same seed gives the same Bundles.
+pub fn fhir_bundles(count: usize, seed: u64) -> Vec<Vec<u8>> {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0xF1A5);
+    (0..count)
+        .map(|i| {
+            let (code, name, unit, range, lo, hi) = TESTS[rng.random_range(0..TESTS.len())];
+            let v: f64 = rng.random_range(lo..hi);
+            let (rlo, rhi) = range.split_once('-').unwrap_or(("0", "0"));
+            let when = format!("2026-{:02}-{:02}T{:02}:{:02}:00Z", rng.random_range(1..=11), rng.random_range(1..=28), rng.random_range(0..24), rng.random_range(0..60));
+            let bundle = serde_json::json!({
+                "resourceType": "Bundle",
+                "type": "transaction",
+                "identifier": {"system": "urn:sluice:demo:fhir-message", "value": format!("FHIR{seed}-{i:07}")},
+                "entry": [
+                    {"fullUrl": "urn:uuid:patient", "resource": {
+                        "resourceType": "Patient",
+                        "identifier": [{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": nhs_number(&mut rng)}],
+                        "name": [{"family": FAMILY[rng.random_range(0..FAMILY.len())], "given": [GIVEN[rng.random_range(0..GIVEN.len())]]}],
+                        "birthDate": format!("{}-{:02}-{:02}", rng.random_range(1930..2024), rng.random_range(1..=12), rng.random_range(1..=28))},
+                     "request": {"method": "POST", "url": "Patient"}},
+                    {"fullUrl": "urn:uuid:result", "resource": {
+                        "resourceType": "Observation", "status": "final",
+                        "code": {"coding": [{"system": "http://loinc.org", "code": code, "display": name}]},
+                        "subject": {"reference": "urn:uuid:patient"}, "effectiveDateTime": when,
+                        "valueQuantity": {"value": (v * 10.0).round() / 10.0, "unit": unit, "system": "http://unitsofmeasure.org", "code": unit},
+                        "referenceRange": [{"text": format!("{rlo}-{rhi}")}]},
+                     "request": {"method": "POST", "url": "Observation"}},
+                    {"resource": {
+                        "resourceType": "DiagnosticReport", "status": "final", "code": {"text": name},
+                        "subject": {"reference": "urn:uuid:patient"}, "result": [{"reference": "urn:uuid:result"}]},
+                     "request": {"method": "POST", "url": "DiagnosticReport"}}
+                ]
+            });
+            bundle.to_string().into_bytes()
+        })
+        .collect()
+}
+
 /// Messages that must be rejected: garbage, MSH missing its type or control id, broken encoding
 /// characters, an empty frame.
 pub fn malformed(count: usize) -> Vec<Vec<u8>> {

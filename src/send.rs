@@ -1,4 +1,6 @@
-//! `sluice send FILES...`: every message of every file over one MLLP connection, each ACK printed.
+//! `sluice send FILES...`: every message of every file over one MLLP connection, each ACK
+//! printed; with `--fhir URL`, each file (a FHIR R4 resource or Bundle, JSON or XML) POSTed to
+//! the FHIR endpoint and each answer printed.
 
 use sluice_ingest::mllp;
 use std::time::Duration;
@@ -8,7 +10,40 @@ pub struct Args {
     /// MLLP listener address
     #[arg(long, default_value = "127.0.0.1:2575")]
     pub addr: String,
+    /// POST each file to this FHIR endpoint (for example http://127.0.0.1:8080/fhir) instead
+    #[arg(long)]
+    pub fhir: Option<String>,
     pub files: Vec<std::path::PathBuf>,
+}
+
+/// POSTs one FHIR body; returns the HTTP status and the OperationOutcome's reason code.
+pub async fn post_fhir(client: &reqwest::Client, url: &str, body: Vec<u8>) -> anyhow::Result<(u16, String)> {
+    let xml = sluice_fhir::Format::sniff(&body) == Some(sluice_fhir::Format::Xml);
+    let r = client
+        .post(url)
+        .header("content-type", if xml { "application/fhir+xml" } else { "application/fhir+json" })
+        .body(body)
+        .send()
+        .await?;
+    let status = r.status().as_u16();
+    let outcome: serde_json::Value = r.json().await.unwrap_or_default();
+    let reason = outcome["issue"][0]["details"]["coding"][0]["code"]
+        .as_str()
+        .unwrap_or("-")
+        .to_owned();
+    Ok((status, reason))
+}
+
+async fn run_fhir(url: &str, files: &[std::path::PathBuf]) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
+    let (mut ok, mut not) = (0, 0);
+    for f in files {
+        let (status, reason) = post_fhir(&client, url, std::fs::read(f)?).await?;
+        println!("{} {status} {reason}", f.display());
+        if status == 202 { ok += 1 } else { not += 1 }
+    }
+    println!("{ok} accepted, {not} not accepted");
+    Ok(())
 }
 
 /// The messages of a file: split on MSH; a file without one is sent whole (so it gets its NAK).
@@ -22,6 +57,9 @@ pub fn messages_of(bytes: &[u8]) -> Vec<Vec<u8>> {
 }
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
+    if let Some(url) = &a.fhir {
+        return run_fhir(url, &a.files).await;
+    }
     let mut stream = tokio::net::TcpStream::connect(&a.addr).await?;
     let (mut ok, mut nak) = (0, 0);
     for f in &a.files {

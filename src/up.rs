@@ -129,9 +129,10 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
 
     if let Some(n) = a.demo {
         let (addr, dl, http_s, exit) = (a.mllp_addr.clone(), a.dead_letter_addr.clone(), http.to_string(), a.exit_after_demo);
+        let fhir = (!a.fhir_addr.is_empty()).then(|| format!("http://{}/fhir", a.fhir_addr));
         let (sd, h, boot) = (shutdown.clone(), health.clone(), bootstrap.clone());
         tokio::spawn(async move {
-            if let Err(e) = demo(n, &addr, &boot, &h).await {
+            if let Err(e) = demo(n, &addr, fhir.as_deref(), &boot, &h).await {
                 tracing::error!(error = %e, "demo failed");
             }
             println!("\nmetrics: http://{http_s}/metrics   dead letters: http://{dl}/api/dead-letters");
@@ -161,7 +162,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     }
 }
 
-async fn demo(n: usize, mllp_addr: &str, bootstrap: &str, health: &Health) -> anyhow::Result<()> {
+async fn demo(n: usize, mllp_addr: &str, fhir_url: Option<&str>, bootstrap: &str, health: &Health) -> anyhow::Result<()> {
     for _ in 0..600 {
         if health.is_ready() {
             break;
@@ -180,6 +181,18 @@ async fn demo(n: usize, mllp_addr: &str, bootstrap: &str, health: &Health) -> an
     }
     let secs = started.elapsed().as_secs_f64();
     println!("\nsent {} messages over MLLP in {secs:.1}s: ACKs {counts:?}", msgs.len());
+    if let Some(url) = fhir_url {
+        // and a tenth as many FHIR R4 Bundles over HTTP, plus one body that is not FHIR
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
+        let mut bodies = generate::fhir_bundles((n / 10).max(1), 42);
+        bodies.push(b"{\"resourceType\": ".to_vec());
+        let mut answers = std::collections::BTreeMap::new();
+        for b in bodies.iter().cloned() {
+            let (status, _) = crate::send::post_fhir(&client, url, b).await?;
+            *answers.entry(status).or_insert(0usize) += 1;
+        }
+        println!("posted {} FHIR bodies to {url}: HTTP {answers:?}", bodies.len());
+    }
     // give the stages a moment, then show where the output is
     tokio::time::sleep(Duration::from_secs(5)).await;
     let topology = sluice_model::topology::Topology::load()?;

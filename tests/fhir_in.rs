@@ -138,8 +138,21 @@ async fn fhir_bundles_and_resources_flow_through_exactly_once() {
         expected.extend(evs.into_iter().map(|e| e.event_id));
     }
     // the same message again, re-serialised: accepted, but no second event
+    // (sent with the command line's `sluice send --fhir`)
     let resend = serde_json::to_string_pretty(&serde_json::from_str::<serde_json::Value>(RESULTS_BUNDLE).unwrap()).unwrap();
-    assert_eq!(post(&client, &base, "application/json", &resend).await.0, 202);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("resend.json");
+    std::fs::write(&file, resend).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["send", "--fhir", &base])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && printed.contains("202 accepted") && printed.contains("1 accepted, 0 not accepted"),
+        "{printed}"
+    );
 
     // not FHIR: refused with a bounded reason, and kept
     let (status, outcome) = post(&client, &base, "application/fhir+json", "{\"resourceType\": ").await;
