@@ -137,6 +137,17 @@ async fn fhir_bundles_and_resources_flow_through_exactly_once() {
         assert_eq!(evs.len(), events);
         expected.extend(evs.into_iter().map(|e| e.event_id));
     }
+    // the first Bundle's patient A, now in HL7 v2 over MLLP: one person, one enterprise id
+    let hl7 = b"MSH|^~\\&|LIMS|RTH|EPR|RTH|20240702101500+0100||ORU^R01^ORU_R01|XF1|P|2.5.1\r\
+PID|1||LAB42^^^RTH^MR~3982597919^^^NHS^NH||TESTPATIENT^ALPHA||19700101|F\r\
+OBR|1|PL9|FL9|2951-2^Sodium^LN|||20240702093000+0100||||||||||||||||||F\r\
+OBX|1|NM|2951-2^Sodium^LN||139|mmol/L^mmol/L^UCUM|133-146|N|||F|||20240702093000+0100\r"
+        .to_vec();
+    let acks = common::send_all(p.mllp_port, std::slice::from_ref(&hl7)).await;
+    assert_eq!(acks[0].0, "AA");
+    let hl7_event = sluice_model::ids::hl7_event_id(&sluice_hl7::Message::parse(&hl7));
+    expected.insert(hl7_event.clone());
+
     // the same message again, re-serialised: accepted, but no second event
     // (sent with the command line's `sluice send --fhir`)
     let resend = serde_json::to_string_pretty(&serde_json::from_str::<serde_json::Value>(RESULTS_BUNDLE).unwrap()).unwrap();
@@ -168,7 +179,7 @@ async fn fhir_bundles_and_resources_flow_through_exactly_once() {
 
     let routed = p.wait_routed(&expected, Duration::from_secs(90)).await;
     routed.assert_exactly_once(&expected);
-    assert_eq!(routed.seen.len(), 5);
+    assert_eq!(routed.seen.len(), 6);
     let orphan = expected_events(ORPHAN).remove(0).event_id;
     assert_eq!(
         routed.seen[&orphan],
@@ -182,7 +193,8 @@ async fn fhir_bundles_and_resources_flow_through_exactly_once() {
         store.prefetch(&v).await.unwrap();
         events.push(store.decode::<ClinicalEvent>(&v).unwrap());
     }
-    assert_eq!(events.len(), 5, "five events, the resend made none");
+    assert_eq!(events.len(), 6, "five from FHIR and one from HL7 v2; the resend made none");
+    events.retain(|e| e.event_id != hl7_event);
     assert!(
         events
             .iter()
@@ -209,12 +221,28 @@ async fn fhir_bundles_and_resources_flow_through_exactly_once() {
     assert_eq!(order.patient.as_ref().unwrap().identifiers[0].nhs_number_valid, Some(true));
     assert_eq!(order.orders[0].placer_order_number.as_deref(), Some("ORD-9"));
 
+    let mut epi = std::collections::HashMap::new();
+    for (_, _, _, v) in p.read_all(names::MATCHED) {
+        store.prefetch(&v).await.unwrap();
+        let m: sluice_model::MatchedEvent = store.decode(&v).unwrap();
+        epi.insert(m.event.event_id.clone(), m.enterprise_id.clone());
+    }
+    let patient_a = events
+        .iter()
+        .find(|e| e.patient.as_ref().is_some_and(|p| p.identifiers[0].value == "3982597919"))
+        .unwrap();
+    assert!(epi[&hl7_event].is_some());
+    assert_eq!(
+        epi[&hl7_event], epi[&patient_a.event_id],
+        "the patient sent as FHIR and as HL7 v2 is one enterprise patient"
+    );
+
     let mut bundles = HashSet::new();
     for (_, _, _, v) in p.read_all(names::FHIR) {
         store.prefetch(&v).await.unwrap();
         bundles.insert(store.decode::<FhirBundle>(&v).unwrap().event_id);
     }
-    assert_eq!(bundles, expected, "one FHIR Bundle per event");
+    assert_eq!(bundles, expected, "one FHIR Bundle per event, whatever it came in as");
 
     let mut reasons: Vec<String> = Vec::new();
     for (_, _, _, v) in p.read_all(names::DL_INGEST) {
