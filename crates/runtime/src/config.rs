@@ -43,6 +43,11 @@ pub struct KafkaConfig {
     /// ~23 s with librdkafka's 45 s default against our development broker) and still tolerates
     /// ordinary pauses; raise it where brokers are far away.
     pub session_timeout_ms: u32,
+    /// The largest record a service writes (librdkafka `message.max.bytes`). Keep it at or
+    /// below the topics' `max.message.bytes` (Kafka's default allows about 1 MB). Input whose
+    /// record would be larger is refused with a reason code and kept (truncated at ingest)
+    /// instead of being retried for ever.
+    pub max_record_bytes: usize,
 }
 
 impl Default for KafkaConfig {
@@ -55,6 +60,7 @@ impl Default for KafkaConfig {
             sasl_password: None,
             ssl_ca_location: None,
             session_timeout_ms: 6000,
+            max_record_bytes: 1_000_000,
         }
     }
 }

@@ -10,7 +10,8 @@ pub fn base(cfg: &KafkaConfig, client_id: &str) -> ClientConfig {
         .set("client.id", client_id)
         .set("security.protocol", &cfg.security_protocol)
         // fail fast on a missing topic instead of auto-creating it with broker defaults
-        .set("allow.auto.create.topics", "false");
+        .set("allow.auto.create.topics", "false")
+        .set("message.max.bytes", cfg.max_record_bytes.max(1000).to_string());
     if let Some(m) = &cfg.sasl_mechanism {
         c.set("sasl.mechanism", m);
     }

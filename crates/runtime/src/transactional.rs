@@ -30,7 +30,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use sluice_model::DeadLetter;
 use sluice_registry::SchemaStore;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -155,6 +155,8 @@ pub fn run<P: Processor>(stage: Stage<'_>, make: impl FnOnce() -> anyhow::Result
     tracing::info!(service = svc, "consuming");
 
     let mut batch: Option<Batch> = None;
+    // inputs whose outputs were larger than a record may be: refused when the batch is redone
+    let mut oversized: HashSet<(String, i32, i64)> = HashSet::new();
     // offsets this instance committed since its last rebalance: the rewind target after an
     // abort, without asking the coordinator (which may be the thing that is failing)
     let mut committed_here: HashMap<(String, i32), i64> = HashMap::new();
@@ -219,7 +221,7 @@ pub fn run<P: Processor>(stage: Stage<'_>, make: impl FnOnce() -> anyhow::Result
                         }
                         if failed.is_none()
                             && let Some(b) = batch.as_mut()
-                            && let Err(code) = handle_record(&stage, &producer, &mut processor, &msg, b)
+                            && let Err(code) = handle_record(&stage, &producer, &mut processor, &msg, b, &mut oversized)
                         {
                             failed = Some((code, None));
                         }
@@ -274,7 +276,7 @@ pub fn run<P: Processor>(stage: Stage<'_>, make: impl FnOnce() -> anyhow::Result
             if let Err(e) = rewind(&consumer, &committed_here, svc) {
                 return Err(RuntimeError::Fatal { op: "rewind", source: e });
             }
-            if op != "rebalance" {
+            if op != "rebalance" && op != OUTPUT_TOO_LARGE {
                 stage.readiness.set(false);
                 backoff.sleep();
             }
@@ -285,13 +287,22 @@ pub fn run<P: Processor>(stage: Stage<'_>, make: impl FnOnce() -> anyhow::Result
     Ok(())
 }
 
+/// The reason code of an input whose outputs would not fit in a record.
+const OUTPUT_TOO_LARGE: &str = "output_too_large";
+
 /// Processes one record into the open transaction. An `Err` is an infrastructure failure code.
+///
+/// An input whose outputs would be larger than `kafka.max_record_bytes` would fail every
+/// attempt to commit and stop the stage for everyone behind it. It is remembered in
+/// `oversized` and the batch is redone (so the processor forgets what it emitted for it); on
+/// the redo the input is dead-lettered as `output_too_large` without being processed.
 fn handle_record<P: Processor>(
     stage: &Stage<'_>,
     producer: &BaseProducer,
     processor: &mut P,
     msg: &rdkafka::message::BorrowedMessage<'_>,
     batch: &mut Batch,
+    oversized: &mut HashSet<(String, i32, i64)>,
 ) -> Result<(), &'static str> {
     let metrics = runtime_metrics();
     let svc = stage.name;
@@ -324,7 +335,27 @@ fn handle_record<P: Processor>(
     };
     let ctx = Context { now_micros: now_micros() };
     let started = Instant::now();
-    let outcome = processor.process(&input, &ctx);
+    let position = (input.topic.to_owned(), input.partition, input.offset);
+    let limit = stage.config.kafka.max_record_bytes;
+    let outcome = if oversized.contains(&position) {
+        Outcome::Reject {
+            code: OUTPUT_TOO_LARGE,
+            detail: format!("an output record would exceed {limit} bytes (runtime.kafka.max_record_bytes)"),
+        }
+    } else {
+        processor.process(&input, &ctx)
+    };
+    // record overhead (headers, batch framing) is well under 1 KiB
+    if let Outcome::Emit(outputs) = &outcome
+        && outputs.iter().any(|o| o.value.len() + o.key.len() + 1024 > limit)
+    {
+        tracing::warn!(
+            service = svc,
+            "an output would be larger than a record may be, redoing the batch to dead-letter its input"
+        );
+        oversized.insert(position);
+        return Err(OUTPUT_TOO_LARGE);
+    }
     metrics
         .process_seconds
         .with_label_values(&[svc])
@@ -374,10 +405,21 @@ fn handle_record<P: Processor>(
                 trace_parent: Some(tp.clone()),
                 peer: None,
             };
-            let encoded = stage
+            let mut dl = dl;
+            let mut encoded = stage
                 .store
                 .encode(&stage.dead_letter_topic, &dl)
                 .map_err(|_| "dead_letter_encode")?;
+            // a dead letter must itself fit in a record: keep the first part of the input
+            if encoded.len() + 1024 > limit {
+                let keep = limit / 2;
+                dl.original_value.truncate(keep);
+                dl.detail = format!("{}; input truncated to its first {keep} bytes to fit a record", dl.detail);
+                encoded = stage
+                    .store
+                    .encode(&stage.dead_letter_topic, &dl)
+                    .map_err(|_| "dead_letter_encode")?;
+            }
             vec![crate::processor::Output {
                 topic: stage.dead_letter_topic.clone(),
                 key: dl.dead_letter_id.into_bytes(),

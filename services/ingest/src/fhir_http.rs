@@ -11,7 +11,7 @@
 //!
 //! Answers never echo the body or any value from it.
 
-use crate::{Ingest, metrics};
+use crate::{Ingest, Written, metrics};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
@@ -163,19 +163,29 @@ pub async fn receive(ing: &Ingest, path_type: Option<&str>, peer: &str, headers:
         };
         let written = match ing.store.encode(names::FHIR_RAW, &raw) {
             Ok(v) => ing.produce(names::FHIR_RAW, &key, &v, &tp).await,
-            Err(_) => false,
+            Err(_) => Written::No,
         };
-        if written {
-            metrics().messages.with_label_values(&[LISTENER, "accepted"]).inc();
-            outcome(
-                StatusCode::ACCEPTED,
-                "information",
-                "informational",
-                "accepted",
-                "durably accepted for processing",
-            )
-        } else {
-            unavailable()
+        match written {
+            Written::Yes => {
+                metrics().messages.with_label_values(&[LISTENER, "accepted"]).inc();
+                outcome(
+                    StatusCode::ACCEPTED,
+                    "information",
+                    "informational",
+                    "accepted",
+                    "durably accepted for processing",
+                )
+            }
+            Written::TooLarge => {
+                let text = "body larger than a Kafka record may be";
+                if ing.keep_rejected(body, "message_too_large", text.into(), peer, &tp).await {
+                    metrics().messages.with_label_values(&[LISTENER, "rejected"]).inc();
+                    outcome(StatusCode::PAYLOAD_TOO_LARGE, "error", "too-costly", "message_too_large", text)
+                } else {
+                    unavailable()
+                }
+            }
+            Written::No => unavailable(),
         }
     };
     metrics()

@@ -100,6 +100,19 @@ pub struct Ingest {
     readiness: Readiness,
 }
 
+/// Headers, key framing and batch overhead of one record, kept free under the size limit.
+pub(crate) const RECORD_OVERHEAD: usize = 1024;
+
+/// Whether a record was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Written {
+    Yes,
+    /// Larger than a record may be: refuse the input (no resend can succeed).
+    TooLarge,
+    /// Kafka did not confirm: the sender resends.
+    No,
+}
+
 /// The result of handling one frame: the ACK to send.
 pub struct Handled {
     pub ack: Vec<u8>,
@@ -124,24 +137,36 @@ impl Ingest {
         }))
     }
 
-    pub(crate) async fn produce(&self, topic: &str, key: &[u8], value: &[u8], tp: &str) -> bool {
+    /// Writes one record and waits for the broker's confirmation. A record larger than a
+    /// record may be (`runtime.kafka.max_record_bytes`, or the broker's limit) is
+    /// [`Written::TooLarge`] without being tried: no resend could ever succeed.
+    pub(crate) async fn produce(&self, topic: &str, key: &[u8], value: &[u8], tp: &str) -> Written {
+        if value.len() + key.len() + RECORD_OVERHEAD > self.cfg.runtime.kafka.max_record_bytes {
+            return Written::TooLarge;
+        }
         let headers = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
             key: trace::HEADER,
             value: Some(tp.as_bytes()),
         });
         let rec = FutureRecord::to(topic).key(key).payload(value).headers(headers);
         let producer = self.producer();
-        let ok = match producer.send(rec, Duration::from_millis(self.cfg.ack_timeout_ms)).await {
-            Ok(_) => true,
+        match producer.send(rec, Duration::from_millis(self.cfg.ack_timeout_ms)).await {
+            Ok(_) => {
+                self.readiness.set(true);
+                Written::Yes
+            }
+            Err((e, _)) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge) => {
+                tracing::warn!(topic, "record larger than the broker accepts");
+                Written::TooLarge
+            }
             Err((e, _)) => {
                 // the error names the broker-side cause only; the record is not logged
                 tracing::warn!(topic, error = %e, "write to kafka failed, answering AR 207");
                 self.replace_if_broken(&producer, &e);
-                false
+                self.readiness.set(false);
+                Written::No
             }
-        };
-        self.readiness.set(ok);
-        ok
+        }
     }
 
     fn producer(&self) -> FutureProducer {
@@ -190,12 +215,19 @@ impl Ingest {
     /// `false` when even that write failed (the sender must then resend).
     pub(crate) async fn keep_rejected(&self, payload: &[u8], code: &str, detail: String, peer: &str, tp: &str) -> bool {
         let now = now_micros();
+        // a dead letter must fit in a record too: keep the first part of very large input
+        let keep = (self.cfg.runtime.kafka.max_record_bytes / 2).min(payload.len());
+        let detail = if keep < payload.len() {
+            format!("{detail}; first {keep} of {} bytes kept", payload.len())
+        } else {
+            detail
+        };
         let dl = DeadLetter {
             dead_letter_id: sluice_model::ids::uuid_from(&[b"ingest", payload, &now.to_be_bytes()]),
             stage: SERVICE.into(),
             reason_code: code.into(),
             detail,
-            original_value: payload.to_vec(),
+            original_value: payload[..keep].to_vec(),
             attempt: 1,
             first_failed_at: now,
             failed_at: now,
@@ -204,7 +236,7 @@ impl Ingest {
             ..Default::default()
         };
         match self.store.encode(names::DL_INGEST, &dl) {
-            Ok(v) => self.produce(names::DL_INGEST, dl.dead_letter_id.as_bytes(), &v, tp).await,
+            Ok(v) => self.produce(names::DL_INGEST, dl.dead_letter_id.as_bytes(), &v, tp).await == Written::Yes,
             Err(_) => false,
         }
     }
@@ -267,21 +299,35 @@ impl Ingest {
             }),
             warnings: msg.problems().iter().map(|p| p.code.as_str().to_owned()).collect(),
         };
-        let ok = match self.store.encode(names::RAW, &raw) {
+        let written = match self.store.encode(names::RAW, &raw) {
             Ok(v) => {
                 self.produce(names::RAW, &sluice_model::ids::source_patient_key(&msg), &v, &tp)
                     .await
             }
-            Err(_) => false,
+            Err(_) => Written::No,
         };
-        if ok {
-            metrics().messages.with_label_values(&[listener, "accepted"]).inc();
-            Handled {
-                ack: ack::build(&msg, "AA", None),
-                result: "accepted",
+        match written {
+            Written::Yes => {
+                metrics().messages.with_label_values(&[listener, "accepted"]).inc();
+                Handled {
+                    ack: ack::build(&msg, "AA", None),
+                    result: "accepted",
+                }
             }
-        } else {
-            failed(&msg, listener)
+            // larger than Kafka takes: a resend cannot help, so refuse it and keep its start
+            Written::TooLarge => {
+                let text = "message larger than a Kafka record may be";
+                if self.keep_rejected(payload, "message_too_large", text.into(), peer, &tp).await {
+                    metrics().messages.with_label_values(&[listener, "rejected"]).inc();
+                    Handled {
+                        ack: ack::build(&msg, "AR", Some(("100", text))),
+                        result: "rejected",
+                    }
+                } else {
+                    failed(&msg, listener)
+                }
+            }
+            Written::No => failed(&msg, listener),
         }
     }
 }
