@@ -83,7 +83,7 @@ pub fn map_body(raw: &RawMessage, pos: &RawPosition) -> Result<Vec<ClinicalEvent
         .into_iter()
         .enumerate()
         .map(|(n, g)| {
-            let mut ev = envelope(&tree, header, raw, pos, &basis, n);
+            let mut ev = envelope(&tree, header, raw, pos, &basis, &group_key(&g, n));
             let mut mapper = Mapper {
                 ev: &mut ev,
                 index: &index,
@@ -121,7 +121,13 @@ pub fn map_body(raw: &RawMessage, pos: &RawPosition) -> Result<Vec<ClinicalEvent
 fn identity_basis(tree: &Value) -> Vec<u8> {
     match (text_at(tree, &["identifier", "system"]), text_at(tree, &["identifier", "value"])) {
         (system, Some(value)) => format!("bundle-identifier|{}|{value}", system.unwrap_or_default()).into_bytes(),
-        // serde_json keeps object keys sorted, so key order and white space do not matter
+        // serde_json keeps object keys sorted, so key order and white space do not matter, and
+        // a Bundle's entries are taken in sorted order, so neither does their order
+        _ if resource_type(tree) == Some("Bundle") => {
+            let mut entries: Vec<String> = items(tree, "entry").into_iter().map(Value::to_string).collect();
+            entries.sort();
+            sluice_model::ids::sha256_hex(entries.join("\n").as_bytes()).into_bytes()
+        }
         _ => sluice_model::ids::sha256_hex(tree.to_string().as_bytes()).into_bytes(),
     }
 }
@@ -299,14 +305,31 @@ impl<'v> Index<'v> {
     }
 }
 
-fn envelope(tree: &Value, header: Option<&Value>, raw: &RawMessage, pos: &RawPosition, basis: &[u8], n: usize) -> ClinicalEvent {
+/// What tells one patient's event of a body from another's, stable when a sender reorders the
+/// entries on a resend: the patient's first identifier, else its reference, else the position.
+fn group_key(g: &Group<'_>, n: usize) -> String {
+    let id = g.patient.as_ref().and_then(|(_, p)| first(p, "identifier")).or(g.logical);
+    match (id, &g.patient) {
+        (Some(id), _) => format!(
+            "identifier|{}|{}",
+            text_at(id, &["system"]).unwrap_or_default(),
+            text_at(id, &["value"]).unwrap_or_default()
+        ),
+        (None, Some((Some(url), _))) => format!("patient|{url}"),
+        (None, Some((None, p))) => format!("patient|{}|{n}", text_at(p, &["id"]).unwrap_or_default()),
+        (None, None) if g.unresolved => "unresolved".into(),
+        (None, None) => "none".into(),
+    }
+}
+
+fn envelope(tree: &Value, header: Option<&Value>, raw: &RawMessage, pos: &RawPosition, basis: &[u8], group: &str) -> ClinicalEvent {
     let root_type = resource_type(tree).unwrap_or_default().to_owned();
     let trigger = header
         .and_then(|h| text_at(h, &["eventCoding", "code"]).or_else(|| text_at(h, &["eventUri"])))
         .or_else(|| (root_type == "Bundle").then(|| text_at(tree, &["type"])).flatten())
         .unwrap_or_else(|| root_type.clone());
     ClinicalEvent {
-        event_id: sluice_model::ids::uuid_from(&[b"fhir", basis, &(n as u64).to_be_bytes()]),
+        event_id: sluice_model::ids::uuid_from(&[b"fhir", basis, group.as_bytes()]),
         message_type: "FHIR".into(),
         trigger_event: trigger,
         message_structure: root_type,
@@ -1007,6 +1030,13 @@ mod tests {
             map(&with_id("2024-01-01T00:05:00Z"))[0].event_id,
             "a resend with a new timestamp is the same message"
         );
+        // a resend with its entries in another order: the same events
+        let mut tree: Value = serde_json::from_str(TWO_PATIENTS).expect("json");
+        if let Some(entries) = tree["entry"].as_array_mut() {
+            entries.reverse();
+        }
+        let ids = |evs: Vec<ClinicalEvent>| evs.into_iter().map(|e| e.event_id).collect::<std::collections::BTreeSet<_>>();
+        assert_eq!(ids(map(TWO_PATIENTS)), ids(map(&tree.to_string())));
     }
 
     #[test]

@@ -134,7 +134,8 @@ const SCH_MAP: FieldMap = &[
     (11, &[4, 5]),
     (25, &[]),
 ];
-const AIS_MAP: FieldMap = &[(1, &[]), (3, CE), (4, &[])];
+// AIS-4 is only the appointment's start when nothing else gives one: it always travels too
+const AIS_MAP: FieldMap = &[(1, &[]), (3, CE)];
 const AIG_MAP: FieldMap = &[(1, &[]), (3, CE)];
 const AIL_MAP: FieldMap = &[(1, &[]), (3, &[])];
 const AIP_MAP: FieldMap = &[(1, &[]), (3, &[])];
@@ -173,7 +174,6 @@ const IAM_MAP: FieldMap = &[
     (5, &[]),
     (6, &[1, 2, 3]),
     (11, &[]),
-    (13, &[]),
     (17, &[1, 2, 3]),
 ];
 const SPM_MAP: FieldMap = &[(1, &[]), (2, &[]), (4, CE), (8, CE), (17, &[1, 2]), (18, &[])];
@@ -606,6 +606,8 @@ pub fn map_message(msg: &Message<'_>, raw: &RawMessage, pos: &RawPosition) -> Cl
     let mut after = After::Other;
     // the SPM whose OBX segments follow (until the next ORC/OBR)
     let mut specimen_group: Option<i32> = None;
+    // the last SPM: in specimen-first structures, the orders after it are its orders
+    let mut last_spm: Option<i32> = None;
     for (i, seg) in msg.segments().enumerate() {
         let name = seg.name();
         match name {
@@ -668,7 +670,7 @@ pub fn map_message(msg: &Message<'_>, raw: &RawMessage, pos: &RawPosition) -> Cl
                 after = After::Order;
                 specimen_group = None;
                 ev.orders.push(Order {
-                    specimen_index: ev.specimens.len().checked_sub(1).filter(|_| specimen_first).map(|i| i as i32),
+                    specimen_index: last_spm.filter(|_| specimen_first),
                     segment: "ORC".into(),
                     order_control: m.field_text(&seg, 1),
                     placer_order_number: m.field_text(&seg, 2),
@@ -681,8 +683,8 @@ pub fn map_message(msg: &Message<'_>, raw: &RawMessage, pos: &RawPosition) -> Cl
             b"OBR" => {
                 after = After::Order;
                 specimen_group = None;
-                let specimen_index = ev.specimens.len().checked_sub(1).filter(|_| specimen_first);
-                if let Some(s) = specimen_index.and_then(|k| ev.specimens.get_mut(k))
+                let specimen_index = last_spm.filter(|_| specimen_first);
+                if let Some(s) = specimen_index.and_then(|k| ev.specimens.get_mut(k as usize))
                     && s.order_index.is_none()
                 {
                     s.order_index = Some(ev.orders.len() as i32);
@@ -691,7 +693,7 @@ pub fn map_message(msg: &Message<'_>, raw: &RawMessage, pos: &RawPosition) -> Cl
                     ev.specimens.push(s);
                 }
                 ev.orders.push(Order {
-                    specimen_index: specimen_index.map(|i| i as i32),
+                    specimen_index,
                     segment: "OBR".into(),
                     set_id: m.field_text(&seg, 1),
                     placer_order_number: m.field_text(&seg, 2),
@@ -831,6 +833,7 @@ pub fn map_message(msg: &Message<'_>, raw: &RawMessage, pos: &RawPosition) -> Cl
             b"SPM" => {
                 after = After::Specimen;
                 specimen_group = Some(ev.specimens.len() as i32);
+                last_spm = specimen_group;
                 let collection = seg.field(17).repetition(0);
                 let ts = |raw: &[u8]| m.text(raw).and_then(|t| parse_hl7(&t));
                 ev.specimens.push(Specimen {
