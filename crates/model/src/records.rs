@@ -170,6 +170,7 @@ pub struct Order {
     pub timing_end: Option<Timestamp>,
     pub notes: Vec<String>,
     pub specimen_index: Option<i32>,
+    pub intent: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -294,6 +295,7 @@ pub struct Medication {
     pub route: Option<Coded>,
     pub site: Option<Coded>,
     pub status: Option<String>,
+    pub intent: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -437,7 +437,7 @@ fn order_resource(ev: &ClinicalEvent, i: usize, o: &Order, subject: Option<&Valu
         set_time(&mut r, "effectiveDateTime", o.observation_time.as_ref());
     } else {
         r.insert("status".into(), json!(request_status(o)));
-        r.insert("intent".into(), json!("order"));
+        r.insert("intent".into(), json!(o.intent.as_deref().unwrap_or("order")));
         if let Some(p) = o.priority.as_deref().and_then(|p| match p {
             "S" => Some("stat"),
             "A" => Some("asap"),
@@ -774,8 +774,13 @@ fn appointment(ev: &ClinicalEvent, a: &Appointment, subject: Option<&Value>) -> 
     if let Some(c) = concept(a.reason.as_ref()) {
         r.insert("reasonCode".into(), json!([c]));
     }
-    set_time(&mut r, "start", a.start.as_ref().filter(|t| t.precision != "day"));
-    set_time(&mut r, "end", a.end.as_ref().filter(|t| t.precision != "day"));
+    // start and end are instants: a date alone is kept as sent in the extension
+    for (element, t) in [("start", a.start.as_ref()), ("end", a.end.as_ref())] {
+        match t {
+            Some(t) if matches!(t.precision.as_str(), "year" | "month" | "day") => push_extension(&mut r, element, &t.value),
+            _ => set_time(&mut r, element, t),
+        }
+    }
     let minutes = match a
         .duration_units
         .as_ref()
@@ -865,11 +870,18 @@ fn dosage(m: &Medication, order: Option<&Order>) -> Option<Value> {
 }
 
 /// RXO/RXE/RXG (or a FHIR MedicationRequest) as a MedicationRequest; RXD (or a FHIR
-/// MedicationDispense) as a MedicationDispense that names the request of its order.
+/// MedicationDispense) as a MedicationDispense that names the request of its order; a FHIR
+/// MedicationStatement as a MedicationStatement.
 fn medication(ev: &ClinicalEvent, i: usize, m: &Medication, subject: Option<&Value>, request: Option<&Value>) -> Map<String, Value> {
     let order = m.order_index.and_then(|k| ev.orders.get(k as usize));
     let dispense = matches!(m.segment.as_str(), "RXD" | "MedicationDispense");
-    let mut r = new_resource(if dispense { "MedicationDispense" } else { "MedicationRequest" }, ev, i);
+    let statement = m.segment == "MedicationStatement";
+    let kind = match (dispense, statement) {
+        (true, _) => "MedicationDispense",
+        (_, true) => "MedicationStatement",
+        _ => "MedicationRequest",
+    };
+    let mut r = new_resource(kind, ev, i);
     let mut ids = order
         .map(|o| placer_filler(o.placer_order_number.as_ref(), o.filler_order_number.as_ref()))
         .unwrap_or_default();
@@ -884,7 +896,14 @@ fn medication(ev: &ClinicalEvent, i: usize, m: &Medication, subject: Option<&Val
         concept(m.medication.as_ref()).unwrap_or_else(|| json!({"text": "not sent"})),
     );
     r.insert("subject".into(), subject.cloned().unwrap_or_else(no_patient));
-    if dispense {
+    if statement {
+        // a statement of what the patient takes (FHIR in only): not an order
+        r.insert("status".into(), json!(m.status.as_deref().unwrap_or("unknown")));
+        set_time(&mut r, "effectiveDateTime", m.time.as_ref());
+        if let Some(d) = dosage(m, None) {
+            r.insert("dosage".into(), json!([d]));
+        }
+    } else if dispense {
         // an RXD reports a dispense that happened
         let status = m.status.clone().unwrap_or_else(|| "completed".into());
         r.insert("status".into(), json!(status));
@@ -900,7 +919,11 @@ fn medication(ev: &ClinicalEvent, i: usize, m: &Medication, subject: Option<&Val
         }
     } else {
         r.insert("status".into(), json!(medication_request_status(m, order)));
-        r.insert("intent".into(), json!(if m.segment == "RXG" { "instance-order" } else { "order" }));
+        let intent = m
+            .intent
+            .as_deref()
+            .unwrap_or(if m.segment == "RXG" { "instance-order" } else { "order" });
+        r.insert("intent".into(), json!(intent));
         if let Some(o) = order {
             set_time(&mut r, "authoredOn", o.transaction_time.as_ref());
             if !o.notes.is_empty() {

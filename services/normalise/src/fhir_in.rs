@@ -734,6 +734,7 @@ impl<'v> Mapper<'_, 'v> {
             filler_order_number: typed("FILL").or_else(|| is_report.then(|| ids.first().and_then(|i| text_at(i, &["value"]))).flatten()),
             service: coded_at(r, "code"),
             notes: items(r, "note").into_iter().filter_map(|n| text_at(n, &["text"])).collect(),
+            intent: text_at(r, &["intent"]),
             ..Default::default()
         };
         if is_report {
@@ -900,6 +901,7 @@ impl<'v> Mapper<'_, 'v> {
             route: dosages.first().and_then(|d| coded_at(d, "route")),
             site: dosages.first().and_then(|d| coded_at(d, "site")),
             status: text_at(r, &["status"]),
+            intent: text_at(r, &["intent"]),
         });
     }
 
