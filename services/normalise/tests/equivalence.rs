@@ -36,6 +36,9 @@ const FHIR: &str = r#"{"resourceType": "Bundle", "type": "message", "entry": [
     "subject": {"reference": "urn:uuid:p"}, "result": [{"reference": "urn:uuid:o"}]}}
 ]}"#;
 
+/// (value, NHS number system, check digit valid, type of a non-NHS identifier)
+type IdentityKey = (String, Option<String>, Option<bool>, Option<String>);
+
 fn from_hl7() -> ClinicalEvent {
     let msg = Message::parse(HL7);
     map_message(&msg, &RawMessage::default(), &RawPosition::default())
@@ -58,7 +61,7 @@ fn the_same_facts_in_hl7_v2_and_fhir_give_the_same_canonical_content() {
 
     // identity: the keys identifier-match uses are the same
     let keys = |ev: &ClinicalEvent| {
-        let mut k: Vec<(String, Option<String>, Option<bool>, Option<String>)> = ev
+        let mut k: Vec<IdentityKey> = ev
             .patient
             .as_ref()
             .unwrap()
