@@ -3,7 +3,8 @@
 //! replayed through the dead-letter API, and a real Prometheus scrapes every service's
 //! `/metrics` throughout.
 //!
-//! Asserts: while the broker is paused, senders get `AR` with an ERR segment (207, resend)
+//! Asserts: while the broker is paused, senders get `AR` with an ERR segment (207, resend) and
+//! FHIR senders `503` with `Retry-After`
 //! within the configured ACK timeout, never an `AA` and never a silent close, and ingest
 //! reports not ready; after the resume, ingest becomes ready again without traffic, the
 //! senders' resends are accepted, and every accepted message reaches a routed or review topic
@@ -158,6 +159,21 @@ async fn broker_pause_naks_then_recovers_exactly_once_and_replay_goes_back_throu
             (ack, t.elapsed())
         }));
     }
+    // a FHIR sender at the same moment: 503 with Retry-After, nothing acknowledged
+    let fhir_body = sluice::generate::fhir_bundles(1, 24).remove(0);
+    let fhir_url = format!("http://127.0.0.1:{}/fhir", p.fhir_port);
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+    let r = client
+        .post(&fhir_url)
+        .header("content-type", "application/fhir+json")
+        .body(fhir_body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 503, "paused broker: a FHIR body is not accepted");
+    assert!(r.headers().contains_key("retry-after"));
+    let outcome: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(outcome["issue"][0]["details"]["coding"][0]["code"], "kafka_unavailable");
     let mut slowest = Duration::ZERO;
     for t in tasks {
         let (ack, took) = t.await.unwrap();
@@ -205,6 +221,26 @@ async fn broker_pause_naks_then_recovers_exactly_once_and_replay_goes_back_throu
         }
         most_attempts = most_attempts.max(attempts);
     }
+    // and the FHIR sender resends after Retry-After
+    let mut fhir_attempts = 0;
+    loop {
+        fhir_attempts += 1;
+        let r = client
+            .post(&fhir_url)
+            .header("content-type", "application/fhir+json")
+            .body(fhir_body.clone())
+            .send()
+            .await
+            .unwrap();
+        if r.status().as_u16() == 202 {
+            break;
+        }
+        assert!(
+            fhir_attempts < 5,
+            "a FHIR resend after the outage was refused {fhir_attempts} times"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let after = sluice::generate::messages(150, 23);
     for (code, _) in send_phase(p.mllp_port, &after, 2).await {
         assert_eq!(code, "AA");
@@ -213,6 +249,16 @@ async fn broker_pause_naks_then_recovers_exactly_once_and_replay_goes_back_throu
     let mut expected = event_ids(&before);
     expected.extend(event_ids(&during));
     expected.extend(event_ids(&after));
+    let raw = sluice_model::RawMessage {
+        payload: fhir_body.clone(),
+        ..Default::default()
+    };
+    expected.extend(
+        sluice_normalise::fhir_in::map_body(&raw, &Default::default())
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event_id),
+    );
     let routed = p.wait_routed(&expected, Duration::from_secs(180)).await;
     routed.assert_exactly_once(&expected);
     println!(
