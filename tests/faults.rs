@@ -225,14 +225,7 @@ async fn broker_pause_naks_then_recovers_exactly_once_and_replay_goes_back_throu
     let mut fhir_attempts = 0;
     loop {
         fhir_attempts += 1;
-        let r = client
-            .post(&fhir_url)
-            .header("content-type", "application/fhir+json")
-            .body(fhir_body.clone())
-            .send()
-            .await
-            .unwrap();
-        if r.status().as_u16() == 202 {
+        if sluice::send::post_fhir(&client, &fhir_url, fhir_body.clone()).await.unwrap().0 == 202 {
             break;
         }
         assert!(

@@ -49,6 +49,10 @@ fn outcome(status: StatusCode, severity: &str, code: &str, reason: &str, text: &
             "details": {"coding": [{"system": "urn:sluice:reason-code", "code": reason}], "text": text}
         }]
     });
+    fhir_json(status, &body)
+}
+
+fn fhir_json(status: StatusCode, body: &serde_json::Value) -> Response {
     let mut r = (status, body.to_string()).into_response();
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/fhir+json"));
@@ -70,10 +74,7 @@ fn capability() -> Response {
             "interaction": [{"code": "batch"}, {"code": "transaction"}]
         }]
     });
-    let mut r = (StatusCode::OK, body.to_string()).into_response();
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/fhir+json"));
-    r
+    fhir_json(StatusCode::OK, &body)
 }
 
 pub fn router(ingest: Arc<Ingest>) -> Router {

@@ -38,8 +38,10 @@ const INTERPRETATION: &str = "http://terminology.hl7.org/CodeSystem/v3-Observati
 /// value as sent when it has a time but no offset (or cannot be read).
 fn fhir_time(t: &Timestamp) -> Result<String, String> {
     let v = t.value.as_str();
-    // already in FHIR form (an event normalised from FHIR): parse_fhir has checked it
-    if v.as_bytes().get(4) == Some(&b'-') || (v.len() == 4 && t.precision == "year" && !v.contains(['+', '.'])) {
+    // already in FHIR form (an event normalised from FHIR: YYYY-MM, YYYY-MM-DD...), which
+    // parse_fhir has checked; an HL7 year with an offset (YYYY-ZZZZ) is not that form
+    let b = v.as_bytes();
+    if b.get(4) == Some(&b'-') && (b.len() == 7 || b.get(7) == Some(&b'-')) {
         return if t.precision == "invalid" {
             Err(v.to_owned())
         } else {
@@ -502,18 +504,11 @@ fn structured_numeric(value: &str, o: &Observation) -> Option<(&'static str, Val
     }
     let q = |n: &str| quantity_of(Some(n), o.units.as_ref(), o.units_ucum.as_deref());
     match separator {
-        "" if n2.is_empty() => {
-            let comparator = match comparator {
-                "" | "=" => None,
-                c @ ("<" | "<=" | ">=" | ">") => Some(c),
-                _ => return None,
-            };
-            let mut v = q(n1)?;
-            if let (Some(c), Some(map)) = (comparator, v.as_object_mut()) {
-                map.insert("comparator".into(), json!(c));
-            }
-            Some(("valueQuantity", v))
-        }
+        "" if n2.is_empty() => match comparator {
+            "" | "=" => Some(("valueQuantity", q(n1)?)),
+            c @ ("<" | "<=" | ">=" | ">") => Some(("valueQuantity", quantity(&format!("{c}{n1}"), o)?)),
+            _ => None,
+        },
         ":" | "/" if comparator.is_empty() => {
             let plain = |n: &str| quantity_of(Some(n), None, None);
             Some(("valueRatio", json!({"numerator": plain(n1)?, "denominator": plain(n2)?})))
@@ -1312,6 +1307,7 @@ mod tests {
             "not a calendar date"
         );
         assert_eq!(t("20240229125200-0500").as_deref(), Ok("2024-02-29T12:52:00-05:00"));
+        assert_eq!(t("2024-0500").as_deref(), Ok("2024"), "an HL7 year with an offset");
         assert!(t("20241301").is_err());
     }
 

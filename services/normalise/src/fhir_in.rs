@@ -221,15 +221,9 @@ fn group_by_patient<'v>(all: &[(Option<String>, &'v Value)]) -> Vec<Group<'v>> {
     }
     let mut orphans: Option<usize> = None;
     for (url, r) in all.iter().filter(|(_, r)| resource_type(r) != Some("Patient") && patient_bound(r)) {
-        let resolve = |x: String| {
-            by_ref
-                .get(&x)
-                .or_else(|| x.rfind("Patient/").and_then(|p| by_ref.get(&x[p..])))
-                .copied()
-        };
         let target = patient_candidates(r)
             .into_iter()
-            .find_map(|c| text_at(c, &["reference"]).and_then(resolve));
+            .find_map(|c| text_at(c, &["reference"]).and_then(|x| by_reference(&by_ref, &x)));
         let reference = patient_reference(r).unwrap_or(&Value::Null);
         let logical = first(reference, "identifier").and_then(|id| Some((text_at(id, &["system"])?, text_at(id, &["value"])?)));
         let g = match (target, logical) {
@@ -267,6 +261,17 @@ fn group_by_patient<'v>(all: &[(Option<String>, &'v Value)]) -> Vec<Group<'v>> {
     groups
 }
 
+/// What a reference names in a table keyed by fullUrl and `Type/id`: the reference as written,
+/// else (an absolute URL such as `https://server/fhir/Patient/7`) its last `Type/id`.
+fn by_reference<T: Copy>(table: &HashMap<String, T>, reference: &str) -> Option<T> {
+    table.get(reference).copied().or_else(|| {
+        let mut parts = reference.rsplitn(3, '/');
+        let (id, ty) = (parts.next()?, parts.next()?);
+        parts.next()?;
+        table.get(&format!("{ty}/{id}")).copied()
+    })
+}
+
 /// Resources of the whole body by the references that can name them.
 struct Index<'v> {
     by_ref: HashMap<String, &'v Value>,
@@ -293,15 +298,7 @@ impl<'v> Index<'v> {
     }
 
     fn resolve(&self, reference: &Value) -> Option<&'v Value> {
-        let r = text_at(reference, &["reference"])?;
-        self.by_ref.get(&r).copied().or_else(|| {
-            // an absolute URL ending in Type/id
-            let parts: Vec<&str> = r.rsplitn(3, '/').collect();
-            match parts.as_slice() {
-                [id, t, _] => self.by_ref.get(&format!("{t}/{id}")).copied(),
-                _ => None,
-            }
-        })
+        by_reference(&self.by_ref, &text_at(reference, &["reference"])?)
     }
 }
 
@@ -707,7 +704,7 @@ impl<'v> Mapper<'_, 'v> {
             units_ucum,
             specimen_index: first(r, "specimen")
                 .and_then(|x| text_at(x, &["reference"]))
-                .and_then(|x| self.spec_by_ref.get(&x).map(|i| *i as i32)),
+                .and_then(|x| by_reference(&self.spec_by_ref, &x).map(|i| i as i32)),
         });
         if let Some(u) = url {
             self.obs_by_ref.insert(u.to_owned(), idx);
@@ -744,12 +741,7 @@ impl<'v> Mapper<'_, 'v> {
                 o.notes.push(c);
             }
             for res in items(r, "result") {
-                let target = text_at(res, &["reference"]).and_then(|x| {
-                    self.obs_by_ref
-                        .get(&x)
-                        .or_else(|| x.rfind("Observation/").and_then(|p| self.obs_by_ref.get(&x[p..])))
-                        .copied()
-                });
+                let target = text_at(res, &["reference"]).and_then(|x| by_reference(&self.obs_by_ref, &x));
                 match target.and_then(|i| self.ev.observations.get_mut(i)) {
                     Some(obs) => obs.order_index = Some(k),
                     None => self.ev.warnings.push("fhir_reference_unresolved".into()),

@@ -37,6 +37,20 @@ fn position() -> RawPosition {
     }
 }
 
+/// Compares an output with its golden file (or rewrites the file when blessing), noting a
+/// difference in `changed`.
+fn compare_or_bless(input: &Path, golden: &Path, got: &str, bless: bool, changed: &mut Vec<String>) {
+    if bless {
+        std::fs::write(golden, got).unwrap();
+    } else if std::fs::read_to_string(golden).unwrap_or_default() != got {
+        changed.push(format!(
+            "{}: output differs from {} (SLUICE_BLESS=1 after review)\n{got}",
+            input.display(),
+            golden.display()
+        ));
+    }
+}
+
 #[test]
 fn every_golden_message_maps_to_its_canonical_event() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
@@ -59,18 +73,7 @@ fn every_golden_message_maps_to_its_canonical_event() {
         let got = serde_json::to_string_pretty(&ev).unwrap() + "\n";
         let fhir = serde_json::to_string_pretty(&sluice_normalise::fhir::bundle(&ev)).unwrap() + "\n";
         for (golden, got) in [(input.with_extension("json"), got), (input.with_extension("fhir.json"), fhir)] {
-            if bless {
-                std::fs::write(&golden, &got).unwrap();
-                continue;
-            }
-            let want = std::fs::read_to_string(&golden).unwrap_or_default();
-            if got != want {
-                changed.push(format!(
-                    "{}: output differs from {} (SLUICE_BLESS=1 after review)\n{got}",
-                    input.display(),
-                    golden.display()
-                ));
-            }
+            compare_or_bless(input, &golden, &got, bless, &mut changed);
         }
     }
     assert!(changed.is_empty(), "{}", changed.join("\n"));
@@ -118,17 +121,7 @@ fn every_golden_fhir_body_maps_to_its_canonical_events() {
                 serde_json::to_string_pretty(&bundles).unwrap() + "\n",
             ),
         ] {
-            if bless {
-                std::fs::write(&golden, &got).unwrap();
-                continue;
-            }
-            if std::fs::read_to_string(&golden).unwrap_or_default() != got {
-                changed.push(format!(
-                    "{}: output differs from {} (SLUICE_BLESS=1 after review)\n{got}",
-                    input.display(),
-                    golden.display()
-                ));
-            }
+            compare_or_bless(input, &golden, &got, bless, &mut changed);
         }
     }
     assert!(changed.is_empty(), "{}", changed.join("\n"));
