@@ -8,8 +8,8 @@
 
 pub mod fhir;
 pub mod fhir_in;
-pub mod mapping;
-pub mod results;
+pub use sluice_mapping::v2 as mapping;
+pub use sluice_mapping::v2::results;
 
 use serde::{Deserialize, Serialize};
 use sluice_hl7::Message;
