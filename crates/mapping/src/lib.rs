@@ -1,9 +1,11 @@
-//! The mappers of Sluice: an HL7 v2 message ([`v2`]) to the canonical clinical event.
+//! The mappers of Sluice: an HL7 v2 message ([`v2`]) or a FHIR R4 body ([`fhir_in`]) to the
+//! canonical clinical event.
 //!
 //! Guarantees: pure (bytes in, event out: no I/O and no clock), so the same input always gives
 //! the same event; nothing in the input is silently discarded: what the model does not map
 //! travels with the event whole (see each module).
 
+pub mod fhir_in;
 pub mod v2;
 
 /// The identifier system of NHS numbers.

@@ -7,7 +7,7 @@
 //! message that cannot be normalised goes to `deadletter.normalise.v1` with a bounded code.
 
 pub mod fhir;
-pub mod fhir_in;
+pub use sluice_mapping::fhir_in;
 pub use sluice_mapping::v2 as mapping;
 pub use sluice_mapping::v2::results;
 
