@@ -1,11 +1,14 @@
 //! The mappers of Sluice: an HL7 v2 message ([`v2`]) or a FHIR R4 body ([`fhir_in`]) to the
-//! canonical clinical event.
+//! canonical clinical event, and the canonical event to a FHIR R4 Bundle ([`fhir_out`]).
 //!
-//! Guarantees: pure (bytes in, event out: no I/O and no clock), so the same input always gives
-//! the same event; nothing in the input is silently discarded: what the model does not map
-//! travels with the event whole (see each module).
+//! Guarantees: pure (bytes or a body in, events out; an event in, JSON out: no I/O and no
+//! clock), so the same input always gives the same events and Bundles; nothing in an input is
+//! silently discarded: what the model does not map travels with the event whole; meaning is kept
+//! rather than guessed (statuses, units, code systems, and times with their zone and precision).
+//! Each module's documentation says how.
 
 pub mod fhir_in;
+pub mod fhir_out;
 pub mod v2;
 
 /// The identifier system of NHS numbers.

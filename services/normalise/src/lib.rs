@@ -6,8 +6,9 @@
 //! `normalise.seen.v1` in the same transaction, and that topic is read back at start-up. A
 //! message that cannot be normalised goes to `deadletter.normalise.v1` with a bounded code.
 
-pub mod fhir;
+// the mappers live in sluice-mapping; these are the paths the workspace knows them by
 pub use sluice_mapping::fhir_in;
+pub use sluice_mapping::fhir_out as fhir;
 pub use sluice_mapping::v2 as mapping;
 pub use sluice_mapping::v2::results;
 
