@@ -15,7 +15,7 @@ use std::process::Command;
 #[test]
 fn every_bundle_is_valid_for_two_fhir_validators() {
     let mut messages: Vec<Vec<u8>> = Vec::new();
-    for f in std::fs::read_dir(repo().join("services/normalise/tests/golden")).unwrap() {
+    for f in std::fs::read_dir(repo().join("crates/mapping/tests/golden")).unwrap() {
         let p = f.unwrap().path();
         if p.extension().is_some_and(|e| e == "hl7") {
             messages.push(std::fs::read(p).unwrap());

@@ -5,9 +5,9 @@
 
 #![allow(clippy::unwrap_used)]
 
+use sluice_mapping::RawPosition;
+use sluice_mapping::fhir_in::{MAPPED, map_body};
 use sluice_model::{ClinicalEvent, RawMessage};
-use sluice_normalise::fhir_in::{MAPPED, map_body};
-use sluice_normalise::mapping::RawPosition;
 use std::collections::BTreeMap;
 
 /// Corpus files that are not FHIR R4 resources at all, with why.
@@ -111,7 +111,7 @@ fn every_corpus_fhir_resource_normalises_and_nothing_is_lost() {
                 }
             }
             // the FHIR Bundle out of a FHIR-in event is produced (validated in tests/fhir.rs)
-            let out = sluice_normalise::fhir::bundle(ev);
+            let out = sluice_mapping::fhir_out::bundle(ev);
             assert_eq!(out["resourceType"], "Bundle");
         }
     }

@@ -122,7 +122,7 @@ fn unit(r: &Value) -> Option<String> {
 fn has_sent_time(r: &Value, element: &str) -> bool {
     r["extension"].as_array().is_some_and(|exts| {
         exts.iter().any(|e| {
-            e["url"] == sluice_normalise::fhir::TIMESTAMP_EXTENSION
+            e["url"] == sluice_mapping::fhir_out::TIMESTAMP_EXTENSION
                 && e["extension"]
                     .as_array()
                     .is_some_and(|x| x.iter().any(|p| p["valueString"] == element))
@@ -319,8 +319,8 @@ fn our_bundles_agree_with_fhir_converter_except_where_deliberate() {
             raw_id: sluice_model::ids::sha256_hex(&bytes),
             ..Default::default()
         };
-        let ev = sluice_normalise::mapping::map_message(&msg, &raw, &Default::default());
-        let ours = sluice_normalise::fhir::bundle(&ev);
+        let ev = sluice_mapping::v2::map_message(&msg, &raw, &Default::default());
+        let ours = sluice_mapping::fhir_out::bundle(&ev);
         let theirs: Value = serde_json::from_slice(
             std::fs::read(expected)
                 .unwrap()

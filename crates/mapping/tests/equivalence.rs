@@ -6,8 +6,8 @@
 #![allow(clippy::unwrap_used)]
 
 use sluice_hl7::Message;
+use sluice_mapping::{RawPosition, v2::map_message};
 use sluice_model::{ClinicalEvent, RawMessage};
-use sluice_normalise::mapping::{RawPosition, map_message};
 
 const HL7: &[u8] = b"MSH|^~\\&|LIMS|RTH|EPR|RTH|20240701101500+0100||ORU^R01^ORU_R01|EQ1|P|2.5.1\r\
 PID|1||RTH7654321^^^RTH^MR~9434765870^^^NHS^NH||SMITH^JOHN||19751231|M\r\
@@ -49,7 +49,7 @@ fn from_fhir() -> ClinicalEvent {
         payload: FHIR.as_bytes().to_vec(),
         ..Default::default()
     };
-    let mut evs = sluice_normalise::fhir_in::map_body(&raw, &RawPosition::default()).unwrap();
+    let mut evs = sluice_mapping::fhir_in::map_body(&raw, &RawPosition::default()).unwrap();
     assert_eq!(evs.len(), 1);
     evs.remove(0)
 }
@@ -117,7 +117,7 @@ fn the_same_facts_in_hl7_v2_and_fhir_give_the_same_canonical_content() {
         y.allergen.as_ref().and_then(|c| c.code.clone())
     );
     let out = |ev: &ClinicalEvent| {
-        let b = sluice_normalise::fhir::bundle(ev);
+        let b = sluice_mapping::fhir_out::bundle(ev);
         let r = b["entry"]
             .as_array()
             .unwrap()

@@ -10,8 +10,8 @@
 #![allow(clippy::unwrap_used)]
 
 use sluice_hl7::Message;
+use sluice_mapping::{RawPosition, v2::map_message};
 use sluice_model::RawMessage;
-use sluice_normalise::mapping::{RawPosition, map_message};
 use std::path::{Path, PathBuf};
 
 fn raw(payload: &[u8]) -> RawMessage {
@@ -71,7 +71,7 @@ fn every_golden_message_maps_to_its_canonical_event() {
         let ev = map_message(&msg, &raw(&bytes), &position());
         kinds.insert(ev.kind.clone());
         let got = serde_json::to_string_pretty(&ev).unwrap() + "\n";
-        let fhir = serde_json::to_string_pretty(&sluice_normalise::fhir::bundle(&ev)).unwrap() + "\n";
+        let fhir = serde_json::to_string_pretty(&sluice_mapping::fhir_out::bundle(&ev)).unwrap() + "\n";
         for (golden, got) in [(input.with_extension("json"), got), (input.with_extension("fhir.json"), fhir)] {
             compare_or_bless(input, &golden, &got, bless, &mut changed);
         }
@@ -108,8 +108,8 @@ fn every_golden_fhir_body_maps_to_its_canonical_events() {
             topic: "fhir.raw.v1".into(),
             ..position()
         };
-        let evs = sluice_normalise::fhir_in::map_body(&r, &position).unwrap();
-        let bundles: Vec<serde_json::Value> = evs.iter().map(sluice_normalise::fhir::bundle).collect();
+        let evs = sluice_mapping::fhir_in::map_body(&r, &position).unwrap();
+        let bundles: Vec<serde_json::Value> = evs.iter().map(sluice_mapping::fhir_out::bundle).collect();
         let stem = input.file_stem().unwrap().to_string_lossy().into_owned();
         for (golden, got) in [
             (
@@ -150,7 +150,7 @@ fn corpus_outputs_match_their_recorded_digests() {
             let out = format!(
                 "{}\n{}\n",
                 serde_json::to_string_pretty(&ev).unwrap(),
-                serde_json::to_string_pretty(&sluice_normalise::fhir::bundle(&ev)).unwrap()
+                serde_json::to_string_pretty(&sluice_mapping::fhir_out::bundle(&ev)).unwrap()
             );
             outputs.push((format!("{}#{i}", rel(&file)), out));
         }
@@ -158,10 +158,10 @@ fn corpus_outputs_match_their_recorded_digests() {
     for file in sluice_hl7::corpus::fhir_files().unwrap() {
         let mut r = raw(b"");
         r.payload = std::fs::read(&file).unwrap();
-        let Ok(evs) = sluice_normalise::fhir_in::map_body(&r, &position()) else {
+        let Ok(evs) = sluice_mapping::fhir_in::map_body(&r, &position()) else {
             continue;
         };
-        let bundles: Vec<serde_json::Value> = evs.iter().map(sluice_normalise::fhir::bundle).collect();
+        let bundles: Vec<serde_json::Value> = evs.iter().map(sluice_mapping::fhir_out::bundle).collect();
         let out = format!(
             "{}\n{}\n",
             serde_json::to_string_pretty(&evs).unwrap(),
