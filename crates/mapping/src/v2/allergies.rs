@@ -1,8 +1,14 @@
 //! AL1 and IAM: allergies.
 
 use super::values::Mapper;
+use super::{After, Group};
 use sluice_hl7::Segment;
-use sluice_model::Allergy;
+use sluice_model::{Allergy, ClinicalEvent};
+
+pub(super) fn al1_iam<'a>(m: &Mapper<'_, 'a>, seg: &Segment<'a>, ev: &mut ClinicalEvent, g: &mut Group) {
+    g.after = After::Other;
+    ev.allergies.push(m.allergy(seg));
+}
 
 impl<'a> Mapper<'_, 'a> {
     /// AL1, or IAM (ADT A60), whose action code (IAM-6) and clinical status (IAM-17, HL7 table

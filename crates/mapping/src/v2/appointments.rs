@@ -1,9 +1,36 @@
-//! SCH: the appointment.
+//! SCH (the appointment) and AIS, AIG, AIL and AIP (its services, resources, locations and staff).
 
 use super::values::Mapper;
+use super::{After, Group, Mapped};
 use sluice_hl7::Segment;
-use sluice_model::Appointment;
 use sluice_model::time::parse_hl7;
+use sluice_model::{Appointment, ClinicalEvent};
+
+/// The first SCH: the appointment.
+pub(super) fn sch<'a>(m: &Mapper<'_, 'a>, seg: &Segment<'a>, ev: &mut ClinicalEvent, g: &mut Group) {
+    g.after = After::Appointment;
+    ev.appointment = Some(m.appointment(seg));
+}
+
+/// AIS (a service), AIG (a resource), AIL (a location) or AIP (staff) of the appointment; without
+/// an appointment, the segment travels whole.
+pub(super) fn resource<'a>(m: &Mapper<'_, 'a>, seg: &Segment<'a>, ev: &mut ClinicalEvent) -> Mapped {
+    let Some(a) = ev.appointment.as_mut() else {
+        return Mapped::No;
+    };
+    match seg.name() {
+        b"AIS" => {
+            a.services.extend(m.coded_field(seg, 3));
+            if a.start.is_none() {
+                a.start = m.ts(seg, 4);
+            }
+        }
+        b"AIG" => a.resources.extend(m.coded_field(seg, 3)),
+        b"AIL" => a.locations.extend(m.field_er7(seg, 3)),
+        _ => a.staff.extend(m.field_er7(seg, 3)),
+    }
+    Mapped::Yes
+}
 
 impl<'a> Mapper<'_, 'a> {
     pub(super) fn appointment(&self, sch: &Segment<'a>) -> Appointment {

@@ -5,9 +5,18 @@
 //! does not map at all (Z-segments, NK1, DG1, PRT, RXC ...) travels whole in
 //! `unmapped_segments`: nothing in the message is silently discarded.
 
+//!
+//! [`map_message`] reads the segments in order and gives each, by its name, to the mapper of its
+//! segment group (one module each), over a [`Group`]: where the segments being read belong in
+//! the message structure (the specimen group, what the last mapped segment started, which
+//! singleton segments came already).
+
 mod allergies;
 mod appointments;
+mod documents;
 mod fields;
+mod immunisation;
+mod orders;
 mod patient;
 mod pharmacy;
 pub mod results;
@@ -18,9 +27,8 @@ mod values;
 
 pub use crate::{NHS_NUMBER_SYSTEM, RawPosition};
 use fields::field_map;
-use sluice_hl7::Message;
-use sluice_model::time::parse_hl7;
-use sluice_model::{ClinicalEvent, Document, EventSource, Immunisation, Merge, Observation, Order, RawMessage, Specimen, UnmappedSegment};
+use sluice_hl7::{Message, Segment};
+use sluice_model::{ClinicalEvent, EventSource, RawMessage, UnmappedSegment};
 use values::Mapper;
 
 pub fn kind_of(message_type: &str) -> &'static str {
@@ -48,14 +56,98 @@ enum After {
     Appointment,
 }
 
+/// The segments of which only the first is mapped, and whether one has come yet.
+#[derive(Debug, Default)]
+struct Singletons {
+    pid: bool,
+    pv1: bool,
+    mrg: bool,
+    sch: bool,
+    txa: bool,
+}
+
+impl Singletons {
+    /// Notes a segment: whether one of its name (a singleton) came before.
+    fn repeat(&mut self, name: &[u8]) -> bool {
+        let seen = match name {
+            b"PID" => &mut self.pid,
+            b"PV1" => &mut self.pv1,
+            b"MRG" => &mut self.mrg,
+            b"SCH" => &mut self.sch,
+            b"TXA" => &mut self.txa,
+            _ => return false,
+        };
+        std::mem::replace(seen, true)
+    }
+}
+
+/// Where the segments being read belong: what the message structure has said so far.
+#[derive(Debug)]
+struct Group {
+    /// in these structures an SPM starts a group and the orders after it belong to it
+    specimen_first: bool,
+    /// what the last mapped segment started: decides where NTE, TQ1 and RXR belong
+    after: After,
+    /// the SPM whose OBX segments follow (until the next ORC/OBR)
+    specimen_group: Option<i32>,
+    /// the last SPM: in specimen-first structures, the orders after it are its orders
+    last_spm: Option<i32>,
+    /// the singleton segments already read
+    seen: Singletons,
+}
+
+impl Group {
+    fn new(ev: &ClinicalEvent) -> Group {
+        Group {
+            specimen_first: matches!(
+                (ev.message_type.as_str(), ev.trigger_event.as_str()),
+                ("OUL", "R22" | "R23") | ("OML", "O33" | "O35")
+            ),
+            after: After::Other,
+            specimen_group: None,
+            last_spm: None,
+            seen: Singletons::default(),
+        }
+    }
+}
+
+/// Whether a segment went into the model (its other fields then travel in `unmapped_fields`) or
+/// travels whole in `unmapped_segments`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mapped {
+    Yes,
+    No,
+}
+
 /// Maps a parsed message. The event id and source position are filled in by the caller.
 pub fn map_message(msg: &Message<'_>, raw: &RawMessage, pos: &RawPosition) -> ClinicalEvent {
     let m = Mapper { msg };
+    let mut ev = header(&m, raw, pos);
+    let mut g = Group::new(&ev);
+    for (i, seg) in msg.segments().enumerate() {
+        // a repeated PID/PV1/MRG/SCH/TXA is not mapped again: it travels whole
+        let repeat = g.seen.repeat(seg.name());
+        if map_segment(&m, &seg, repeat, &mut ev, &mut g) == Mapped::No || repeat {
+            ev.unmapped_segments.push(UnmappedSegment {
+                index: i as i32 + 1,
+                name: seg.name_str().to_owned(),
+                text: m.er7(seg.raw()),
+            });
+        } else if let Some(map) = field_map(seg.name()) {
+            m.unmapped_fields(i, &seg, map, &mut ev.unmapped_fields);
+        }
+    }
+    ev
+}
+
+/// The event as MSH describes it: type, source and time; the segments fill in the rest.
+fn header(m: &Mapper<'_, '_>, raw: &RawMessage, pos: &RawPosition) -> ClinicalEvent {
+    let msg = m.msg;
     let msh = msg.segment(0);
     let t = |n| m.text(msh.field(n).raw()).unwrap_or_default();
     let typ = msh.field(9).repetition(0);
     let message_type = m.text(typ.component(1).raw()).unwrap_or_default();
-    let mut ev = ClinicalEvent {
+    ClinicalEvent {
         event_id: sluice_model::ids::hl7_event_id(msg),
         kind: kind_of(&message_type).to_owned(),
         message_type,
@@ -80,299 +172,32 @@ pub fn map_message(msg: &Message<'_>, raw: &RawMessage, pos: &RawPosition) -> Cl
         message_time: m.ts(&msh, 7),
         warnings: msg.problems().iter().map(|p| p.code.as_str().to_owned()).collect(),
         ..Default::default()
-    };
-    // in these structures an SPM starts a group and the orders after it belong to it
-    let specimen_first = matches!(
-        (ev.message_type.as_str(), ev.trigger_event.as_str()),
-        ("OUL", "R22" | "R23") | ("OML", "O33" | "O35")
-    );
-    // what the last mapped segment started: decides where NTE, TQ1 and RXR belong
-    let mut after = After::Other;
-    // the SPM whose OBX segments follow (until the next ORC/OBR)
-    let mut specimen_group: Option<i32> = None;
-    // the last SPM: in specimen-first structures, the orders after it are its orders
-    let mut last_spm: Option<i32> = None;
-    for (i, seg) in msg.segments().enumerate() {
-        let name = seg.name();
-        match name {
-            b"MSH" => {}
-            b"EVN" => ev.event_time = m.ts(&seg, 2),
-            b"PID" if ev.patient.is_none() => {
-                after = After::Other;
-                ev.patient = Some(m.patient(&seg));
-            }
-            // A24 link / A37 unlink: the second PID is the other record
-            b"PID" if ev.merge.is_none() && matches!(ev.trigger_event.as_str(), "A24" | "A37") && ev.message_type == "ADT" => {
-                after = After::Other;
-                ev.merge = Some(Merge {
-                    prior_identifiers: m.identifiers(&seg, 3),
-                    kind: Merge::kind_of(&ev.trigger_event).to_owned(),
-                    ..Default::default()
-                });
-            }
-            b"PV1" if ev.encounter.is_none() => {
-                after = After::Other;
-                ev.encounter = Some(m.encounter(&seg));
-            }
-            b"AL1" | b"IAM" => {
-                after = After::Other;
-                ev.allergies.push(m.allergy(&seg));
-            }
-            b"SCH" if ev.appointment.is_none() => {
-                after = After::Appointment;
-                ev.appointment = Some(m.appointment(&seg));
-            }
-            b"AIS" | b"AIG" | b"AIL" | b"AIP" if ev.appointment.is_some() => {
-                if let Some(a) = ev.appointment.as_mut() {
-                    match name {
-                        b"AIS" => {
-                            a.services.extend(m.coded_field(&seg, 3));
-                            if a.start.is_none() {
-                                a.start = m.ts(&seg, 4);
-                            }
-                        }
-                        b"AIG" => a.resources.extend(m.coded_field(&seg, 3)),
-                        b"AIL" => a.locations.extend(m.field_er7(&seg, 3)),
-                        _ => a.staff.extend(m.field_er7(&seg, 3)),
-                    }
-                }
-            }
-            b"RXO" | b"RXE" | b"RXD" | b"RXG" => {
-                after = After::Medication;
-                let order_index = ev.orders.iter().rposition(|o| o.segment == "ORC").map(|i| i as i32);
-                ev.medications.push(m.medication(&seg, order_index));
-            }
-            b"MRG" if ev.merge.is_none() => {
-                ev.merge = Some(Merge {
-                    prior_identifiers: m.identifiers(&seg, 1),
-                    prior_account: m.field_text(&seg, 3),
-                    prior_visit: m.field_text(&seg, 5),
-                    kind: Merge::kind_of(&ev.trigger_event).to_owned(),
-                });
-            }
-            b"ORC" => {
-                after = After::Order;
-                specimen_group = None;
-                ev.orders.push(Order {
-                    specimen_index: last_spm.filter(|_| specimen_first),
-                    segment: "ORC".into(),
-                    order_control: m.field_text(&seg, 1),
-                    placer_order_number: m.field_text(&seg, 2),
-                    filler_order_number: m.field_text(&seg, 3),
-                    order_status: m.field_text(&seg, 5),
-                    transaction_time: m.ts(&seg, 9),
-                    ..Default::default()
-                });
-            }
-            b"OBR" => {
-                after = After::Order;
-                specimen_group = None;
-                let specimen_index = last_spm.filter(|_| specimen_first);
-                if let Some(s) = specimen_index.and_then(|k| ev.specimens.get_mut(k as usize))
-                    && s.order_index.is_none()
-                {
-                    s.order_index = Some(ev.orders.len() as i32);
-                }
-                if let Some(s) = m.obr_specimen(&seg, ev.orders.len() as i32) {
-                    ev.specimens.push(s);
-                }
-                ev.orders.push(Order {
-                    specimen_index,
-                    segment: "OBR".into(),
-                    set_id: m.field_text(&seg, 1),
-                    placer_order_number: m.field_text(&seg, 2),
-                    filler_order_number: m.field_text(&seg, 3),
-                    service: m.coded(&seg.field(4).repetition(0)),
-                    observation_time: m.ts(&seg, 7),
-                    result_status: m.field_text(&seg, 25),
-                    requested_time: m.ts(&seg, 6),
-                    priority: m.field_text(&seg, 5),
-                    ..Default::default()
-                });
-            }
-            b"TXA" if ev.document.is_none() => {
-                ev.document = Some(Document {
-                    document_type: m.field_text(&seg, 2),
-                    activity_time: m.ts(&seg, 4),
-                    unique_id: m.text(seg.field(12).raw()).map(|_| m.er7(seg.field(12).raw())),
-                    parent_id: m.text(seg.field(13).raw()).map(|_| m.er7(seg.field(13).raw())),
-                    file_name: m.field_text(&seg, 16),
-                    completion_status: m.field_text(&seg, 17),
-                    confidentiality: m.field_text(&seg, 18),
-                    availability: m.field_text(&seg, 19),
-                });
-            }
-            b"RXA" => {
-                after = After::Immunisation;
-                let units = m.coded(&seg.field(7).repetition(0));
-                ev.immunisations.push(Immunisation {
-                    administered_time: m.ts(&seg, 3),
-                    vaccine: m.coded(&seg.field(5).repetition(0)),
-                    amount: m.field_text(&seg, 6),
-                    units_ucum: units
-                        .as_ref()
-                        .and_then(|u| results::ucum(u.code.as_deref(), u.text.as_deref(), u.system.as_deref())),
-                    units,
-                    lot_numbers: seg.field(15).repetitions().filter_map(|r| m.text(r.raw())).collect(),
-                    expiry: m.ts(&seg, 16),
-                    manufacturer: m.coded(&seg.field(17).repetition(0)),
-                    completion_status: m.field_text(&seg, 20),
-                    action: m.field_text(&seg, 21),
-                    route: None,
-                    site: None,
-                });
-            }
-            b"RXR"
-                if (after == After::Immunisation && ev.immunisations.last().is_some_and(|i| i.route.is_none() && i.site.is_none()))
-                    || (after == After::Medication && ev.medications.last().is_some_and(|x| x.route.is_none() && x.site.is_none())) =>
-            {
-                let (route, site) = (m.coded_field(&seg, 1), m.coded_field(&seg, 2));
-                if after == After::Immunisation
-                    && let Some(imm) = ev.immunisations.last_mut()
-                {
-                    (imm.route, imm.site) = (route, site);
-                } else if let Some(med) = ev.medications.last_mut() {
-                    (med.route, med.site) = (route, site);
-                }
-            }
-            b"TQ1" => {
-                // timing and priority of the order it follows (ORC or OBR)
-                let ts = |f: usize| m.text(seg.field(f).repetition(0).component(1).raw()).and_then(|t| parse_hl7(&t));
-                if after == After::Appointment
-                    && let Some(a) = ev.appointment.as_mut()
-                {
-                    a.start = ts(7).or(a.start.take());
-                    a.end = ts(8).or(a.end.take());
-                } else if let Some(o) = ev.orders.last_mut() {
-                    if let Some(p) = m.text(seg.field(9).repetition(0).component(1).raw()) {
-                        o.priority = Some(p);
-                    }
-                    o.timing_start = ts(7).or(o.timing_start.take());
-                    o.timing_end = ts(8).or(o.timing_end.take());
-                } else {
-                    ev.unmapped_segments.push(UnmappedSegment {
-                        index: i as i32 + 1,
-                        name: seg.name_str().to_owned(),
-                        text: m.er7(seg.raw()),
-                    });
-                    continue;
-                }
-            }
-            b"OBX" => {
-                after = After::Observation;
-                // an OBX of a specimen group in a specimen-first structure belongs to no order
-                let order_index = ev
-                    .orders
-                    .iter()
-                    .rposition(|o| o.segment == "OBR")
-                    .map(|i| i as i32)
-                    .filter(|_| !(specimen_first && specimen_group.is_some()));
-                let value_type = m.field_text(&seg, 2);
-                let code = m.coded(&seg.field(3).repetition(0));
-                let units = m.coded(&seg.field(6).repetition(0));
-                let result_status = m.field_text(&seg, 11);
-                let sub_id = m.field_text(&seg, 4);
-                let order = order_index.and_then(|i| ev.orders.get(i as usize));
-                let order_number = order.and_then(|o| o.filler_order_number.as_deref().or(o.placer_order_number.as_deref()));
-                let result_key = results::result_key(
-                    &ev.source.sending_facility,
-                    order_number,
-                    code.as_ref().and_then(|c| c.code.as_deref()),
-                    code.as_ref().and_then(|c| c.system.as_deref()),
-                    sub_id.as_deref(),
-                );
-                let units_ucum = units
-                    .as_ref()
-                    .and_then(|u| results::ucum(u.code.as_deref(), u.text.as_deref(), u.system.as_deref()));
-                ev.observations.push(Observation {
-                    set_id: m.field_text(&seg, 1),
-                    order_index,
-                    code,
-                    sub_id,
-                    // ED (encapsulated data, e.g. base64 documents) is kept as sent, components included
-                    values: seg
-                        .field(5)
-                        .repetitions()
-                        .map(|r| {
-                            if value_type.as_deref() == Some("ED") {
-                                m.er7(r.raw())
-                            } else {
-                                msg.text(r.raw())
-                            }
-                        })
-                        .collect(),
-                    value_type,
-                    units,
-                    reference_range: m.field_text(&seg, 7),
-                    abnormal_flags: seg.field(8).repetitions().filter_map(|r| m.text(r.raw())).collect(),
-                    status: result_status.as_deref().and_then(results::observation_status).map(str::to_owned),
-                    result_status,
-                    observation_time: m.ts(&seg, 14),
-                    notes: Vec::new(),
-                    result_key,
-                    units_ucum,
-                    specimen_index: specimen_group,
-                });
-            }
-            b"SPM" => {
-                after = After::Specimen;
-                specimen_group = Some(ev.specimens.len() as i32);
-                last_spm = specimen_group;
-                let collection = seg.field(17).repetition(0);
-                let ts = |raw: &[u8]| m.text(raw).and_then(|t| parse_hl7(&t));
-                ev.specimens.push(Specimen {
-                    set_id: m.field_text(&seg, 1),
-                    // specimen-first: set by the first OBR of its group
-                    order_index: ev
-                        .orders
-                        .iter()
-                        .rposition(|o| o.segment == "OBR")
-                        .map(|i| i as i32)
-                        .filter(|_| !specimen_first),
-                    identifier: m.text(seg.field(2).raw()).map(|_| m.er7(seg.field(2).raw())),
-                    specimen_type: m.coded(&seg.field(4).repetition(0)),
-                    source_site: m.coded(&seg.field(8).repetition(0)),
-                    collection_time: ts(collection.component(1).subcomponent(1)),
-                    collection_end: ts(collection.component(2).subcomponent(1)),
-                    received_time: m.ts(&seg, 18),
-                });
-            }
-            b"NTE" => {
-                let note = seg.field(3).repetitions().map(|r| msg.text(r.raw())).collect::<Vec<_>>().join("\n");
-                match after {
-                    After::Observation if let Some(o) = ev.observations.last_mut() => o.notes.push(note),
-                    After::Order | After::Medication if let Some(o) = ev.orders.last_mut() => o.notes.push(note),
-                    _ => ev.notes.push(note),
-                }
-            }
-            _ => {
-                ev.unmapped_segments.push(UnmappedSegment {
-                    index: i as i32 + 1,
-                    name: seg.name_str().to_owned(),
-                    text: m.er7(seg.raw()),
-                });
-                continue;
-            }
-        }
-        // a repeated PID/PV1/MRG/SCH is not mapped again: it travels whole
-        let mapped_now = match name {
-            b"SCH" => msg.segments().take(i).all(|s| s.name() != b"SCH"),
-            // a second PID (A24/A37's other record, whose identifiers are also in `merge`)
-            // travels whole
-            b"PID" => msg.segments().take(i).all(|s| s.name() != b"PID"),
-            b"PV1" => msg.segments().take(i).all(|s| s.name() != b"PV1"),
-            b"MRG" => msg.segments().take(i).all(|s| s.name() != b"MRG"),
-            _ => true,
-        };
-        if !mapped_now {
-            ev.unmapped_segments.push(UnmappedSegment {
-                index: i as i32 + 1,
-                name: seg.name_str().to_owned(),
-                text: m.er7(seg.raw()),
-            });
-        } else if let Some(map) = field_map(name) {
-            m.unmapped_fields(i, &seg, map, &mut ev.unmapped_fields);
-        }
     }
-    ev
+}
+
+/// Maps one segment into the event: each segment group has its module.
+fn map_segment<'a>(m: &Mapper<'_, 'a>, seg: &Segment<'a>, repeat: bool, ev: &mut ClinicalEvent, g: &mut Group) -> Mapped {
+    match seg.name() {
+        b"MSH" => {}
+        b"EVN" => ev.event_time = m.ts(seg, 2),
+        b"PID" if !repeat => patient::pid(m, seg, ev, g),
+        b"PID" => return patient::other_record(m, seg, ev, g),
+        b"PV1" if !repeat => patient::pv1(m, seg, ev, g),
+        b"AL1" | b"IAM" => allergies::al1_iam(m, seg, ev, g),
+        b"SCH" if !repeat => appointments::sch(m, seg, ev, g),
+        b"AIS" | b"AIG" | b"AIL" | b"AIP" => return appointments::resource(m, seg, ev),
+        b"RXO" | b"RXE" | b"RXD" | b"RXG" => pharmacy::rx(m, seg, ev, g),
+        b"MRG" => return patient::mrg(m, seg, ev),
+        b"ORC" => orders::orc(m, seg, ev, g),
+        b"OBR" => orders::obr(m, seg, ev, g),
+        b"TXA" if !repeat => documents::txa(m, seg, ev),
+        b"RXA" => immunisation::rxa(m, seg, ev, g),
+        b"RXR" => return pharmacy::rxr(m, seg, ev, g),
+        b"TQ1" => return orders::tq1(m, seg, ev, g),
+        b"OBX" => results::obx(m, seg, ev, g),
+        b"SPM" => specimens::spm(m, seg, ev, g),
+        b"NTE" => orders::nte(m, seg, ev, g),
+        _ => return Mapped::No,
+    }
+    Mapped::Yes
 }

@@ -1,8 +1,50 @@
-//! PID (the patient) and PV1 (the encounter).
+//! PID (the patient, or in A24/A37 the other record), PV1 (the encounter) and MRG (the merge).
 
 use super::values::Mapper;
+use super::{After, Group, Mapped};
 use sluice_hl7::Segment;
-use sluice_model::{Address, Encounter, Identifier, Patient, PersonName};
+use sluice_model::{Address, ClinicalEvent, Encounter, Identifier, Merge, Patient, PersonName};
+
+/// The first PID: the patient.
+pub(super) fn pid<'a>(m: &Mapper<'_, 'a>, seg: &Segment<'a>, ev: &mut ClinicalEvent, g: &mut Group) {
+    g.after = After::Other;
+    ev.patient = Some(m.patient(seg));
+}
+
+/// A second PID. A24 link / A37 unlink: the second PID is the other record; a second PID
+/// (A24/A37's other record, whose identifiers are also in `merge`) travels whole.
+pub(super) fn other_record<'a>(m: &Mapper<'_, 'a>, seg: &Segment<'a>, ev: &mut ClinicalEvent, g: &mut Group) -> Mapped {
+    if !(ev.merge.is_none() && matches!(ev.trigger_event.as_str(), "A24" | "A37") && ev.message_type == "ADT") {
+        return Mapped::No;
+    }
+    g.after = After::Other;
+    ev.merge = Some(Merge {
+        prior_identifiers: m.identifiers(seg, 3),
+        kind: Merge::kind_of(&ev.trigger_event).to_owned(),
+        ..Default::default()
+    });
+    Mapped::Yes
+}
+
+/// The first PV1: the encounter.
+pub(super) fn pv1<'a>(m: &Mapper<'_, 'a>, seg: &Segment<'a>, ev: &mut ClinicalEvent, g: &mut Group) {
+    g.after = After::Other;
+    ev.encounter = Some(m.encounter(seg));
+}
+
+/// MRG: the record merged, moved or changed, unless a merge is already mapped.
+pub(super) fn mrg<'a>(m: &Mapper<'_, 'a>, seg: &Segment<'a>, ev: &mut ClinicalEvent) -> Mapped {
+    if ev.merge.is_some() {
+        return Mapped::No;
+    }
+    ev.merge = Some(Merge {
+        prior_identifiers: m.identifiers(seg, 1),
+        prior_account: m.field_text(seg, 3),
+        prior_visit: m.field_text(seg, 5),
+        kind: Merge::kind_of(&ev.trigger_event).to_owned(),
+    });
+    Mapped::Yes
+}
 
 impl<'a> Mapper<'_, 'a> {
     pub(super) fn patient(&self, pid: &Segment<'a>) -> Patient {

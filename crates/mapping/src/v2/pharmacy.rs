@@ -1,9 +1,38 @@
-//! RXO, RXE, RXD and RXG: the medications of an order.
+//! RXO, RXE, RXD and RXG (the medications of an order) and RXR (the route of a medication or
+//! immunisation).
 
 use super::results;
 use super::values::Mapper;
+use super::{After, Group, Mapped};
 use sluice_hl7::Segment;
-use sluice_model::{Coded, Medication};
+use sluice_model::{ClinicalEvent, Coded, Medication};
+
+/// RXO, RXE, RXD or RXG: a medication of the last ORC.
+pub(super) fn rx<'a>(m: &Mapper<'_, 'a>, seg: &Segment<'a>, ev: &mut ClinicalEvent, g: &mut Group) {
+    g.after = After::Medication;
+    let order_index = ev.orders.iter().rposition(|o| o.segment == "ORC").map(|i| i as i32);
+    ev.medications.push(m.medication(seg, order_index));
+}
+
+/// RXR: the route and site of the immunisation (RXA) or medication it follows, when that has
+/// none yet; otherwise the segment travels whole.
+pub(super) fn rxr<'a>(m: &Mapper<'_, 'a>, seg: &Segment<'a>, ev: &mut ClinicalEvent, g: &mut Group) -> Mapped {
+    let after = g.after;
+    if !((after == After::Immunisation && ev.immunisations.last().is_some_and(|i| i.route.is_none() && i.site.is_none()))
+        || (after == After::Medication && ev.medications.last().is_some_and(|x| x.route.is_none() && x.site.is_none())))
+    {
+        return Mapped::No;
+    }
+    let (route, site) = (m.coded_field(seg, 1), m.coded_field(seg, 2));
+    if after == After::Immunisation
+        && let Some(imm) = ev.immunisations.last_mut()
+    {
+        (imm.route, imm.site) = (route, site);
+    } else if let Some(med) = ev.medications.last_mut() {
+        (med.route, med.site) = (route, site);
+    }
+    Mapped::Yes
+}
 
 impl<'a> Mapper<'_, 'a> {
     /// RXO, RXE, RXD or RXG as a medication of the order it follows.

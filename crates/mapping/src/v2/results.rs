@@ -1,5 +1,12 @@
 //! Result semantics that must survive mapping: what a result's status means, which earlier
 //! result a correction replaces, and what its units are in UCUM.
+//!
+//! OBX segments become observations here, of the last OBR or of the specimen they describe.
+
+use super::values::Mapper;
+use super::{After, Group};
+use sluice_hl7::Segment;
+use sluice_model::{ClinicalEvent, Observation};
 
 /// OBX-11 (HL7 table 0085) read as a FHIR `ObservationStatus`. `None` for an empty or unknown
 /// code: the code as sent always travels in `result_status`, so nothing is guessed.
@@ -89,6 +96,65 @@ pub fn ucum(code: Option<&str>, text: Option<&str>, system: Option<&str>) -> Opt
         _ => return None,
     };
     Some(known.to_owned())
+}
+
+/// OBX: a result of the last OBR, or (an OBX after its SPM in a specimen-first structure) of
+/// that specimen.
+pub(super) fn obx<'a>(m: &Mapper<'_, 'a>, seg: &Segment<'a>, ev: &mut ClinicalEvent, g: &mut Group) {
+    g.after = After::Observation;
+    // an OBX of a specimen group in a specimen-first structure belongs to no order
+    let order_index = ev
+        .orders
+        .iter()
+        .rposition(|o| o.segment == "OBR")
+        .map(|i| i as i32)
+        .filter(|_| !(g.specimen_first && g.specimen_group.is_some()));
+    let value_type = m.field_text(seg, 2);
+    let code = m.coded(&seg.field(3).repetition(0));
+    let units = m.coded(&seg.field(6).repetition(0));
+    let result_status = m.field_text(seg, 11);
+    let sub_id = m.field_text(seg, 4);
+    let order = order_index.and_then(|i| ev.orders.get(i as usize));
+    let order_number = order.and_then(|o| o.filler_order_number.as_deref().or(o.placer_order_number.as_deref()));
+    let result_key = result_key(
+        &ev.source.sending_facility,
+        order_number,
+        code.as_ref().and_then(|c| c.code.as_deref()),
+        code.as_ref().and_then(|c| c.system.as_deref()),
+        sub_id.as_deref(),
+    );
+    let units_ucum = units
+        .as_ref()
+        .and_then(|u| ucum(u.code.as_deref(), u.text.as_deref(), u.system.as_deref()));
+    ev.observations.push(Observation {
+        set_id: m.field_text(seg, 1),
+        order_index,
+        code,
+        sub_id,
+        // ED (encapsulated data, e.g. base64 documents) is kept as sent, components included
+        values: seg
+            .field(5)
+            .repetitions()
+            .map(|r| {
+                if value_type.as_deref() == Some("ED") {
+                    m.er7(r.raw())
+                } else {
+                    m.msg.text(r.raw())
+                }
+            })
+            .collect(),
+        value_type,
+        units,
+        reference_range: m.field_text(seg, 7),
+        abnormal_flags: seg.field(8).repetitions().filter_map(|r| m.text(r.raw())).collect(),
+        status: result_status.as_deref().and_then(observation_status).map(str::to_owned),
+        result_status,
+        observation_time: m.ts(seg, 14),
+        notes: Vec::new(),
+        result_key,
+        units_ucum,
+        specimen_index: g.specimen_group,
+    });
 }
 
 #[cfg(test)]

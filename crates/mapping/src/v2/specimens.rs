@@ -1,8 +1,35 @@
 //! SPM and OBR-15: specimens.
 
 use super::values::Mapper;
+use super::{After, Group};
 use sluice_hl7::Segment;
-use sluice_model::{Coded, Specimen};
+use sluice_model::time::parse_hl7;
+use sluice_model::{ClinicalEvent, Coded, Specimen};
+
+/// SPM: a specimen, of the last OBR, or in specimen-first structures of the orders after it.
+pub(super) fn spm<'a>(m: &Mapper<'_, 'a>, seg: &Segment<'a>, ev: &mut ClinicalEvent, g: &mut Group) {
+    g.after = After::Specimen;
+    g.specimen_group = Some(ev.specimens.len() as i32);
+    g.last_spm = g.specimen_group;
+    let collection = seg.field(17).repetition(0);
+    let ts = |raw: &[u8]| m.text(raw).and_then(|t| parse_hl7(&t));
+    ev.specimens.push(Specimen {
+        set_id: m.field_text(seg, 1),
+        // specimen-first: set by the first OBR of its group
+        order_index: ev
+            .orders
+            .iter()
+            .rposition(|o| o.segment == "OBR")
+            .map(|i| i as i32)
+            .filter(|_| !g.specimen_first),
+        identifier: m.text(seg.field(2).raw()).map(|_| m.er7(seg.field(2).raw())),
+        specimen_type: m.coded(&seg.field(4).repetition(0)),
+        source_site: m.coded(&seg.field(8).repetition(0)),
+        collection_time: ts(collection.component(1).subcomponent(1)),
+        collection_end: ts(collection.component(2).subcomponent(1)),
+        received_time: m.ts(seg, 18),
+    });
+}
 
 impl<'a> Mapper<'_, 'a> {
     /// OBR-15 specimen source (before v2.5, where SPM does not exist): its type and body site,
