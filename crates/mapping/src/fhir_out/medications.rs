@@ -2,7 +2,7 @@
 
 use super::datatypes::{concept, notes, placer_filler, quantity_of, set_period, set_time};
 use super::orders::request_status;
-use super::{new_resource, no_patient};
+use super::{entry, new_resource, no_patient, reference};
 use serde_json::{Map, Value, json};
 use sluice_model::{ClinicalEvent, Medication, Order};
 
@@ -67,13 +67,7 @@ pub(super) fn dosage(m: &Medication, order: Option<&Order>) -> Option<Value> {
 /// RXO/RXE/RXG (or a FHIR MedicationRequest) as a MedicationRequest; RXD (or a FHIR
 /// MedicationDispense) as a MedicationDispense that names the request of its order; a FHIR
 /// MedicationStatement as a MedicationStatement.
-pub(super) fn medication(
-    ev: &ClinicalEvent,
-    i: usize,
-    m: &Medication,
-    subject: Option<&Value>,
-    request: Option<&Value>,
-) -> Map<String, Value> {
+fn medication(ev: &ClinicalEvent, i: usize, m: &Medication, subject: Option<&Value>, request: Option<&Value>) -> Map<String, Value> {
     let order = m.order_index.and_then(|k| ev.orders.get(k as usize));
     let dispense = matches!(m.segment.as_str(), "RXD" | "MedicationDispense");
     let statement = m.segment == "MedicationStatement";
@@ -149,4 +143,31 @@ pub(super) fn medication(
         }
     }
     r
+}
+
+/// One request per order: the RXE (or RXG) when there is one, else the RXO; then the
+/// dispenses, each naming the request of its order.
+pub(super) fn medication_entries(ev: &ClinicalEvent, subject: Option<&Value>) -> Vec<Value> {
+    let mut entries = Vec::new();
+    let mut requests: Vec<(Option<i32>, Value)> = Vec::new();
+    for (i, m) in ev.medications.iter().enumerate() {
+        let superseded = m.segment == "RXO"
+            && ev
+                .medications
+                .iter()
+                .any(|x| matches!(x.segment.as_str(), "RXE" | "RXG") && x.order_index == m.order_index);
+        if superseded || matches!(m.segment.as_str(), "RXD" | "MedicationDispense") {
+            continue;
+        }
+        let r = medication(ev, i, m, subject, None);
+        requests.push((m.order_index, reference(&r)));
+        entries.push(entry(r));
+    }
+    for (i, m) in ev.medications.iter().enumerate() {
+        if matches!(m.segment.as_str(), "RXD" | "MedicationDispense") {
+            let request = requests.iter().find(|(k, _)| k.is_some() && *k == m.order_index).map(|(_, r)| r);
+            entries.push(entry(medication(ev, i, m, subject, request)));
+        }
+    }
+    entries
 }

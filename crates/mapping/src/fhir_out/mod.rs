@@ -30,13 +30,13 @@ use datatypes::{fhir_time, tidy};
 use documents::document_reference;
 use encounter::encounter;
 use immunization::immunization;
-use medications::medication;
-use observations::observation;
-use orders::order_resource;
+use medications::medication_entries;
+use observations::observation_entries;
+use orders::order_resources;
 use patient::patient;
 use serde_json::{Map, Value, json};
 use sluice_model::{ClinicalEvent, ids::uuid_from};
-use specimens::specimen;
+use specimens::{order_specimen, specimen};
 
 /// Extension carrying an HL7 v2 timestamp that has no FHIR `dateTime` form (a time without an
 /// offset), exactly as sent.
@@ -85,61 +85,13 @@ pub fn bundle(ev: &ClinicalEvent) -> Value {
         .enumerate()
         .map(|(i, s)| specimen(ev, i, s, subject.as_ref()))
         .collect();
-    // one resource per order: the OBR when there is one (an ORC before it lends its order
-    // control), else the ORC alone; results become DiagnosticReports, others ServiceRequests
-    let has_obr = ev.orders.iter().any(|o| o.segment == "OBR");
-    let mut reports: Vec<(Option<i32>, Map<String, Value>)> = Vec::new();
-    for (i, o) in ev.orders.iter().enumerate() {
-        if has_obr && o.segment != "OBR" {
-            continue;
-        }
-        let mut order = o.clone();
-        if i > 0 && ev.orders[i - 1].segment == "ORC" {
-            let orc = &ev.orders[i - 1];
-            order.order_control = order.order_control.or_else(|| orc.order_control.clone());
-            order.order_status = order.order_status.or_else(|| orc.order_status.clone());
-            order.transaction_time = order.transaction_time.or_else(|| orc.transaction_time.clone());
-            order.priority = order.priority.or_else(|| orc.priority.clone());
-            order.timing_start = order.timing_start.or_else(|| orc.timing_start.clone());
-            order.timing_end = order.timing_end.or_else(|| orc.timing_end.clone());
-        }
-        reports.push((Some(i as i32), order_resource(ev, i, &order, subject.as_ref())));
-    }
-    // which specimen an order or observation is of: named directly (specimen-first
-    // structures, an OBX after its SPM), else the specimen of its order
-    let order_specimen = |k: Option<i32>| {
-        k.and_then(|k| ev.orders.get(k as usize))
-            .and_then(|o| o.specimen_index)
-            .or_else(|| {
-                ev.specimens
-                    .iter()
-                    .position(|s| s.order_index.is_some() && s.order_index == k)
-                    .map(|x| x as i32)
-            })
-    };
+    let mut reports = order_resources(ev, subject.as_ref());
     for (k, report) in reports.iter_mut() {
-        if let Some(sp) = order_specimen(*k).and_then(|x| specimens.get(x as usize)) {
+        if let Some(sp) = order_specimen(ev, *k).and_then(|x| specimens.get(x as usize)) {
             report.insert("specimen".into(), json!([reference(sp)]));
         }
     }
-    for (i, o) in ev.observations.iter().enumerate() {
-        let spec = o
-            .specimen_index
-            .or_else(|| order_specimen(o.order_index))
-            .and_then(|x| specimens.get(x as usize))
-            .map(reference);
-        let obs = observation(ev, i, o, subject.as_ref(), spec.as_ref());
-        if let Some((_, report)) = reports
-            .iter_mut()
-            .find(|(k, r)| *k == o.order_index && r["resourceType"] == "DiagnosticReport")
-        {
-            let refs = report.entry("result").or_insert_with(|| json!([]));
-            if let Some(list) = refs.as_array_mut() {
-                list.push(reference(&obs));
-            }
-        }
-        entries.push(entry(obs));
-    }
+    entries.extend(observation_entries(ev, subject.as_ref(), &specimens, &mut reports));
     entries.extend(reports.into_iter().map(|(_, r)| entry(r)));
     if let Some(d) = &ev.document {
         entries.push(entry(document_reference(ev, d, subject.as_ref())));
@@ -153,27 +105,7 @@ pub fn bundle(ev: &ClinicalEvent) -> Value {
     if let Some(a) = &ev.appointment {
         entries.push(entry(appointment(ev, a, subject.as_ref())));
     }
-    // one request per order: the RXE (or RXG) when there is one, else the RXO
-    let mut requests: Vec<(Option<i32>, Value)> = Vec::new();
-    for (i, m) in ev.medications.iter().enumerate() {
-        let superseded = m.segment == "RXO"
-            && ev
-                .medications
-                .iter()
-                .any(|x| matches!(x.segment.as_str(), "RXE" | "RXG") && x.order_index == m.order_index);
-        if superseded || matches!(m.segment.as_str(), "RXD" | "MedicationDispense") {
-            continue;
-        }
-        let r = medication(ev, i, m, subject.as_ref(), None);
-        requests.push((m.order_index, reference(&r)));
-        entries.push(entry(r));
-    }
-    for (i, m) in ev.medications.iter().enumerate() {
-        if matches!(m.segment.as_str(), "RXD" | "MedicationDispense") {
-            let request = requests.iter().find(|(k, _)| k.is_some() && *k == m.order_index).map(|(_, r)| r);
-            entries.push(entry(medication(ev, i, m, subject.as_ref(), request)));
-        }
-    }
+    entries.extend(medication_entries(ev, subject.as_ref()));
     entries.extend(
         ev.allergies
             .iter()
@@ -181,6 +113,11 @@ pub fn bundle(ev: &ClinicalEvent) -> Value {
             .map(|(i, a)| entry(allergy_intolerance(ev, i, a, subject.as_ref()))),
     );
     entries.extend(specimens.into_iter().map(entry));
+    collection(ev, entries)
+}
+
+/// The Bundle (type `collection`) of the entries of one event.
+fn collection(ev: &ClinicalEvent, entries: Vec<Value>) -> Value {
     let mut b = Map::new();
     b.insert("resourceType".into(), json!("Bundle"));
     b.insert("id".into(), json!(uuid_from(&[ev.event_id.as_bytes(), b"bundle"])));

@@ -1,7 +1,8 @@
 //! Observation.
 
 use super::datatypes::{concept, fhir_time, notes, quantity_of, set_time};
-use super::{RESULT_KEY_SYSTEM, new_resource};
+use super::specimens::order_specimen;
+use super::{RESULT_KEY_SYSTEM, entry, new_resource, reference};
 use serde_json::{Map, Value, json};
 use sluice_model::{ClinicalEvent, Coded, Observation};
 
@@ -62,13 +63,7 @@ pub(super) fn quantity(value: &str, o: &Observation) -> Option<Value> {
     Some(q)
 }
 
-pub(super) fn observation(
-    ev: &ClinicalEvent,
-    i: usize,
-    o: &Observation,
-    subject: Option<&Value>,
-    specimen: Option<&Value>,
-) -> Map<String, Value> {
+fn observation(ev: &ClinicalEvent, i: usize, o: &Observation, subject: Option<&Value>, specimen: Option<&Value>) -> Map<String, Value> {
     let mut r = new_resource("Observation", ev, i);
     if let Some(k) = &o.result_key {
         r.insert("identifier".into(), json!([{"system": RESULT_KEY_SYSTEM, "value": k}]));
@@ -138,6 +133,36 @@ pub(super) fn observation(
         r.insert("specimen".into(), s.clone());
     }
     r
+}
+
+/// The Observations, each of its specimen, and named in the `result` of its order's
+/// DiagnosticReport.
+pub(super) fn observation_entries(
+    ev: &ClinicalEvent,
+    subject: Option<&Value>,
+    specimens: &[Map<String, Value>],
+    reports: &mut [(Option<i32>, Map<String, Value>)],
+) -> Vec<Value> {
+    let mut entries = Vec::new();
+    for (i, o) in ev.observations.iter().enumerate() {
+        let spec = o
+            .specimen_index
+            .or_else(|| order_specimen(ev, o.order_index))
+            .and_then(|x| specimens.get(x as usize))
+            .map(reference);
+        let obs = observation(ev, i, o, subject, spec.as_ref());
+        if let Some((_, report)) = reports
+            .iter_mut()
+            .find(|(k, r)| *k == o.order_index && r["resourceType"] == "DiagnosticReport")
+        {
+            let refs = report.entry("result").or_insert_with(|| json!([]));
+            if let Some(list) = refs.as_array_mut() {
+                list.push(reference(&obs));
+            }
+        }
+        entries.push(entry(obs));
+    }
+    entries
 }
 
 #[cfg(test)]

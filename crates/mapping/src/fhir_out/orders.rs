@@ -38,7 +38,7 @@ pub(super) fn request_status(o: &Order) -> &'static str {
 /// cross-version extension for it.
 pub(super) const REPORT_NOTE_EXTENSION: &str = "http://hl7.org/fhir/5.0/StructureDefinition/extension-DiagnosticReport.note";
 
-pub(super) fn order_resource(ev: &ClinicalEvent, i: usize, o: &Order, subject: Option<&Value>) -> Map<String, Value> {
+fn order_resource(ev: &ClinicalEvent, i: usize, o: &Order, subject: Option<&Value>) -> Map<String, Value> {
     let is_result = ev.kind == "result";
     let mut r = new_resource(if is_result { "DiagnosticReport" } else { "ServiceRequest" }, ev, i);
     let ids = placer_filler(o.placer_order_number.as_ref(), o.filler_order_number.as_ref());
@@ -92,4 +92,29 @@ pub(super) fn order_resource(ev: &ClinicalEvent, i: usize, o: &Order, subject: O
         None => {}
     }
     r
+}
+
+/// One resource per order: the OBR when there is one (an ORC before it lends its order
+/// control), else the ORC alone; results become DiagnosticReports, others ServiceRequests.
+/// Each with the index of its order.
+pub(super) fn order_resources(ev: &ClinicalEvent, subject: Option<&Value>) -> Vec<(Option<i32>, Map<String, Value>)> {
+    let has_obr = ev.orders.iter().any(|o| o.segment == "OBR");
+    let mut reports: Vec<(Option<i32>, Map<String, Value>)> = Vec::new();
+    for (i, o) in ev.orders.iter().enumerate() {
+        if has_obr && o.segment != "OBR" {
+            continue;
+        }
+        let mut order = o.clone();
+        if i > 0 && ev.orders[i - 1].segment == "ORC" {
+            let orc = &ev.orders[i - 1];
+            order.order_control = order.order_control.or_else(|| orc.order_control.clone());
+            order.order_status = order.order_status.or_else(|| orc.order_status.clone());
+            order.transaction_time = order.transaction_time.or_else(|| orc.transaction_time.clone());
+            order.priority = order.priority.or_else(|| orc.priority.clone());
+            order.timing_start = order.timing_start.or_else(|| orc.timing_start.clone());
+            order.timing_end = order.timing_end.or_else(|| orc.timing_end.clone());
+        }
+        reports.push((Some(i as i32), order_resource(ev, i, &order, subject)));
+    }
+    reports
 }

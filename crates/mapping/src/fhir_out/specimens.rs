@@ -36,3 +36,16 @@ pub(super) fn specimen(ev: &ClinicalEvent, i: usize, s: &Specimen, subject: Opti
     }
     r
 }
+
+/// Which specimen an order or observation is of: named directly (specimen-first structures, an
+/// OBX after its SPM), else the specimen of its order.
+pub(super) fn order_specimen(ev: &ClinicalEvent, k: Option<i32>) -> Option<i32> {
+    k.and_then(|k| ev.orders.get(k as usize))
+        .and_then(|o| o.specimen_index)
+        .or_else(|| {
+            ev.specimens
+                .iter()
+                .position(|s| s.order_index.is_some() && s.order_index == k)
+                .map(|x| x as i32)
+        })
+}
