@@ -5,7 +5,7 @@ use super::grouping::by_reference;
 use super::values::{coded, coded_at, quantity_text, ts};
 use serde_json::Value;
 use sluice_fhir::{first, items, text, text_at};
-use sluice_model::Observation;
+use sluice_model::{Coded, Observation};
 
 /// FHIR ObservationStatus / DiagnosticReportStatus back to HL7 table 0085/0123, so
 /// `result_status` reads the same whatever the source (the FHIR status is kept in `status`).
@@ -37,51 +37,76 @@ pub(super) fn reference_range(r: &Value) -> Option<String> {
     }
 }
 
+/// An observation's value as the canonical event carries it.
+struct ObservedValue {
+    /// the HL7 value type (NM, CWE, ST, DTM, TM), empty without a value
+    value_type: &'static str,
+    values: Vec<String>,
+    units: Option<Coded>,
+    units_ucum: Option<String>,
+}
+
+/// The `value[x]` of an Observation as HL7 would send it.
+fn value_of(r: &Value) -> ObservedValue {
+    let mut values = Vec::new();
+    let mut units = None;
+    let mut units_ucum = None;
+    let value_type = if let Some(q) = first(r, "valueQuantity") {
+        if let Some((v, u, ucum)) = quantity_text(q) {
+            values.push(v);
+            (units, units_ucum) = (u, ucum);
+        }
+        "NM"
+    } else if let Some(c) = first(r, "valueCodeableConcept").and_then(coded) {
+        // code^text^system, as an HL7 CWE value
+        values.push(format!(
+            "{}^{}^{}",
+            c.code.unwrap_or_default(),
+            c.text.unwrap_or_default(),
+            c.system.unwrap_or_default()
+        ));
+        "CWE"
+    } else if let Some(s) = text_at(r, &["valueString"]) {
+        values.push(s);
+        "ST"
+    } else if let Some((k, v)) = [
+        "valueBoolean",
+        "valueInteger",
+        "valueDateTime",
+        "valueTime",
+        "valuePeriod",
+        "valueRatio",
+        "valueRange",
+    ]
+    .iter()
+    .find_map(|k| first(r, k).map(|v| (*k, v)))
+    {
+        values.push(text(v).unwrap_or_else(|| v.to_string()));
+        match k {
+            "valueInteger" => "NM",
+            "valueDateTime" => "DTM",
+            "valueTime" => "TM",
+            _ => "ST",
+        }
+    } else {
+        ""
+    };
+    ObservedValue {
+        value_type,
+        values,
+        units,
+        units_ucum,
+    }
+}
+
 impl<'v> Mapper<'_, 'v> {
     pub(super) fn observation(&mut self, url: Option<&str>, r: &Value) {
-        let mut values = Vec::new();
-        let mut units = None;
-        let mut units_ucum = None;
-        let value_type = if let Some(q) = first(r, "valueQuantity") {
-            if let Some((v, u, ucum)) = quantity_text(q) {
-                values.push(v);
-                (units, units_ucum) = (u, ucum);
-            }
-            "NM"
-        } else if let Some(c) = first(r, "valueCodeableConcept").and_then(coded) {
-            // code^text^system, as an HL7 CWE value
-            values.push(format!(
-                "{}^{}^{}",
-                c.code.unwrap_or_default(),
-                c.text.unwrap_or_default(),
-                c.system.unwrap_or_default()
-            ));
-            "CWE"
-        } else if let Some(s) = text_at(r, &["valueString"]) {
-            values.push(s);
-            "ST"
-        } else if let Some((k, v)) = [
-            "valueBoolean",
-            "valueInteger",
-            "valueDateTime",
-            "valueTime",
-            "valuePeriod",
-            "valueRatio",
-            "valueRange",
-        ]
-        .iter()
-        .find_map(|k| first(r, k).map(|v| (*k, v)))
-        {
-            values.push(text(v).unwrap_or_else(|| v.to_string()));
-            match k {
-                "valueInteger" => "NM",
-                "valueDateTime" => "DTM",
-                "valueTime" => "TM",
-                _ => "ST",
-            }
-        } else {
-            ""
-        };
+        let ObservedValue {
+            value_type,
+            values,
+            units,
+            units_ucum,
+        } = value_of(r);
         let status = text_at(r, &["status"]);
         let code = coded_at(r, "code");
         let key_basis = first(r, "identifier")

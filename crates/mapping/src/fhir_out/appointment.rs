@@ -12,34 +12,7 @@ pub(super) fn appointment(ev: &ClinicalEvent, a: &Appointment, subject: Option<&
     if !ids.is_empty() {
         r.insert("identifier".into(), Value::Array(ids));
     }
-    const FHIR: [&str; 10] = [
-        "proposed",
-        "pending",
-        "booked",
-        "arrived",
-        "fulfilled",
-        "cancelled",
-        "noshow",
-        "entered-in-error",
-        "checked-in",
-        "waitlist",
-    ];
-    let sent = a.status.as_deref().map(str::to_ascii_lowercase);
-    let status = match sent.as_deref() {
-        Some("booked" | "overbook" | "blocked") => "booked",
-        Some("started") => "arrived",
-        Some("complete") => "fulfilled",
-        Some("dc") => "cancelled",
-        Some("deleted") => "entered-in-error",
-        // table 0278's Pending, Waitlist, Cancelled, Noshow, and FHIR codes (FHIR in)
-        Some(s) if FHIR.contains(&s) => FHIR.iter().find(|f| **f == s).copied().unwrap_or("booked"),
-        _ => match ev.trigger_event.as_str() {
-            "S15" | "S16" => "cancelled",
-            "S17" => "entered-in-error",
-            "S26" => "noshow",
-            _ => "booked",
-        },
-    };
+    let status = status(ev, a);
     r.insert("status".into(), json!(status));
     if let Some(c) = concept(a.event_reason.as_ref()).filter(|_| status == "cancelled") {
         r.insert("cancelationReason".into(), c);
@@ -61,7 +34,49 @@ pub(super) fn appointment(ev: &ClinicalEvent, a: &Appointment, subject: Option<&
             _ => set_time(&mut r, element, t),
         }
     }
-    let minutes = match a
+    if let Some(m) = minutes(a).filter(|m| *m > 0) {
+        r.insert("minutesDuration".into(), json!(m));
+    }
+    r.insert("participant".into(), Value::Array(participants(a, subject)));
+    r
+}
+
+/// The status: HL7 table 0278 (or a FHIR code, from FHIR in) when sent, else what the trigger
+/// event says.
+fn status(ev: &ClinicalEvent, a: &Appointment) -> &'static str {
+    const FHIR: [&str; 10] = [
+        "proposed",
+        "pending",
+        "booked",
+        "arrived",
+        "fulfilled",
+        "cancelled",
+        "noshow",
+        "entered-in-error",
+        "checked-in",
+        "waitlist",
+    ];
+    let sent = a.status.as_deref().map(str::to_ascii_lowercase);
+    match sent.as_deref() {
+        Some("booked" | "overbook" | "blocked") => "booked",
+        Some("started") => "arrived",
+        Some("complete") => "fulfilled",
+        Some("dc") => "cancelled",
+        Some("deleted") => "entered-in-error",
+        // table 0278's Pending, Waitlist, Cancelled, Noshow, and FHIR codes (FHIR in)
+        Some(s) if FHIR.contains(&s) => FHIR.iter().find(|f| **f == s).copied().unwrap_or("booked"),
+        _ => match ev.trigger_event.as_str() {
+            "S15" | "S16" => "cancelled",
+            "S17" => "entered-in-error",
+            "S26" => "noshow",
+            _ => "booked",
+        },
+    }
+}
+
+/// The duration in minutes, when its units are minutes or hours.
+fn minutes(a: &Appointment) -> Option<u32> {
+    match a
         .duration_units
         .as_ref()
         .and_then(|u| u.code.as_deref())
@@ -71,10 +86,11 @@ pub(super) fn appointment(ev: &ClinicalEvent, a: &Appointment, subject: Option<&
         Some("min" | "minutes" | "m") => a.duration.as_deref().and_then(|d| d.trim().parse::<u32>().ok()),
         Some("h" | "hr" | "hours") => a.duration.as_deref().and_then(|d| d.trim().parse::<u32>().ok()).map(|h| h * 60),
         _ => None,
-    };
-    if let Some(m) = minutes.filter(|m| *m > 0) {
-        r.insert("minutesDuration".into(), json!(m));
     }
+}
+
+/// The patient, then the locations, staff and other resources the appointment names.
+fn participants(a: &Appointment, subject: Option<&Value>) -> Vec<Value> {
     let mut participants = vec![json!({"actor": subject.cloned().unwrap_or_else(no_patient), "status": "accepted"})];
     for (list, kind) in [(&a.locations, "location"), (&a.staff, "practitioner")] {
         for who in list {
@@ -87,6 +103,5 @@ pub(super) fn appointment(ev: &ClinicalEvent, a: &Appointment, subject: Option<&
             participants.push(json!({"actor": {"display": text}, "status": "accepted", "type": [{"text": "resource"}]}));
         }
     }
-    r.insert("participant".into(), Value::Array(participants));
-    r
+    participants
 }

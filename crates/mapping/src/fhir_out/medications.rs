@@ -92,57 +92,72 @@ fn medication(ev: &ClinicalEvent, i: usize, m: &Medication, subject: Option<&Val
     );
     r.insert("subject".into(), subject.cloned().unwrap_or_else(no_patient));
     if statement {
-        // a statement of what the patient takes (FHIR in only): not an order
-        r.insert("status".into(), json!(m.status.as_deref().unwrap_or("unknown")));
-        set_time(&mut r, "effectiveDateTime", m.time.as_ref());
-        if let Some(d) = dosage(m, None) {
-            r.insert("dosage".into(), json!([d]));
-        }
+        statement_elements(&mut r, m);
     } else if dispense {
-        // an RXD reports a dispense that happened
-        let status = m.status.clone().unwrap_or_else(|| "completed".into());
-        r.insert("status".into(), json!(status));
-        if let Some(q) = quantity_of(m.amount_min.as_deref(), m.units.as_ref(), m.units_ucum.as_deref()) {
-            r.insert("quantity".into(), q);
-        }
-        set_time(&mut r, "whenHandedOver", m.time.as_ref());
-        if let Some(req) = request {
-            r.insert("authorizingPrescription".into(), json!([req]));
-        }
-        if !m.instructions.is_empty() {
-            r.insert("dosageInstruction".into(), json!([{"text": m.instructions.join("; ")}]));
-        }
+        dispense_elements(&mut r, m, request);
     } else {
-        r.insert("status".into(), json!(medication_request_status(m, order)));
-        let intent = m
-            .intent
-            .as_deref()
-            .unwrap_or(if m.segment == "RXG" { "instance-order" } else { "order" });
-        r.insert("intent".into(), json!(intent));
-        if let Some(o) = order {
-            set_time(&mut r, "authoredOn", o.transaction_time.as_ref());
-            if !o.notes.is_empty() {
-                r.insert("note".into(), notes(&o.notes));
-            }
-        }
-        if !r.contains_key("authoredOn") {
-            set_time(&mut r, "authoredOn", m.time.as_ref());
-        }
-        if let Some(d) = dosage(m, order) {
-            r.insert("dosageInstruction".into(), json!([d]));
-        }
-        let mut dispense_request = Map::new();
-        if let Some(q) = quantity_of(m.dispense_amount.as_deref(), m.dispense_units.as_ref(), None) {
-            dispense_request.insert("quantity".into(), q);
-        }
-        if let Some(n) = m.refills.as_deref().and_then(|x| x.trim().parse::<u32>().ok()) {
-            dispense_request.insert("numberOfRepeatsAllowed".into(), json!(n));
-        }
-        if !dispense_request.is_empty() {
-            r.insert("dispenseRequest".into(), Value::Object(dispense_request));
-        }
+        request_elements(&mut r, m, order);
     }
     r
+}
+
+/// A MedicationStatement's elements.
+fn statement_elements(r: &mut Map<String, Value>, m: &Medication) {
+    // a statement of what the patient takes (FHIR in only): not an order
+    r.insert("status".into(), json!(m.status.as_deref().unwrap_or("unknown")));
+    set_time(r, "effectiveDateTime", m.time.as_ref());
+    if let Some(d) = dosage(m, None) {
+        r.insert("dosage".into(), json!([d]));
+    }
+}
+
+/// A MedicationDispense's elements, naming the request of its order.
+fn dispense_elements(r: &mut Map<String, Value>, m: &Medication, request: Option<&Value>) {
+    // an RXD reports a dispense that happened
+    let status = m.status.clone().unwrap_or_else(|| "completed".into());
+    r.insert("status".into(), json!(status));
+    if let Some(q) = quantity_of(m.amount_min.as_deref(), m.units.as_ref(), m.units_ucum.as_deref()) {
+        r.insert("quantity".into(), q);
+    }
+    set_time(r, "whenHandedOver", m.time.as_ref());
+    if let Some(req) = request {
+        r.insert("authorizingPrescription".into(), json!([req]));
+    }
+    if !m.instructions.is_empty() {
+        r.insert("dosageInstruction".into(), json!([{"text": m.instructions.join("; ")}]));
+    }
+}
+
+/// A MedicationRequest's elements, with the status, time, notes and timing of its order.
+fn request_elements(r: &mut Map<String, Value>, m: &Medication, order: Option<&Order>) {
+    r.insert("status".into(), json!(medication_request_status(m, order)));
+    let intent = m
+        .intent
+        .as_deref()
+        .unwrap_or(if m.segment == "RXG" { "instance-order" } else { "order" });
+    r.insert("intent".into(), json!(intent));
+    if let Some(o) = order {
+        set_time(r, "authoredOn", o.transaction_time.as_ref());
+        if !o.notes.is_empty() {
+            r.insert("note".into(), notes(&o.notes));
+        }
+    }
+    if !r.contains_key("authoredOn") {
+        set_time(r, "authoredOn", m.time.as_ref());
+    }
+    if let Some(d) = dosage(m, order) {
+        r.insert("dosageInstruction".into(), json!([d]));
+    }
+    let mut dispense_request = Map::new();
+    if let Some(q) = quantity_of(m.dispense_amount.as_deref(), m.dispense_units.as_ref(), None) {
+        dispense_request.insert("quantity".into(), q);
+    }
+    if let Some(n) = m.refills.as_deref().and_then(|x| x.trim().parse::<u32>().ok()) {
+        dispense_request.insert("numberOfRepeatsAllowed".into(), json!(n));
+    }
+    if !dispense_request.is_empty() {
+        r.insert("dispenseRequest".into(), Value::Object(dispense_request));
+    }
 }
 
 /// One request per order: the RXE (or RXG) when there is one, else the RXO; then the

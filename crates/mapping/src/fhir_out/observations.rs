@@ -77,45 +77,8 @@ fn observation(ev: &ClinicalEvent, i: usize, o: &Observation, subject: Option<&V
         r.insert("subject".into(), s.clone());
     }
     set_time(&mut r, "effectiveDateTime", o.observation_time.as_ref());
-    let values: Vec<&String> = o.values.iter().filter(|v| !v.is_empty()).collect();
-    if !values.is_empty() {
-        let joined = values.iter().map(|v| v.as_str()).collect::<Vec<_>>().join("\n");
-        let single = values.len() == 1;
-        let numeric = matches!(o.value_type.as_deref(), Some("NM" | "SN")) && single;
-        // a coded value (code^text^system^alt code^alt text^alt system, as the canonical event
-        // carries CE/CWE/CNE text) becomes a CodeableConcept
-        let coded = (matches!(o.value_type.as_deref(), Some("CE" | "CWE" | "CNE")) && single)
-            .then(|| {
-                let c: Vec<Option<String>> = values[0].split('^').map(|x| (!x.is_empty()).then(|| x.to_owned())).collect();
-                let at = |i: usize| c.get(i).cloned().flatten();
-                concept(Some(&Coded {
-                    code: at(0),
-                    text: at(1),
-                    system: at(2),
-                    alt_code: at(3),
-                    alt_text: at(4),
-                    alt_system: at(5),
-                }))
-            })
-            .flatten();
-        let structured = (o.value_type.as_deref() == Some("SN") && single)
-            .then(|| structured_numeric(values[0], o))
-            .flatten();
-        // a date or time value keeps its own precision; one without an offset stays text
-        let time = (matches!(o.value_type.as_deref(), Some("DT" | "DTM" | "TS")) && single)
-            .then(|| sluice_model::time::parse_hl7(values[0]).and_then(|t| fhir_time(&t).ok()))
-            .flatten();
-        if let Some((element, v)) = structured {
-            r.insert(element.into(), v);
-        } else if let Some(q) = numeric.then(|| quantity(values[0], o)).flatten() {
-            r.insert("valueQuantity".into(), q);
-        } else if let Some(t) = time {
-            r.insert("valueDateTime".into(), json!(t));
-        } else if let Some(c) = coded {
-            r.insert("valueCodeableConcept".into(), c);
-        } else {
-            r.insert("valueString".into(), json!(joined));
-        }
+    if let Some((element, v)) = value_element(o) {
+        r.insert(element.into(), v);
     }
     if let Some(range) = &o.reference_range {
         r.insert("referenceRange".into(), json!([{"text": range}]));
@@ -133,6 +96,52 @@ fn observation(ev: &ClinicalEvent, i: usize, o: &Observation, subject: Option<&V
         r.insert("specimen".into(), s.clone());
     }
     r
+}
+
+/// The `value[x]` element of an observation's values, by their HL7 value type; `None` when
+/// nothing was sent.
+fn value_element(o: &Observation) -> Option<(&'static str, Value)> {
+    let values: Vec<&String> = o.values.iter().filter(|v| !v.is_empty()).collect();
+    if values.is_empty() {
+        return None;
+    }
+    let joined = values.iter().map(|v| v.as_str()).collect::<Vec<_>>().join("\n");
+    let single = values.len() == 1;
+    let numeric = matches!(o.value_type.as_deref(), Some("NM" | "SN")) && single;
+    // a coded value (code^text^system^alt code^alt text^alt system, as the canonical event
+    // carries CE/CWE/CNE text) becomes a CodeableConcept
+    let coded = (matches!(o.value_type.as_deref(), Some("CE" | "CWE" | "CNE")) && single)
+        .then(|| {
+            let c: Vec<Option<String>> = values[0].split('^').map(|x| (!x.is_empty()).then(|| x.to_owned())).collect();
+            let at = |i: usize| c.get(i).cloned().flatten();
+            concept(Some(&Coded {
+                code: at(0),
+                text: at(1),
+                system: at(2),
+                alt_code: at(3),
+                alt_text: at(4),
+                alt_system: at(5),
+            }))
+        })
+        .flatten();
+    let structured = (o.value_type.as_deref() == Some("SN") && single)
+        .then(|| structured_numeric(values[0], o))
+        .flatten();
+    // a date or time value keeps its own precision; one without an offset stays text
+    let time = (matches!(o.value_type.as_deref(), Some("DT" | "DTM" | "TS")) && single)
+        .then(|| sluice_model::time::parse_hl7(values[0]).and_then(|t| fhir_time(&t).ok()))
+        .flatten();
+    Some(if let Some((element, v)) = structured {
+        (element, v)
+    } else if let Some(q) = numeric.then(|| quantity(values[0], o)).flatten() {
+        ("valueQuantity", q)
+    } else if let Some(t) = time {
+        ("valueDateTime", json!(t))
+    } else if let Some(c) = coded {
+        ("valueCodeableConcept", c)
+    } else {
+        ("valueString", json!(joined))
+    })
 }
 
 /// The Observations, each of its specimen, and named in the `result` of its order's

@@ -3,7 +3,7 @@
 use super::datatypes::{fhir_time, identifier, push_extension, set_time};
 use super::new_resource;
 use serde_json::{Map, Value, json};
-use sluice_model::ClinicalEvent;
+use sluice_model::{ClinicalEvent, Patient};
 
 pub(super) fn patient(ev: &ClinicalEvent) -> Option<Map<String, Value>> {
     let p = ev.patient.as_ref()?;
@@ -11,28 +11,7 @@ pub(super) fn patient(ev: &ClinicalEvent) -> Option<Map<String, Value>> {
     if !p.identifiers.is_empty() {
         r.insert("identifier".into(), Value::Array(p.identifiers.iter().map(identifier).collect()));
     }
-    let names: Vec<Value> = p
-        .names
-        .iter()
-        .map(|n| {
-            let mut v = Map::new();
-            if let Some(f) = &n.family {
-                v.insert("family".into(), json!(f));
-            }
-            let given: Vec<&String> = [&n.given, &n.middle].into_iter().flatten().collect();
-            if !given.is_empty() {
-                v.insert("given".into(), json!(given));
-            }
-            if let Some(x) = &n.prefix {
-                v.insert("prefix".into(), json!([x]));
-            }
-            if let Some(x) = &n.suffix {
-                v.insert("suffix".into(), json!([x]));
-            }
-            Value::Object(v)
-        })
-        .filter(|v| v.as_object().is_some_and(|o| !o.is_empty()))
-        .collect();
+    let names = names(p);
     if !names.is_empty() {
         r.insert("name".into(), Value::Array(names));
     }
@@ -53,28 +32,7 @@ pub(super) fn patient(ev: &ClinicalEvent) -> Option<Map<String, Value>> {
             Err(sent) => push_extension(&mut r, "birthDate", &sent),
         }
     }
-    let addresses: Vec<Value> = p
-        .addresses
-        .iter()
-        .map(|a| {
-            let mut v = Map::new();
-            if !a.lines.is_empty() {
-                v.insert("line".into(), json!(a.lines));
-            }
-            for (k, x) in [
-                ("city", &a.city),
-                ("district", &a.district),
-                ("postalCode", &a.postcode),
-                ("country", &a.country),
-            ] {
-                if let Some(x) = x {
-                    v.insert(k.into(), json!(x));
-                }
-            }
-            Value::Object(v)
-        })
-        .filter(|v| v.as_object().is_some_and(|o| !o.is_empty()))
-        .collect();
+    let addresses = addresses(p);
     if !addresses.is_empty() {
         r.insert("address".into(), Value::Array(addresses));
     }
@@ -104,4 +62,54 @@ pub(super) fn patient(ev: &ClinicalEvent) -> Option<Map<String, Value>> {
         _ => set_time(&mut r, "deceasedDateTime", p.death_time.as_ref()),
     }
     Some(r)
+}
+
+/// The patient's names as HumanNames; a name with nothing FHIR carries is left out.
+fn names(p: &Patient) -> Vec<Value> {
+    p.names
+        .iter()
+        .map(|n| {
+            let mut v = Map::new();
+            if let Some(f) = &n.family {
+                v.insert("family".into(), json!(f));
+            }
+            let given: Vec<&String> = [&n.given, &n.middle].into_iter().flatten().collect();
+            if !given.is_empty() {
+                v.insert("given".into(), json!(given));
+            }
+            if let Some(x) = &n.prefix {
+                v.insert("prefix".into(), json!([x]));
+            }
+            if let Some(x) = &n.suffix {
+                v.insert("suffix".into(), json!([x]));
+            }
+            Value::Object(v)
+        })
+        .filter(|v| v.as_object().is_some_and(|o| !o.is_empty()))
+        .collect()
+}
+
+/// The patient's addresses; an address with nothing FHIR carries is left out.
+fn addresses(p: &Patient) -> Vec<Value> {
+    p.addresses
+        .iter()
+        .map(|a| {
+            let mut v = Map::new();
+            if !a.lines.is_empty() {
+                v.insert("line".into(), json!(a.lines));
+            }
+            for (k, x) in [
+                ("city", &a.city),
+                ("district", &a.district),
+                ("postalCode", &a.postcode),
+                ("country", &a.country),
+            ] {
+                if let Some(x) = x {
+                    v.insert(k.into(), json!(x));
+                }
+            }
+            Value::Object(v)
+        })
+        .filter(|v| v.as_object().is_some_and(|o| !o.is_empty()))
+        .collect()
 }
