@@ -33,6 +33,62 @@ fn events(bytes: &[u8]) -> Result<Vec<ClinicalEvent>, &'static str> {
     map_body(&raw, &RawPosition::default()).map_err(|r| r.code)
 }
 
+/// One file's events: every resource of the body travels whole in some event (counted by type
+/// in `by_type`), and each resource of a mapped type is mapped exactly once. Returns the number
+/// of valid NHS numbers recognised.
+fn check_events(name: &str, bytes: &[u8], evs: &[ClinicalEvent], by_type: &mut BTreeMap<String, usize>) -> usize {
+    let mut nhs_valid = 0;
+    let (_, tree) = sluice_fhir::parse(bytes).unwrap();
+    let sent = sluice_fhir::resources(&tree);
+    // every resource of the body travels whole in some event
+    for (_, r) in &sent {
+        let t = sluice_fhir::resource_type(r).unwrap();
+        let json = r.to_string();
+        assert!(
+            evs.iter()
+                .any(|e| e.fhir_resources.iter().any(|x| x.json == json && x.resource_type == t)),
+            "{name}: a {t} travels in no event"
+        );
+        *by_type.entry(t.to_owned()).or_default() += 1;
+    }
+    // each resource of a mapped type is mapped exactly once, into one event
+    let count = |types: &[&str]| {
+        sent.iter()
+            .filter(|(_, r)| types.contains(&sluice_fhir::resource_type(r).unwrap()))
+            .count()
+    };
+    let sum = |f: fn(&ClinicalEvent) -> usize| evs.iter().map(f).sum::<usize>();
+    assert_eq!(sum(|e| e.observations.len()), count(&["Observation"]), "{name}: observations");
+    assert_eq!(sum(|e| e.allergies.len()), count(&["AllergyIntolerance"]), "{name}: allergies");
+    assert_eq!(sum(|e| e.immunisations.len()), count(&["Immunization"]), "{name}: immunisations");
+    assert_eq!(sum(|e| e.specimens.len()), count(&["Specimen"]), "{name}: specimens");
+    assert_eq!(
+        sum(|e| e.medications.len()),
+        count(&["MedicationRequest", "MedicationDispense", "MedicationStatement"]),
+        "{name}: medications"
+    );
+    assert_eq!(
+        sum(|e| e.orders.len()),
+        count(&["DiagnosticReport", "ServiceRequest"]),
+        "{name}: reports and requests"
+    );
+    assert!(evs.len() >= count(&["Patient"]), "{name}: an event per Patient resource");
+    for ev in evs {
+        assert_eq!(ev.message_type, "FHIR");
+        assert!(!ev.kind.is_empty());
+        for id in ev.patient.iter().flat_map(|p| &p.identifiers) {
+            if id.system.as_deref() == Some("https://fhir.nhs.uk/Id/nhs-number") {
+                assert_eq!(id.nhs_number_valid, Some(sluice_model::nhs::is_valid(&id.value)));
+                nhs_valid += usize::from(id.nhs_number_valid == Some(true));
+            }
+        }
+        // the FHIR Bundle out of a FHIR-in event is produced (validated in tests/fhir.rs)
+        let out = sluice_mapping::fhir_out::bundle(ev);
+        assert_eq!(out["resourceType"], "Bundle");
+    }
+    nhs_valid
+}
+
 #[test]
 fn every_corpus_fhir_resource_normalises_and_nothing_is_lost() {
     let Some(files) = sluice_hl7::corpus::fhir_files() else { return };
@@ -66,54 +122,7 @@ fn every_corpus_fhir_resource_normalises_and_nothing_is_lost() {
         mapped_files += 1;
         total_events += evs.len();
         without_patient += evs.iter().filter(|e| e.patient.is_none()).count();
-        let (_, tree) = sluice_fhir::parse(&bytes).unwrap();
-        let sent = sluice_fhir::resources(&tree);
-        // every resource of the body travels whole in some event
-        for (_, r) in &sent {
-            let t = sluice_fhir::resource_type(r).unwrap();
-            let json = r.to_string();
-            assert!(
-                evs.iter()
-                    .any(|e| e.fhir_resources.iter().any(|x| x.json == json && x.resource_type == t)),
-                "{name}: a {t} travels in no event"
-            );
-            *by_type.entry(t.to_owned()).or_default() += 1;
-        }
-        // each resource of a mapped type is mapped exactly once, into one event
-        let count = |types: &[&str]| {
-            sent.iter()
-                .filter(|(_, r)| types.contains(&sluice_fhir::resource_type(r).unwrap()))
-                .count()
-        };
-        let sum = |f: fn(&ClinicalEvent) -> usize| evs.iter().map(f).sum::<usize>();
-        assert_eq!(sum(|e| e.observations.len()), count(&["Observation"]), "{name}: observations");
-        assert_eq!(sum(|e| e.allergies.len()), count(&["AllergyIntolerance"]), "{name}: allergies");
-        assert_eq!(sum(|e| e.immunisations.len()), count(&["Immunization"]), "{name}: immunisations");
-        assert_eq!(sum(|e| e.specimens.len()), count(&["Specimen"]), "{name}: specimens");
-        assert_eq!(
-            sum(|e| e.medications.len()),
-            count(&["MedicationRequest", "MedicationDispense", "MedicationStatement"]),
-            "{name}: medications"
-        );
-        assert_eq!(
-            sum(|e| e.orders.len()),
-            count(&["DiagnosticReport", "ServiceRequest"]),
-            "{name}: reports and requests"
-        );
-        assert!(evs.len() >= count(&["Patient"]), "{name}: an event per Patient resource");
-        for ev in &evs {
-            assert_eq!(ev.message_type, "FHIR");
-            assert!(!ev.kind.is_empty());
-            for id in ev.patient.iter().flat_map(|p| &p.identifiers) {
-                if id.system.as_deref() == Some("https://fhir.nhs.uk/Id/nhs-number") {
-                    assert_eq!(id.nhs_number_valid, Some(sluice_model::nhs::is_valid(&id.value)));
-                    nhs_valid += usize::from(id.nhs_number_valid == Some(true));
-                }
-            }
-            // the FHIR Bundle out of a FHIR-in event is produced (validated in tests/fhir.rs)
-            let out = sluice_mapping::fhir_out::bundle(ev);
-            assert_eq!(out["resourceType"], "Bundle");
-        }
+        nhs_valid += check_events(&name, &bytes, &evs, &mut by_type);
     }
     assert!(mapped_files > 400, "only {mapped_files} FHIR files mapped");
     for t in [

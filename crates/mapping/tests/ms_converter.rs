@@ -176,6 +176,12 @@ fn instant(v: &Value) -> Option<i64> {
 }
 
 fn compare(name: &str, pid: &str, obx_codes: &BTreeSet<String>, ours: &Value, theirs: &Value, t: &mut Tally) {
+    compare_patient(name, pid, ours, theirs, t);
+    compare_observations(name, obx_codes, ours, theirs, t);
+    compare_resource_types(name, ours, theirs, t);
+}
+
+fn compare_patient(name: &str, pid: &str, ours: &Value, theirs: &Value, t: &mut Tally) {
     // patient identity
     if let (Some(p), Some(q)) = (of_type(ours, "Patient").first(), of_type(theirs, "Patient").first()) {
         let ids = |r: &Value| -> BTreeSet<String> {
@@ -208,6 +214,9 @@ fn compare(name: &str, pid: &str, obx_codes: &BTreeSet<String>, ours: &Value, th
             format!("{name}: family {:?} vs {:?}", family(p), family(q))
         });
     }
+}
+
+fn compare_observations(name: &str, obx_codes: &BTreeSet<String>, ours: &Value, theirs: &Value, t: &mut Tally) {
     // results: matched in order by code
     let mut theirs_obs: Vec<&Value> = of_type(theirs, "Observation");
     for o in of_type(ours, "Observation") {
@@ -221,55 +230,7 @@ fn compare(name: &str, pid: &str, obx_codes: &BTreeSet<String>, ours: &Value, th
             continue;
         };
         let q = theirs_obs.remove(pos);
-        t.check("observations present in both", true, None, String::new);
-        let (v1, v2) = (value(o), value(q));
-        let numeric_equal = match (&v1, &v2) {
-            (Some(a), Some(b)) => {
-                a.trim_start_matches(['<', '>', '=']).parse::<f64>().ok() == b.trim_start_matches(['<', '>', '=']).parse::<f64>().ok()
-                    && a.parse::<f64>().is_ok()
-            }
-            _ => false,
-        };
-        let as_text = o.get("valueString").is_some() && q.get("valueString").is_none();
-        let explained = if as_text {
-            Some(Deliberate::ValueKeptAsSent)
-        } else if v2.as_deref() == Some("Observation value") {
-            Some(Deliberate::ConverterDropsContent)
-        } else {
-            None
-        };
-        t.check("observation values", v1 == v2 || numeric_equal, explained, || {
-            format!("{name}: {} value {v1:?} vs {v2:?}", code(o))
-        });
-        if o.get("valueQuantity").is_some() && q.get("valueQuantity").is_some() {
-            let dropped = unit(q).is_none() && unit(o).is_some();
-            t.check(
-                "observation units",
-                unit(o) == unit(q),
-                dropped.then_some(Deliberate::ConverterDropsContent),
-                || format!("{name}: {} unit {:?} vs {:?}", code(o), unit(o), unit(q)),
-            );
-        }
-        let status_explained = q["status"] == "unknown" && !o["status"].is_null();
-        t.check(
-            "observation statuses",
-            o["status"] == q["status"],
-            status_explained.then_some(Deliberate::StatusByTable0085),
-            || format!("{name}: {} status {} vs {}", code(o), o["status"], q["status"]),
-        );
-        let (e1, e2) = (&o["effectiveDateTime"], &q["effectiveDateTime"]);
-        let explained = if e1.is_null() && has_sent_time(o, "effectiveDateTime") {
-            Some(Deliberate::ZoneNotInvented)
-        } else if instant(e1).is_some() && instant(e1) == instant(e2) {
-            Some(Deliberate::OffsetKeptAsSent)
-        } else if e2.is_null() && !e1.is_null() {
-            Some(Deliberate::ConverterDropsContent)
-        } else {
-            None
-        };
-        t.check("observation times", e1 == e2, explained, || {
-            format!("{name}: {} time {e1} vs {e2}", code(o))
-        });
+        compare_observation(name, o, q, t);
     }
     for q in theirs_obs {
         // an OBX we did not make an Observation of would be ours to fix
@@ -281,6 +242,62 @@ fn compare(name: &str, pid: &str, obx_codes: &BTreeSet<String>, ours: &Value, th
             || format!("{name}: observation {} only in theirs", code(q)),
         );
     }
+}
+
+/// One of our Observations against theirs of the same code.
+fn compare_observation(name: &str, o: &Value, q: &Value, t: &mut Tally) {
+    t.check("observations present in both", true, None, String::new);
+    let (v1, v2) = (value(o), value(q));
+    let numeric_equal = match (&v1, &v2) {
+        (Some(a), Some(b)) => {
+            a.trim_start_matches(['<', '>', '=']).parse::<f64>().ok() == b.trim_start_matches(['<', '>', '=']).parse::<f64>().ok()
+                && a.parse::<f64>().is_ok()
+        }
+        _ => false,
+    };
+    let as_text = o.get("valueString").is_some() && q.get("valueString").is_none();
+    let explained = if as_text {
+        Some(Deliberate::ValueKeptAsSent)
+    } else if v2.as_deref() == Some("Observation value") {
+        Some(Deliberate::ConverterDropsContent)
+    } else {
+        None
+    };
+    t.check("observation values", v1 == v2 || numeric_equal, explained, || {
+        format!("{name}: {} value {v1:?} vs {v2:?}", code(o))
+    });
+    if o.get("valueQuantity").is_some() && q.get("valueQuantity").is_some() {
+        let dropped = unit(q).is_none() && unit(o).is_some();
+        t.check(
+            "observation units",
+            unit(o) == unit(q),
+            dropped.then_some(Deliberate::ConverterDropsContent),
+            || format!("{name}: {} unit {:?} vs {:?}", code(o), unit(o), unit(q)),
+        );
+    }
+    let status_explained = q["status"] == "unknown" && !o["status"].is_null();
+    t.check(
+        "observation statuses",
+        o["status"] == q["status"],
+        status_explained.then_some(Deliberate::StatusByTable0085),
+        || format!("{name}: {} status {} vs {}", code(o), o["status"], q["status"]),
+    );
+    let (e1, e2) = (&o["effectiveDateTime"], &q["effectiveDateTime"]);
+    let explained = if e1.is_null() && has_sent_time(o, "effectiveDateTime") {
+        Some(Deliberate::ZoneNotInvented)
+    } else if instant(e1).is_some() && instant(e1) == instant(e2) {
+        Some(Deliberate::OffsetKeptAsSent)
+    } else if e2.is_null() && !e1.is_null() {
+        Some(Deliberate::ConverterDropsContent)
+    } else {
+        None
+    };
+    t.check("observation times", e1 == e2, explained, || {
+        format!("{name}: {} time {e1} vs {e2}", code(o))
+    });
+}
+
+fn compare_resource_types(name: &str, ours: &Value, theirs: &Value, t: &mut Tally) {
     // which clinical resources exist
     for ty in CLINICAL {
         let (a, b) = (of_type(ours, ty).len(), of_type(theirs, ty).len());
