@@ -4,10 +4,9 @@
 //! non-empty field of a mapped segment travels in `unmapped_fields`, and every segment the model
 //! does not map at all (Z-segments, NK1, DG1, PRT, RXC ...) travels whole in
 //! `unmapped_segments`: nothing in the message is silently discarded.
-
 //!
 //! [`map_message`] reads the segments in order and gives each, by its name, to the mapper of its
-//! segment group (one module each), over a [`Group`]: where the segments being read belong in
+//! segment group (one module each), over a `Group`: where the segments being read belong in
 //! the message structure (the specimen group, what the last mapped segment started, which
 //! singleton segments came already).
 
@@ -175,7 +174,8 @@ fn header(m: &Mapper<'_, '_>, raw: &RawMessage, pos: &RawPosition) -> ClinicalEv
     }
 }
 
-/// Maps one segment into the event: each segment group has its module.
+/// Maps one segment into the event with the function of its segment group's module. `repeat`:
+/// a singleton segment (PID, PV1, MRG, SCH, TXA) of this name came before.
 fn map_segment<'a>(m: &Mapper<'_, 'a>, seg: &Segment<'a>, repeat: bool, ev: &mut ClinicalEvent, g: &mut Group) -> Mapped {
     match seg.name() {
         b"MSH" => {}
