@@ -11,3 +11,5 @@ if command -v cargo-nextest >/dev/null 2>&1; then
 else
   cargo test --workspace
 fi
+# the corpus tests again on subsets of the corpus: they judge behaviour, not its size
+./scripts/corpus-subset.sh

@@ -67,7 +67,6 @@ async fn mllp_to_routed_topics_exactly_once_through_kill_restart_and_resend() {
         }
     }
     all.extend(bad_iter.map(|b| (false, b.clone())));
-    assert!(all.len() >= 1000, "only {} messages", all.len());
 
     let third = all.len() / 3;
     let msgs: Vec<Vec<u8>> = all.iter().map(|(_, m)| m.clone()).collect();

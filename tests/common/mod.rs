@@ -397,3 +397,33 @@ impl Pipeline {
         }
     }
 }
+
+impl Pipeline {
+    /// Every committed record of a topic, decoded.
+    pub async fn decoded<T: sluice_model::Record>(&self, topic: &str) -> Vec<T> {
+        let store = self.store();
+        let mut out = Vec::new();
+        for (_, _, _, v) in self.read_all(topic) {
+            store.prefetch(&v).await.unwrap();
+            out.push(store.decode::<T>(&v).unwrap());
+        }
+        out
+    }
+
+    /// The value of one series on a service's `/metrics` (0 when absent), e.g.
+    /// `sluice_normalise_resends_skipped_total{source="hl7v2"}`.
+    pub async fn metric(&self, service: &str, series: &str) -> f64 {
+        let text = reqwest::get(self.metrics_url(service)).await.unwrap().text().await.unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+            .map(|v| v.trim().parse().unwrap())
+            .unwrap_or(0.0)
+    }
+}
+
+/// The event ids `sluice_normalise` makes of HL7 v2 messages.
+pub fn hl7_event_ids(msgs: &[Vec<u8>]) -> std::collections::HashSet<String> {
+    msgs.iter()
+        .map(|m| sluice_model::ids::hl7_event_id(&sluice_hl7::Message::parse(m)))
+        .collect()
+}

@@ -50,20 +50,31 @@ pub fn fhir_files() -> Option<Vec<PathBuf>> {
     files_of_kind(&["fhir-r4", "fhir-r4-ukcore-xml", "fhir-expected", "fhir/json"])
 }
 
-/// The files whose manifest `kind` is one of `kinds`.
-pub fn files_of_kind(kinds: &[&str]) -> Option<Vec<PathBuf>> {
+/// The manifest rows (columns split) whose `kind` is one of `kinds`, with the corpus root.
+fn rows_of_kind(kinds: &[&str]) -> Option<(PathBuf, Vec<Vec<String>>)> {
     let root = root()?;
     let manifest = std::fs::read_to_string(root.join("manifest.tsv")).ok()?;
-    Some(
-        manifest
-            .lines()
-            .skip(1)
-            .filter_map(|l| {
-                let cols: Vec<&str> = l.split('\t').collect();
-                cols.get(2).is_some_and(|k| kinds.contains(k)).then(|| root.join(cols[0]))
-            })
-            .collect(),
-    )
+    let rows = manifest
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').map(str::to_owned).collect::<Vec<_>>())
+        .filter(|cols| cols.get(2).is_some_and(|k| kinds.contains(&k.as_str())))
+        .collect();
+    Some((root, rows))
+}
+
+/// The files whose manifest `kind` is one of `kinds`.
+pub fn files_of_kind(kinds: &[&str]) -> Option<Vec<PathBuf>> {
+    let (root, rows) = rows_of_kind(kinds)?;
+    Some(rows.iter().map(|cols| root.join(&cols[0])).collect())
+}
+
+/// How many HL7 v2 messages the corpus manifest says its files hold (its `messages` column, a
+/// heuristic count of lines starting `MSH`), or `None` as for [`root`]. Tests check they read at
+/// least this many, so they judge that every message was read, whatever the corpus's size.
+pub fn manifest_hl7v2_messages() -> Option<usize> {
+    let (_, rows) = rows_of_kind(&["hl7v2", "hl7v2-literal"])?;
+    Some(rows.iter().filter_map(|cols| cols.get(5).and_then(|n| n.parse::<usize>().ok())).sum())
 }
 
 /// Every HL7 v2 message of the corpus (files split into messages), empty without the corpus.

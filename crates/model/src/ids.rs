@@ -25,19 +25,73 @@ pub fn uuid_from(parts: &[&[u8]]) -> String {
     format!("{}-{}-{}-{}-{}", &x[..8], &x[8..12], &x[12..16], &x[16..20], &x[20..])
 }
 
-/// The event id of an HL7 v2 message: sending application and facility, MSH-10, and a hash of
-/// every segment after MSH with terminators normalised. A resend of the same message (even with
-/// a new MSH-7 time or different line endings) has the same id; a control id reused for
-/// different content does not.
-pub fn hl7_event_id(msg: &sluice_hl7::Message<'_>) -> String {
+/// What a message is, for telling a resend from a new message: `identity` names the message
+/// (sender, control id, type), `digest` its content. An input is skipped as a resend only when
+/// both are the same as an earlier one's; the same identity with another digest is a control id
+/// reused for different content, which is kept and flagged, never skipped.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MessageIdentity {
+    /// Hex sha-256 over what names the message; empty when the message has no name of its own
+    /// (a FHIR body without `Bundle.identifier` or MessageHeader id), so only content can match.
+    pub identity: String,
+    /// Hex sha-256 over the content, ignoring only what a resend legitimately changes.
+    pub digest: String,
+}
+
+impl MessageIdentity {
+    /// The event id of one event made from the message: `part` tells apart the events of one
+    /// message (a FHIR Bundle gives one event per patient); empty for HL7 v2.
+    pub fn event_id(&self, kind: &str, part: &str) -> String {
+        uuid_from(&[kind.as_bytes(), self.identity.as_bytes(), self.digest.as_bytes(), part.as_bytes()])
+    }
+}
+
+/// The identity of an HL7 v2 message: sending application (MSH-3), sending facility (MSH-4),
+/// control id (MSH-10) and message type with trigger and structure (MSH-9). Its digest covers
+/// every MSH field except MSH-7 (a resend may carry a new send time) and every later segment with
+/// terminators normalised (a resend may change line endings).
+pub fn hl7_identity(msg: &sluice_hl7::Message<'_>) -> MessageIdentity {
     let msh = msg.segment(0);
+    let identity = parts_hex(&[
+        b"hl7v2",
+        msh.field(3).raw(),
+        msh.field(4).raw(),
+        msh.field(10).raw(),
+        msh.field(9).raw(),
+    ]);
     let mut body = Sha256::new();
+    for n in 1..=msh.field_count() {
+        if n != 7 {
+            let f = msh.field(n).raw();
+            body.update((f.len() as u64).to_be_bytes());
+            body.update(f);
+        }
+    }
     for seg in msg.segments().skip(1) {
         body.update(seg.raw());
         body.update(b"\r");
     }
-    let body = body.finalize();
-    uuid_from(&[b"hl7v2", msh.field(3).raw(), msh.field(4).raw(), msh.field(10).raw(), &body])
+    MessageIdentity {
+        identity,
+        digest: hex::encode(body.finalize()),
+    }
+}
+
+/// The event id of an HL7 v2 message: see [`hl7_identity`]. A resend of the same message (even
+/// with a new MSH-7 time or different line endings) has the same id; a control id reused for
+/// another message type or different content does not.
+pub fn hl7_event_id(msg: &sluice_hl7::Message<'_>) -> String {
+    hl7_identity(msg).event_id("hl7v2", "")
+}
+
+/// Hex sha-256 over length-prefixed parts.
+pub fn parts_hex(parts: &[&[u8]]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p);
+    }
+    hex::encode(h.finalize())
 }
 
 /// The Kafka key of a record before matching: the sending facility and the first patient
@@ -72,5 +126,19 @@ mod tests {
         assert_eq!(id(a), id(b));
         assert_ne!(id(a), id(c));
         assert_eq!(id(a).len(), 36);
+    }
+
+    #[test]
+    fn another_message_type_or_content_under_one_control_id_is_another_message() {
+        let id = |x: &[u8]| hl7_identity(&sluice_hl7::Message::parse(x));
+        let a04 = id(b"MSH|^~\\&|A|B|C|D|20240101||ADT^A04|MSG00001|P|2.5\rPID|1||1\r");
+        let a11 = id(b"MSH|^~\\&|A|B|C|D|20240101||ADT^A11|MSG00001|P|2.5\rPID|1||1\r");
+        let other = id(b"MSH|^~\\&|A|B|C|D|20240101||ADT^A04|MSG00001|P|2.5\rPID|1||2\r");
+        let other_version = id(b"MSH|^~\\&|A|B|C|D|20240101||ADT^A04|MSG00001|P|2.4\rPID|1||1\r");
+        assert_ne!(a04.identity, a11.identity, "the message type is part of what names a message");
+        assert_ne!(a04.event_id("hl7v2", ""), a11.event_id("hl7v2", ""));
+        assert_eq!(a04.identity, other.identity);
+        assert_ne!(a04.digest, other.digest, "different content under one name");
+        assert_ne!(a04.digest, other_version.digest, "MSH fields other than MSH-7 are content");
     }
 }

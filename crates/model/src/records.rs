@@ -247,6 +247,28 @@ pub struct ClinicalEvent {
     pub medications: Vec<Medication>,
     pub allergies: Vec<Allergy>,
     pub fhir_resources: Vec<FhirResource>,
+    #[serde(default)]
+    pub identity_key: String,
+    #[serde(default)]
+    pub content_digest: String,
+    #[serde(default)]
+    pub control_id_reused: bool,
+    #[serde(default)]
+    pub explicit_nulls: Vec<ExplicitNull>,
+}
+
+/// A value sent as the explicit null `""`: present and null, which in HL7 v2 tells the receiver
+/// to delete what it holds. It is never a value, identifier, key, name, date or code; this marker
+/// carries the meaning to consumers instead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ExplicitNull {
+    pub segment_index: i32,
+    pub segment: String,
+    pub field: i32,
+    /// 0 when the whole field is `""`, else the (1-based) repetition
+    pub repetition: i32,
+    /// 0 when the whole field or repetition is `""`, else the component
+    pub component: i32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -369,6 +391,24 @@ pub struct SeenEvent {
     pub event_id: String,
     pub raw_id: String,
     pub first_seen_at: Micros,
+    #[serde(default)]
+    pub identity_key: String,
+    #[serde(default)]
+    pub content_digest: String,
+    #[serde(default)]
+    pub raw_topic: String,
+    #[serde(default = "minus_one")]
+    pub raw_partition: i32,
+    #[serde(default = "minus_one_long")]
+    pub raw_offset: i64,
+}
+
+fn minus_one() -> i32 {
+    -1
+}
+
+fn minus_one_long() -> i64 {
+    -1
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]

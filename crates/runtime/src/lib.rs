@@ -24,6 +24,11 @@ pub mod telemetry;
 pub mod trace;
 pub mod transactional;
 
+/// The consumer group of a processing stage; its transactional ids share the prefix.
+pub fn group_id(service: &str) -> String {
+    format!("sluice-{service}")
+}
+
 /// Microseconds since the Unix epoch, now. The only clock services read, through
 /// [`processor::Context`], so processors stay pure.
 pub fn now_micros() -> i64 {

@@ -5,6 +5,7 @@ use crate::kafka;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// Partition EOF is how the loader knows it is done: not an error worth logging.
@@ -68,4 +69,28 @@ pub fn read_topic(cfg: &KafkaConfig, topic: &str, mut apply: impl FnMut(Option<&
         }
     }
     anyhow::bail!("reading {topic} did not reach its end in time")
+}
+
+/// The consumer group's committed offsets (the next offset to read) on every partition of
+/// `topics`; partitions with nothing committed are absent. Reading them does not join the group.
+pub fn committed_offsets(cfg: &KafkaConfig, group: &str, topics: &[&str]) -> anyhow::Result<HashMap<(String, i32), i64>> {
+    let mut c = kafka::base(cfg, "sluice-state-loader");
+    c.set("group.id", group).set("enable.auto.commit", "false");
+    let consumer: BaseConsumer<QuietEof> = c.create_with_context(QuietEof)?;
+    let mut tpl = TopicPartitionList::new();
+    for topic in topics {
+        let meta = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        for p in meta.topics().iter().flat_map(|t| t.partitions().iter()) {
+            tpl.add_partition(topic, p.id());
+        }
+    }
+    let committed = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
+    Ok(committed
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some(((e.topic().to_owned(), e.partition()), o)),
+            _ => None,
+        })
+        .collect())
 }

@@ -124,7 +124,7 @@ pub fn run<P: Processor>(stage: Stage<'_>, make: impl FnOnce() -> anyhow::Result
         .set("transaction.timeout.ms", cfg.transaction_timeout_ms.to_string());
     let producer: BaseProducer = pcfg.create().map_err(RuntimeError::Client)?;
     let revoked = Arc::new(AtomicBool::new(false));
-    let consumer: BaseConsumer<RebalanceFlag> = kafka::read_committed_consumer(&cfg.kafka, &instance, &format!("sluice-{svc}"))
+    let consumer: BaseConsumer<RebalanceFlag> = kafka::read_committed_consumer(&cfg.kafka, &instance, &crate::group_id(svc))
         .create_with_context(RebalanceFlag(revoked.clone()))
         .map_err(RuntimeError::Client)?;
 

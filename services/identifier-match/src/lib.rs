@@ -45,11 +45,25 @@ pub struct Key {
     pub kind: &'static str,
 }
 
+/// Whether a value can be part of a match key: something with a letter or digit in it, never
+/// the HL7 explicit null `""` (present and null: "delete this value"), blanks or punctuation.
+/// The normaliser already keeps `""` out of identifiers; this is the last line of defence,
+/// because a key every patient of a feed shares would overlay them all.
+pub fn usable(value: &str) -> bool {
+    let v = value.trim();
+    v != "\"\"" && v.chars().any(char::is_alphanumeric)
+}
+
 /// The match keys of a set of identifiers, and the codes of identifiers not used as keys.
 pub fn keys_of(ids: &[Identifier], implied_authority: &str) -> (Vec<Key>, Vec<&'static str>) {
     let mut keys = Vec::new();
     let mut ignored = Vec::new();
+    let implied_authority = if usable(implied_authority) { implied_authority } else { "" };
     for id in ids {
+        if !usable(&id.value) {
+            ignored.push("identifier_value_unusable");
+            continue;
+        }
         if id.system.as_deref() == Some("https://fhir.nhs.uk/Id/nhs-number") {
             if id.nhs_number_valid == Some(true) {
                 keys.push(Key {
@@ -69,8 +83,8 @@ pub fn keys_of(ids: &[Identifier], implied_authority: &str) -> (Vec<Key>, Vec<&'
         match id
             .assigning_authority
             .as_deref()
-            .or(id.assigning_facility.as_deref())
-            .filter(|a| !a.is_empty())
+            .filter(|a| usable(a))
+            .or(id.assigning_facility.as_deref().filter(|a| usable(a)))
         {
             Some(a) => keys.push(Key {
                 key: format!("mrn|{a}|{}", id.value),

@@ -192,3 +192,29 @@ fn link_and_unlink_requests_are_held_for_a_person() {
         assert_ne!(ix.resolve(&a), ix.resolve(&b));
     }
 }
+
+#[test]
+fn explicit_nulls_and_blanks_are_never_keys() {
+    // PID-2 `""` with the facility standing in as its authority used to become the key
+    // mrn|<facility>|"" shared by every patient of that feed
+    for v in ["\"\"", "", "  ", "^", "~", "-"] {
+        let (keys, ignored) = keys_of(&[mrn(v, "RTH")], "RTH");
+        assert!(keys.is_empty(), "{v:?} became a key");
+        assert_eq!(ignored, vec!["identifier_value_unusable"]);
+    }
+    let (keys, _) = keys_of(
+        &[Identifier {
+            value: "P1".into(),
+            assigning_authority: Some("\"\"".into()),
+            ..Default::default()
+        }],
+        "\"\"",
+    );
+    assert!(keys.is_empty(), "an explicit-null authority is no authority");
+    let mut ix = Index::default();
+    let (d, _) = decide(&ix, &event(vec![mrn("\"\"", "RTH"), mrn("P1001", "PROBEAUTH")]));
+    let a = apply(&mut ix, &d).expect("new patient");
+    let (d, _) = decide(&ix, &event(vec![mrn("\"\"", "RTH"), mrn("P2002", "PROBEAUTH")]));
+    let b = apply(&mut ix, &d).expect("another new patient");
+    assert_ne!(a, b, "two patients overlaid through an explicit null");
+}

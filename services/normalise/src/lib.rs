@@ -1,10 +1,12 @@
 //! normalise: raw HL7 v2 (`hl7v2.raw.v1`) and raw FHIR R4 (`fhir.raw.v1`) to canonical clinical
 //! events (`clinical.normalised.v1`), each also as a FHIR R4 Bundle (`fhir.bundles.v1`).
 //!
-//! Guarantees: a message whose event id was already normalised (a resend after a lost ACK, a
-//! replay) is skipped, because every event id produced is also written to the compacted
-//! `normalise.seen.v1` in the same transaction, and that topic is read back at start-up. A
-//! message that cannot be normalised goes to `deadletter.normalise.v1` with a bounded code.
+//! Guarantees: a message already normalised (a resend after a lost ACK, a replay) is skipped only
+//! when it is the same message, same identity and same content (see [`dedup`]); a control id
+//! reused for different content is kept as its own event and flagged. Every event id produced is
+//! also written to the compacted `normalise.seen.v1` in the same transaction, and that topic is
+//! read back at start-up. A message that cannot be normalised goes to `deadletter.normalise.v1`
+//! with a bounded code.
 
 // the mappers live in sluice-mapping; these are the paths the workspace knows them by
 pub use sluice_mapping::fhir_in;
@@ -12,16 +14,19 @@ pub use sluice_mapping::fhir_out as fhir;
 pub use sluice_mapping::v2 as mapping;
 pub use sluice_mapping::v2::results;
 
+pub mod dedup;
+pub mod metrics;
+
+use dedup::{Seen, Verdict};
 use serde::{Deserialize, Serialize};
 use sluice_hl7::Message;
 use sluice_model::topology::names;
-use sluice_model::{RawMessage, SeenEvent};
+use sluice_model::{ClinicalEvent, RawMessage, SeenEvent};
 use sluice_registry::SchemaStore;
 use sluice_runtime::config::RuntimeConfig;
 use sluice_runtime::processor::{Context, Input, Outcome, Output, Processor};
 use sluice_runtime::shutdown::Shutdown;
 use sluice_runtime::telemetry::Health;
-use std::collections::HashSet;
 use std::sync::Arc;
 
 pub const SERVICE: &str = "normalise";
@@ -34,21 +39,51 @@ pub struct Config {
 
 pub struct Normaliser {
     store: Arc<SchemaStore>,
-    seen: HashSet<String>,
-    pending: HashSet<String>,
+    seen: Seen,
+    pending: Seen,
+    /// What the open transaction skipped or flagged, logged and counted once it commits.
+    tally: Vec<Note>,
+}
+
+/// A skip or a flag of the open transaction: its kind, source format and the event id involved.
+#[derive(Debug, Clone)]
+struct Note {
+    verdict: Verdict,
+    source: &'static str,
+    event_id: String,
+    raw_id: String,
 }
 
 impl Normaliser {
-    pub fn new(store: Arc<SchemaStore>, seen: HashSet<String>) -> Normaliser {
+    pub fn new(store: Arc<SchemaStore>, seen: Seen) -> Normaliser {
         Normaliser {
             store,
             seen,
-            pending: HashSet::new(),
+            pending: Seen::default(),
+            tally: Vec::new(),
         }
     }
 
     fn reject(code: &'static str, detail: String) -> Outcome {
         Outcome::Reject { code, detail }
+    }
+
+    /// The events of one raw record with their Kafka keys, or why it cannot be normalised.
+    fn events_of(raw: &RawMessage, pos: &mapping::RawPosition, fhir: bool) -> Result<Vec<(Vec<u8>, ClinicalEvent)>, Outcome> {
+        if fhir {
+            return match fhir_in::map_body(raw, pos) {
+                Ok(evs) => Ok(evs.into_iter().map(|ev| (fhir_in::source_patient_key(&ev), ev)).collect()),
+                Err(r) => Err(Self::reject(r.code, r.detail)),
+            };
+        }
+        let msg = Message::parse(&raw.payload);
+        if let Some(p) = msg.fatal_problem() {
+            return Err(Self::reject(p.code.as_str(), p.to_string()));
+        }
+        Ok(vec![(
+            sluice_model::ids::source_patient_key(&msg),
+            mapping::map_message(&msg, raw, pos),
+        )])
     }
 }
 
@@ -64,28 +99,51 @@ impl Processor for Normaliser {
             offset: input.offset,
             replay: input.replay,
         };
-        let events = if input.topic == names::FHIR_RAW {
-            match fhir_in::map_body(&raw, &pos) {
-                Ok(evs) => evs.into_iter().map(|ev| (fhir_in::source_patient_key(&ev), ev)).collect(),
-                Err(r) => return Self::reject(r.code, r.detail),
-            }
-        } else {
-            let msg = Message::parse(&raw.payload);
-            if let Some(p) = msg.fatal_problem() {
-                return Self::reject(p.code.as_str(), p.to_string());
-            }
-            vec![(sluice_model::ids::source_patient_key(&msg), mapping::map_message(&msg, &raw, &pos))]
+        let fhir = input.topic == names::FHIR_RAW;
+        let source = if fhir { "fhir" } else { "hl7v2" };
+        let events = match Self::events_of(&raw, &pos, fhir) {
+            Ok(evs) => evs,
+            Err(rejected) => return rejected,
         };
         let mut outputs = Vec::new();
-        let mut ids = Vec::new();
-        for (key, event) in events {
-            if self.seen.contains(&event.event_id) || self.pending.contains(&event.event_id) {
-                continue;
+        let mut opened = Seen::default();
+        let mut notes = Vec::new();
+        for (key, mut event) in events {
+            let verdict = self
+                .seen
+                .verdict(&self.pending, &event.event_id, &event.identity_key, &event.content_digest);
+            let verdict = match verdict {
+                Verdict::New => opened.verdict(&Seen::default(), &event.event_id, &event.identity_key, &event.content_digest),
+                v => v,
+            };
+            let note = |verdict| Note {
+                verdict,
+                source,
+                event_id: event.event_id.clone(),
+                raw_id: raw.raw_id.clone(),
+            };
+            match verdict {
+                Verdict::Resend => {
+                    notes.push(note(Verdict::Resend));
+                    continue;
+                }
+                Verdict::ControlIdReused => {
+                    notes.push(note(Verdict::ControlIdReused));
+                    event.control_id_reused = true;
+                    event.warnings.push("control_id_reused".into());
+                }
+                Verdict::New => {}
             }
+            opened.insert(&event.event_id, &event.identity_key, &event.content_digest);
             let seen = SeenEvent {
                 event_id: event.event_id.clone(),
                 raw_id: raw.raw_id.clone(),
                 first_seen_at: ctx.now_micros,
+                identity_key: event.identity_key.clone(),
+                content_digest: event.content_digest.clone(),
+                raw_topic: input.topic.to_owned(),
+                raw_partition: input.partition,
+                raw_offset: input.offset,
             };
             let fhir = sluice_model::FhirBundle {
                 event_id: event.event_id.clone(),
@@ -100,7 +158,6 @@ impl Processor for Normaliser {
             ) else {
                 return Self::reject("avro_encode_failed", "canonical event could not be encoded".into());
             };
-            ids.push(event.event_id.clone());
             outputs.push(Output {
                 topic: names::NORMALISED.into(),
                 key: key.clone(),
@@ -117,34 +174,70 @@ impl Processor for Normaliser {
                 value: seen_bytes,
             });
         }
+        self.tally.extend(notes);
         if outputs.is_empty() {
-            return Outcome::Skip("duplicate_event");
+            return Outcome::Skip("resend");
         }
-        self.pending.extend(ids);
+        self.pending.absorb(opened);
         Outcome::Emit(outputs)
     }
 
     fn committed(&mut self) {
-        self.seen.extend(self.pending.drain());
+        let pending = std::mem::take(&mut self.pending);
+        self.seen.absorb(pending);
+        let m = metrics::metrics();
+        for n in self.tally.drain(..) {
+            match n.verdict {
+                Verdict::Resend => {
+                    m.resends.with_label_values(&[n.source]).inc();
+                    tracing::info!(event_id = %n.event_id, raw_id = %n.raw_id, source = n.source, "resend skipped: same message as an event already normalised");
+                }
+                Verdict::ControlIdReused => {
+                    m.control_id_reused.with_label_values(&[n.source]).inc();
+                    tracing::warn!(event_id = %n.event_id, raw_id = %n.raw_id, source = n.source, "control id reused for different content: kept as its own event and flagged");
+                }
+                Verdict::New => {}
+            }
+        }
     }
 
     fn aborted(&mut self) {
-        self.pending.clear();
+        self.pending = Seen::default();
+        self.tally.clear();
     }
 }
 
-/// Reads the event ids already normalised back from `normalise.seen.v1`.
-pub fn load_seen(cfg: &RuntimeConfig) -> anyhow::Result<HashSet<String>> {
-    let mut seen = HashSet::new();
+/// Reads the event ids already normalised back from `normalise.seen.v1`, keeping only those
+/// that committed work produced (see [`Seen::trusts`]).
+pub fn load_seen(cfg: &RuntimeConfig, store: &SchemaStore, handle: &tokio::runtime::Handle) -> anyhow::Result<Seen> {
+    let mut records = Vec::new();
     let mut bad = 0u64;
     sluice_runtime::state::read_topic(&cfg.kafka, names::SEEN, |key, value| match (key, value) {
-        (Some(k), Some(_)) => {
-            seen.insert(String::from_utf8_lossy(k).into_owned());
-        }
+        (Some(_), Some(v)) if handle.block_on(store.prefetch(v)).is_ok() => match store.decode::<SeenEvent>(v) {
+            Ok(r) => records.push(r),
+            Err(_) => bad += 1,
+        },
         _ => bad += 1,
     })?;
     if bad > 0 {
-        tracing::warn!(records = bad, "seen-event records without key or value ignored");
+        anyhow::bail!("{bad} seen-event records could not be read: refusing to de-duplicate on partial state");
+    }
+    let inputs = [names::RAW, names::FHIR_RAW];
+    let committed = sluice_runtime::state::committed_offsets(&cfg.kafka, &sluice_runtime::group_id(SERVICE), &inputs)?;
+    let mut seen = Seen::default();
+    let mut untrusted = 0u64;
+    for r in &records {
+        if Seen::trusts(r, &committed) {
+            seen.insert(&r.event_id, &r.identity_key, &r.content_digest);
+        } else {
+            untrusted += 1;
+        }
+    }
+    if untrusted > 0 {
+        tracing::warn!(
+            records = untrusted,
+            "seen-event records from transactions that never committed ignored"
+        );
     }
     tracing::info!(events = seen.len(), "de-duplication state loaded");
     Ok(seen)
@@ -158,8 +251,8 @@ pub async fn run(cfg: Config, shutdown: Shutdown, health: Health) -> anyhow::Res
         cfg.runtime,
         shutdown,
         health,
-        move |store, _| {
-            let seen = load_seen(&rt)?;
+        move |store, handle| {
+            let seen = load_seen(&rt, &store, &handle)?;
             Ok(Normaliser::new(store, seen))
         },
     )

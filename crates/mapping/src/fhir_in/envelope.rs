@@ -12,7 +12,7 @@ pub(super) fn envelope(
     header: Option<&Value>,
     raw: &RawMessage,
     pos: &RawPosition,
-    basis: &[u8],
+    identity: &sluice_model::ids::MessageIdentity,
     group: &str,
 ) -> ClinicalEvent {
     let root_type = resource_type(tree).unwrap_or_default().to_owned();
@@ -21,7 +21,9 @@ pub(super) fn envelope(
         .or_else(|| (root_type == "Bundle").then(|| text_at(tree, &["type"])).flatten())
         .unwrap_or_else(|| root_type.clone());
     ClinicalEvent {
-        event_id: sluice_model::ids::uuid_from(&[b"fhir", basis, group.as_bytes()]),
+        event_id: identity.event_id("fhir", group),
+        identity_key: identity.identity.clone(),
+        content_digest: identity.digest.clone(),
         message_type: "FHIR".into(),
         trigger_event: trigger,
         message_structure: root_type,

@@ -5,18 +5,105 @@ use serde_json::Value;
 use sluice_fhir::{first, items, resource_type, text_at};
 use std::collections::HashMap;
 
-/// What names this message across resends: Bundle.identifier, else the content.
-pub(super) fn identity_basis(tree: &Value) -> Vec<u8> {
-    match (text_at(tree, &["identifier", "system"]), text_at(tree, &["identifier", "value"])) {
-        (system, Some(value)) => format!("bundle-identifier|{}|{value}", system.unwrap_or_default()).into_bytes(),
-        // serde_json keeps object keys sorted, so key order and white space do not matter, and
-        // a Bundle's entries are taken in sorted order, so neither does their order
-        _ if resource_type(tree) == Some("Bundle") => {
-            let mut entries: Vec<String> = items(tree, "entry").into_iter().map(Value::to_string).collect();
-            entries.sort();
-            sluice_model::ids::sha256_hex(entries.join("\n").as_bytes()).into_bytes()
+/// What names this message across resends, and its content (see
+/// [`sluice_model::ids::MessageIdentity`]).
+///
+/// - Identity: `Bundle.identifier` (system and value), else the MessageHeader's id, with the
+///   MessageHeader's source; a body with neither has no identity of its own and only its content
+///   can make it a resend. Identifiers of the resources inside never name the message: different
+///   resources share identifier values all the time.
+/// - Digest: the content in a canonical form that only a legitimate resend can leave unchanged:
+///   keys sorted, JSON and XML read alike (a list of one is its item, numbers and booleans are
+///   text), Bundle entries in sorted order, and the Bundle's `timestamp` and `meta.lastUpdated` /
+///   `meta.versionId` left out (when it was sent or stored, like MSH-7).
+pub(super) fn message_identity(tree: &Value, header: Option<&Value>) -> sluice_model::ids::MessageIdentity {
+    let source = header
+        .and_then(|h| text_at(h, &["source", "endpoint"]).or_else(|| text_at(h, &["source", "name"])))
+        .unwrap_or_default();
+    let identity = match (text_at(tree, &["identifier", "system"]), text_at(tree, &["identifier", "value"])) {
+        (system, Some(value)) if resource_type(tree) == Some("Bundle") => {
+            let system = system.unwrap_or_default();
+            sluice_model::ids::parts_hex(&[b"fhir-bundle", source.as_bytes(), system.as_bytes(), value.as_bytes()])
         }
-        _ => sluice_model::ids::sha256_hex(tree.to_string().as_bytes()).into_bytes(),
+        _ => match header.and_then(|h| text_at(h, &["id"])) {
+            Some(id) => sluice_model::ids::parts_hex(&[b"fhir-message-header", source.as_bytes(), id.as_bytes()]),
+            None => String::new(),
+        },
+    };
+    let mut text = String::new();
+    match (resource_type(tree), tree) {
+        (Some("Bundle"), Value::Object(root)) => {
+            let mut entries: Vec<String> = items(tree, "entry")
+                .into_iter()
+                .map(|e| {
+                    let mut t = String::new();
+                    canonical(e, &mut t);
+                    t
+                })
+                .collect();
+            entries.sort();
+            for (k, v) in root.iter().filter(|(k, _)| !matches!(k.as_str(), "entry" | "timestamp")) {
+                text.push_str(k);
+                text.push('=');
+                if k == "meta" {
+                    canonical(&without(v, &["lastUpdated", "versionId"]), &mut text);
+                } else {
+                    canonical(v, &mut text);
+                }
+                text.push('\n');
+            }
+            text.push_str(&entries.join("\n"));
+        }
+        _ => canonical(tree, &mut text),
+    }
+    sluice_model::ids::MessageIdentity {
+        identity,
+        digest: sluice_model::ids::sha256_hex(text.as_bytes()),
+    }
+}
+
+fn without(v: &Value, keys: &[&str]) -> Value {
+    match v {
+        Value::Array(list) => Value::Array(list.iter().map(|x| without(x, keys)).collect()),
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .filter(|(k, _)| !keys.contains(&k.as_str()))
+                .map(|(k, x)| (k.clone(), x.clone()))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// Writes a value in a form that JSON and XML of the same content share (see
+/// [`message_identity`]). Depth is bounded by the parser's nesting limit.
+fn canonical(v: &Value, out: &mut String) {
+    match v {
+        Value::Array(list) if list.len() == 1 => canonical(&list[0], out),
+        Value::Array(list) => {
+            out.push('[');
+            for x in list {
+                canonical(x, out);
+                out.push(',');
+            }
+            out.push(']');
+        }
+        Value::Object(o) => {
+            let mut keys: Vec<&String> = o.keys().collect();
+            keys.sort();
+            out.push('{');
+            for k in keys {
+                out.push_str(&serde_json::to_string(k).unwrap_or_default());
+                out.push(':');
+                canonical(&o[k], out);
+                out.push(',');
+            }
+            out.push('}');
+        }
+        Value::String(s) => out.push_str(&serde_json::to_string(s).unwrap_or_default()),
+        Value::Number(n) => out.push_str(&serde_json::to_string(&n.to_string()).unwrap_or_default()),
+        Value::Bool(b) => out.push_str(&serde_json::to_string(&b.to_string()).unwrap_or_default()),
+        Value::Null => out.push_str("null"),
     }
 }
 
@@ -24,7 +111,9 @@ pub(super) struct Group<'v> {
     pub(super) patient: Option<(Option<String>, &'v Value)>,
     pub(super) logical: Option<&'v Value>,
     pub(super) resources: Vec<(Option<String>, &'v Value)>,
-    pub(super) unresolved: bool,
+    /// For resources whose patient cannot be resolved: what groups them (the reference they
+    /// name, else the entry).
+    pub(super) unresolved: Option<String>,
 }
 
 /// The direct patient reference of a resource: `subject`, `patient` or `beneficiary`.
@@ -104,11 +193,17 @@ pub(super) fn group_by_patient<'v>(all: &[(Option<String>, &'v Value)]) -> Vec<G
             patient: Some((url.clone(), r)),
             logical: None,
             resources: vec![(url.clone(), r)],
-            unresolved: false,
+            unresolved: None,
         });
     }
-    let mut orphans: Option<usize> = None;
-    for (url, r) in all.iter().filter(|(_, r)| resource_type(r) != Some("Patient") && patient_bound(r)) {
+    // resources whose patient cannot be resolved: one group per reference they name (two
+    // unresolved patients are never put together), one each when they name none
+    let mut orphans: HashMap<String, usize> = HashMap::new();
+    for (position, (url, r)) in all
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, r))| resource_type(r) != Some("Patient") && patient_bound(r))
+    {
         let target = patient_candidates(r)
             .into_iter()
             .find_map(|c| text_at(c, &["reference"]).and_then(|x| by_reference(&by_ref, &x)));
@@ -121,19 +216,26 @@ pub(super) fn group_by_patient<'v>(all: &[(Option<String>, &'v Value)]) -> Vec<G
                     patient: None,
                     logical: first(reference, "identifier"),
                     resources: Vec::new(),
-                    unresolved: false,
+                    unresolved: None,
                 });
                 groups.len() - 1
             }),
-            (None, None) => *orphans.get_or_insert_with(|| {
-                groups.push(Group {
-                    patient: None,
-                    logical: None,
-                    resources: Vec::new(),
-                    unresolved: true,
-                });
-                groups.len() - 1
-            }),
+            (None, None) => {
+                let named = patient_candidates(r).into_iter().find_map(|c| text_at(c, &["reference"]));
+                let key = match named {
+                    Some(reference) => format!("reference|{reference}"),
+                    None => format!("entry|{}", url.clone().unwrap_or_else(|| position.to_string())),
+                };
+                *orphans.entry(key.clone()).or_insert_with(|| {
+                    groups.push(Group {
+                        patient: None,
+                        logical: None,
+                        resources: Vec::new(),
+                        unresolved: Some(key),
+                    });
+                    groups.len() - 1
+                })
+            }
         };
         groups[g].resources.push((url.clone(), r));
     }
@@ -143,7 +245,7 @@ pub(super) fn group_by_patient<'v>(all: &[(Option<String>, &'v Value)]) -> Vec<G
             patient: None,
             logical: None,
             resources: Vec::new(),
-            unresolved: false,
+            unresolved: None,
         });
     }
     groups
@@ -202,7 +304,7 @@ pub(super) fn group_key(g: &Group<'_>, n: usize) -> String {
         ),
         (None, Some((Some(url), _))) => format!("patient|{url}"),
         (None, Some((None, p))) => format!("patient|{}|{n}", text_at(p, &["id"]).unwrap_or_default()),
-        (None, None) if g.unresolved => "unresolved".into(),
+        (None, None) if g.unresolved.is_some() => format!("unresolved|{}", g.unresolved.as_deref().unwrap_or_default()),
         (None, None) => "none".into(),
     }
 }

@@ -13,8 +13,10 @@
 //! - Nothing is lost: each event carries every resource it came from whole in `fhir_resources`,
 //!   next to the elements the model maps; statuses, units, code systems and times (with their
 //!   zone and precision) are kept as sent.
-//! - Event ids are deterministic: from `Bundle.identifier` when sent (a resend with a new
-//!   timestamp is the same message), else from the content, plus the patient's position.
+//! - Event ids are deterministic: from the message's identity (`Bundle.identifier` or the
+//!   MessageHeader id, when sent) and its content digest (see `grouping::message_identity`), plus
+//!   what tells the body's events apart (the patient's identifier). A re-serialised or reordered
+//!   resend has the same ids; a different body never does, whatever identifiers it shares.
 
 mod allergies;
 mod appointments;
@@ -33,7 +35,7 @@ mod values;
 
 use crate::{NHS_NUMBER_SYSTEM, RawPosition};
 use envelope::envelope;
-use grouping::{Group, Index, group_by_patient, group_key, identity_basis, patient_bound};
+use grouping::{Group, Index, group_by_patient, group_key, message_identity, patient_bound};
 use patient::patient;
 use serde_json::Value;
 use sluice_fhir::{first, items, resource_type, resources, text_at};
@@ -79,8 +81,8 @@ pub fn map_body(raw: &RawMessage, pos: &RawPosition) -> Result<Vec<ClinicalEvent
         });
     }
     let groups = group_by_patient(&all);
-    let basis = identity_basis(&tree);
     let header = all.iter().map(|(_, r)| *r).find(|r| resource_type(r) == Some("MessageHeader"));
+    let identity = message_identity(&tree, header);
     let context: Vec<(Option<String>, &Value)> = all.iter().filter(|(_, r)| !patient_bound(r)).cloned().collect();
     let index = Index::new(&all);
     // requests without a resource (a transaction's DELETE) travel with every event, flagged
@@ -98,7 +100,7 @@ pub fn map_body(raw: &RawMessage, pos: &RawPosition) -> Result<Vec<ClinicalEvent
         .into_iter()
         .enumerate()
         .map(|(n, g)| {
-            let mut ev = envelope(&tree, header, raw, pos, &basis, &group_key(&g, n));
+            let mut ev = envelope(&tree, header, raw, pos, &identity, &group_key(&g, n));
             let mut mapper = Mapper {
                 ev: &mut ev,
                 index: &index,
@@ -124,7 +126,7 @@ pub fn map_body(raw: &RawMessage, pos: &RawPosition) -> Result<Vec<ClinicalEvent
                 ev.warnings.push("fhir_entry_without_resource".into());
             }
             ev.kind = kind_of(&ev).to_owned();
-            if g.unresolved {
+            if g.unresolved.is_some() {
                 ev.warnings.push("fhir_patient_unresolved".into());
             }
             ev

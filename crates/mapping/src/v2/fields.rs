@@ -193,9 +193,9 @@ pub(super) fn field_map(name: &[u8]) -> Option<FieldMap> {
 impl<'a> Mapper<'_, 'a> {
     /// Non-empty content of a mapped segment that its table does not cover.
     pub(super) fn unmapped_fields(&self, index: usize, seg: &Segment<'a>, map: FieldMap, out: &mut Vec<UnmappedField>) {
-        for f in 1..=seg.field_count() {
-            let field = seg.field(f);
-            if field.is_empty() {
+        // one pass over the fields: looking each up by number would be quadratic in their count
+        for (f, field) in seg.fields() {
+            if !super::values::present(field.raw()) {
                 continue;
             }
             let covered = match map.iter().find(|(n, _)| *n == f) {

@@ -27,7 +27,7 @@ mod values;
 pub use crate::{NHS_NUMBER_SYSTEM, RawPosition};
 use fields::field_map;
 use sluice_hl7::{Message, Segment};
-use sluice_model::{ClinicalEvent, EventSource, RawMessage, UnmappedSegment};
+use sluice_model::{ClinicalEvent, EventSource, ExplicitNull, RawMessage, UnmappedSegment};
 use values::Mapper;
 
 pub fn kind_of(message_type: &str) -> &'static str {
@@ -118,7 +118,8 @@ enum Mapped {
     No,
 }
 
-/// Maps a parsed message. The event id and source position are filled in by the caller.
+/// Maps a parsed message into its event, with its identity (see
+/// [`sluice_model::ids::hl7_identity`]) and the raw record's position.
 pub fn map_message(msg: &Message<'_>, raw: &RawMessage, pos: &RawPosition) -> ClinicalEvent {
     let m = Mapper { msg };
     let mut ev = header(&m, raw, pos);
@@ -135,8 +136,47 @@ pub fn map_message(msg: &Message<'_>, raw: &RawMessage, pos: &RawPosition) -> Cl
         } else if let Some(map) = field_map(seg.name()) {
             m.unmapped_fields(i, &seg, map, &mut ev.unmapped_fields);
         }
+        explicit_nulls(i, &seg, &mut ev.explicit_nulls);
     }
     ev
+}
+
+/// Records every field, repetition or component sent as the explicit null `""`: it is never a
+/// value (see [`values::present`]), but its "delete this value" meaning travels with the event.
+fn explicit_nulls(index: usize, seg: &Segment<'_>, out: &mut Vec<ExplicitNull>) {
+    if memchr::memmem::find(seg.raw(), values::NULL).is_none() {
+        return;
+    }
+    let mut push = |field: usize, repetition: usize, component: usize| {
+        out.push(ExplicitNull {
+            segment_index: index as i32 + 1,
+            segment: seg.name_str().to_owned(),
+            field: field as i32,
+            repetition: repetition as i32,
+            component: component as i32,
+        });
+    };
+    let literal = if seg.name() == b"MSH" { 2 } else { 0 };
+    for (n, field) in seg.fields().filter(|(n, _)| *n > literal) {
+        if field.raw() == values::NULL {
+            push(n, 0, 0);
+            continue;
+        }
+        if memchr::memmem::find(field.raw(), values::NULL).is_none() {
+            continue;
+        }
+        for (r, rep) in field.repetitions().enumerate() {
+            if rep.raw() == values::NULL {
+                push(n, r + 1, 0);
+                continue;
+            }
+            for (c, comp) in rep.components().enumerate() {
+                if comp.raw() == values::NULL {
+                    push(n, r + 1, c + 1);
+                }
+            }
+        }
+    }
 }
 
 /// The event as MSH describes it: type, source and time; the segments fill in the rest.
@@ -146,8 +186,11 @@ fn header(m: &Mapper<'_, '_>, raw: &RawMessage, pos: &RawPosition) -> ClinicalEv
     let t = |n| m.text(msh.field(n).raw()).unwrap_or_default();
     let typ = msh.field(9).repetition(0);
     let message_type = m.text(typ.component(1).raw()).unwrap_or_default();
+    let identity = sluice_model::ids::hl7_identity(msg);
     ClinicalEvent {
-        event_id: sluice_model::ids::hl7_event_id(msg),
+        event_id: identity.event_id("hl7v2", ""),
+        identity_key: identity.identity,
+        content_digest: identity.digest,
         kind: kind_of(&message_type).to_owned(),
         message_type,
         trigger_event: m.text(typ.component(2).raw()).unwrap_or_default(),

@@ -79,6 +79,7 @@ pub(super) fn nte<'a>(m: &Mapper<'_, 'a>, seg: &Segment<'a>, ev: &mut ClinicalEv
     let note = seg
         .field(3)
         .repetitions()
+        .filter(|r| super::values::present(r.raw()))
         .map(|r| m.msg.text(r.raw()))
         .collect::<Vec<_>>()
         .join("\n");

@@ -72,7 +72,7 @@ impl<'a> Mapper<'_, 'a> {
         let names = pid
             .field(5)
             .repetitions()
-            .filter(|r| !r.is_empty())
+            .filter(|r| super::values::present(r.raw()))
             .map(|r| {
                 let c = |n| self.text(r.component(n).raw());
                 PersonName {
@@ -88,7 +88,7 @@ impl<'a> Mapper<'_, 'a> {
         let addresses = pid
             .field(11)
             .repetitions()
-            .filter(|r| !r.is_empty())
+            .filter(|r| super::values::present(r.raw()))
             .map(|r| {
                 let c = |n| self.text(r.component(n).raw());
                 Address {

@@ -135,6 +135,7 @@ pub(super) fn obx<'a>(m: &Mapper<'_, 'a>, seg: &Segment<'a>, ev: &mut ClinicalEv
         values: seg
             .field(5)
             .repetitions()
+            .filter(|r| super::values::present(r.raw()))
             .map(|r| {
                 if value_type.as_deref() == Some("ED") {
                     m.er7(r.raw())

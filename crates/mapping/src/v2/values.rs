@@ -6,14 +6,24 @@ use sluice_hl7::{Message, Repetition, Segment};
 use sluice_model::time::parse_hl7;
 use sluice_model::{Coded, Identifier, nhs};
 
+/// The HL7 explicit null: present and null ("delete the value you hold").
+pub(super) const NULL: &[u8] = b"\"\"";
+
+/// Whether a raw value holds a value: not empty and not the explicit null.
+pub(super) fn present(raw: &[u8]) -> bool {
+    !raw.is_empty() && raw != NULL
+}
+
 /// Reads the values of one message (its charset and escapes).
 pub(super) struct Mapper<'m, 'a> {
     pub(super) msg: &'m Message<'a>,
 }
 
 impl<'a> Mapper<'_, 'a> {
+    /// A value as text: `None` when empty or the explicit null `""` (present and null, recorded
+    /// in `explicit_nulls` instead), so `""` never becomes a value, identifier, name, date or code.
     pub(super) fn text(&self, raw: &[u8]) -> Option<String> {
-        if raw.is_empty() {
+        if !present(raw) {
             return None;
         }
         Some(self.msg.text(raw))
@@ -50,18 +60,19 @@ impl<'a> Mapper<'_, 'a> {
     }
 
     pub(super) fn coded(&self, r: &Repetition<'a>) -> Option<Coded> {
-        if r.is_empty() {
+        if !present(r.raw()) {
             return None;
         }
         let c = |n| self.text(r.component(n).raw());
-        Some(Coded {
+        let coded = Coded {
             code: c(1),
             text: c(2),
             system: c(3),
             alt_code: c(4),
             alt_text: c(5),
             alt_system: c(6),
-        })
+        };
+        (coded != Coded::default()).then_some(coded)
     }
 
     pub(super) fn ts(&self, seg: &Segment<'a>, field: usize) -> Option<sluice_model::Timestamp> {
