@@ -12,7 +12,12 @@
 use quick_xml::events::{BytesStart, Event};
 use serde_json::{Map, Value};
 
-/// Why a body is not a FHIR resource. [`ParseError::code`] is a bounded reason code.
+/// Deepest nesting of elements a body may have (JSON's parser stops at the same depth): every
+/// FHIR resource fits easily, and nothing later walks a tree deep enough to exhaust a stack.
+pub const MAX_DEPTH: usize = 128;
+
+/// Why a body is not a FHIR resource. [`ParseError::code`] is a bounded reason code. Texts
+/// never carry content from the body.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ParseError {
     #[error("body is not JSON: {0}")]
@@ -23,6 +28,14 @@ pub enum ParseError {
     UnknownFormat,
     #[error("body has no resourceType")]
     NoResourceType,
+    #[error("body nests elements deeper than {MAX_DEPTH}")]
+    TooDeep,
+    #[error("body has more than one root element")]
+    SeveralRoots,
+    #[error("body names a resource type that FHIR R4 does not have")]
+    UnknownResourceType,
+    #[error("a Bundle entry's resource has no known resourceType")]
+    EntryWithoutResourceType,
 }
 
 impl ParseError {
@@ -32,9 +45,163 @@ impl ParseError {
             ParseError::Xml(_) => "fhir_not_xml",
             ParseError::UnknownFormat => "fhir_unknown_format",
             ParseError::NoResourceType => "fhir_no_resource_type",
+            ParseError::TooDeep => "fhir_too_deep",
+            ParseError::SeveralRoots => "fhir_several_roots",
+            ParseError::UnknownResourceType => "fhir_unknown_resource_type",
+            ParseError::EntryWithoutResourceType => "fhir_entry_without_resource_type",
         }
     }
 }
+
+/// Every FHIR R4 (4.0.1) resource type: a body naming any other type is not a FHIR R4 resource.
+pub const R4_RESOURCE_TYPES: [&str; 146] = [
+    "Account",
+    "ActivityDefinition",
+    "AdverseEvent",
+    "AllergyIntolerance",
+    "Appointment",
+    "AppointmentResponse",
+    "AuditEvent",
+    "Basic",
+    "Binary",
+    "BiologicallyDerivedProduct",
+    "BodyStructure",
+    "Bundle",
+    "CapabilityStatement",
+    "CarePlan",
+    "CareTeam",
+    "CatalogEntry",
+    "ChargeItem",
+    "ChargeItemDefinition",
+    "Claim",
+    "ClaimResponse",
+    "ClinicalImpression",
+    "CodeSystem",
+    "Communication",
+    "CommunicationRequest",
+    "CompartmentDefinition",
+    "Composition",
+    "ConceptMap",
+    "Condition",
+    "Consent",
+    "Contract",
+    "Coverage",
+    "CoverageEligibilityRequest",
+    "CoverageEligibilityResponse",
+    "DetectedIssue",
+    "Device",
+    "DeviceDefinition",
+    "DeviceMetric",
+    "DeviceRequest",
+    "DeviceUseStatement",
+    "DiagnosticReport",
+    "DocumentManifest",
+    "DocumentReference",
+    "EffectEvidenceSynthesis",
+    "Encounter",
+    "Endpoint",
+    "EnrollmentRequest",
+    "EnrollmentResponse",
+    "EpisodeOfCare",
+    "EventDefinition",
+    "Evidence",
+    "EvidenceVariable",
+    "ExampleScenario",
+    "ExplanationOfBenefit",
+    "FamilyMemberHistory",
+    "Flag",
+    "Goal",
+    "GraphDefinition",
+    "Group",
+    "GuidanceResponse",
+    "HealthcareService",
+    "ImagingStudy",
+    "Immunization",
+    "ImmunizationEvaluation",
+    "ImmunizationRecommendation",
+    "ImplementationGuide",
+    "InsurancePlan",
+    "Invoice",
+    "Library",
+    "Linkage",
+    "List",
+    "Location",
+    "Measure",
+    "MeasureReport",
+    "Media",
+    "Medication",
+    "MedicationAdministration",
+    "MedicationDispense",
+    "MedicationKnowledge",
+    "MedicationRequest",
+    "MedicationStatement",
+    "MedicinalProduct",
+    "MedicinalProductAuthorization",
+    "MedicinalProductContraindication",
+    "MedicinalProductIndication",
+    "MedicinalProductIngredient",
+    "MedicinalProductInteraction",
+    "MedicinalProductManufactured",
+    "MedicinalProductPackaged",
+    "MedicinalProductPharmaceutical",
+    "MedicinalProductUndesirableEffect",
+    "MessageDefinition",
+    "MessageHeader",
+    "MolecularSequence",
+    "NamingSystem",
+    "NutritionOrder",
+    "Observation",
+    "ObservationDefinition",
+    "OperationDefinition",
+    "OperationOutcome",
+    "Organization",
+    "OrganizationAffiliation",
+    "Parameters",
+    "Patient",
+    "PaymentNotice",
+    "PaymentReconciliation",
+    "Person",
+    "PlanDefinition",
+    "Practitioner",
+    "PractitionerRole",
+    "Procedure",
+    "Provenance",
+    "Questionnaire",
+    "QuestionnaireResponse",
+    "RelatedPerson",
+    "RequestGroup",
+    "ResearchDefinition",
+    "ResearchElementDefinition",
+    "ResearchStudy",
+    "ResearchSubject",
+    "RiskAssessment",
+    "RiskEvidenceSynthesis",
+    "Schedule",
+    "SearchParameter",
+    "ServiceRequest",
+    "Slot",
+    "Specimen",
+    "SpecimenDefinition",
+    "StructureDefinition",
+    "StructureMap",
+    "Subscription",
+    "Substance",
+    "SubstanceNucleicAcid",
+    "SubstancePolymer",
+    "SubstanceProtein",
+    "SubstanceReferenceInformation",
+    "SubstanceSourceMaterial",
+    "SubstanceSpecification",
+    "SupplyDelivery",
+    "SupplyRequest",
+    "Task",
+    "TerminologyCapabilities",
+    "TestReport",
+    "TestScript",
+    "ValueSet",
+    "VerificationResult",
+    "VisionPrescription",
+];
 
 /// The encoding a body is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,13 +234,38 @@ pub fn parse(body: &[u8]) -> Result<(Format, Value), ParseError> {
     let format = Format::sniff(body).ok_or(ParseError::UnknownFormat)?;
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     let tree = match format {
-        Format::Json => serde_json::from_slice::<Value>(body).map_err(|e| ParseError::Json(e.to_string()))?,
+        Format::Json => serde_json::from_slice::<Value>(body).map_err(|e| {
+            if e.to_string().starts_with("recursion limit exceeded") {
+                ParseError::TooDeep
+            } else {
+                ParseError::Json(e.to_string())
+            }
+        })?,
         Format::Xml => from_xml(body)?,
     };
-    if resource_type(&tree).is_none() {
-        return Err(ParseError::NoResourceType);
+    match resource_type(&tree) {
+        None => return Err(ParseError::NoResourceType),
+        Some(t) if !R4_RESOURCE_TYPES.contains(&t) => return Err(ParseError::UnknownResourceType),
+        Some(_) => {}
     }
+    check_entries(&tree)?;
     Ok((format, tree))
+}
+
+/// Every Bundle entry's resource (nested Bundles included) must name a known R4 type.
+fn check_entries(tree: &Value) -> Result<(), ParseError> {
+    if resource_type(tree) != Some("Bundle") {
+        return Ok(());
+    }
+    for e in items(tree, "entry") {
+        if let Some(r) = first(e, "resource") {
+            if !resource_type(r).is_some_and(|t| R4_RESOURCE_TYPES.contains(&t)) {
+                return Err(ParseError::EntryWithoutResourceType);
+            }
+            check_entries(r)?;
+        }
+    }
+    Ok(())
 }
 
 /// The `resourceType` of a resource.
@@ -179,14 +371,18 @@ struct Frame {
 
 fn attributes(e: &BytesStart<'_>) -> Result<Map<String, Value>, ParseError> {
     let mut fields = Map::new();
-    for a in e.attributes() {
+    // quick-xml's own duplicate check compares every attribute with every other (quadratic in
+    // their number); the map finds duplicates in linear time instead
+    for a in e.attributes().with_checks(false) {
         let a = a.map_err(|x| ParseError::Xml(x.to_string()))?;
         let key = String::from_utf8_lossy(a.key.local_name().as_ref()).into_owned();
         if a.key.as_ref().starts_with(b"xmlns") {
             continue;
         }
         let value = a.unescape_value().map_err(|x| ParseError::Xml(x.to_string()))?;
-        fields.insert(key, Value::String(value.into_owned()));
+        if fields.insert(key, Value::String(value.into_owned())).is_some() {
+            return Err(ParseError::Xml("duplicate attribute".into()));
+        }
     }
     Ok(fields)
 }
@@ -220,7 +416,7 @@ fn finish(frame: Frame) -> Value {
     Value::Object(fields)
 }
 
-fn attach(stack: &mut [Frame], root: &mut Option<Value>, name: String, value: Value) {
+fn attach(stack: &mut [Frame], root: &mut Option<Value>, name: String, value: Value) -> Result<(), ParseError> {
     match stack.last_mut() {
         Some(parent) => {
             let slot = parent.fields.entry(name).or_insert_with(|| Value::Array(Vec::new()));
@@ -228,8 +424,10 @@ fn attach(stack: &mut [Frame], root: &mut Option<Value>, name: String, value: Va
                 list.push(value);
             }
         }
+        None if root.is_some() => return Err(ParseError::SeveralRoots),
         None => *root = Some(value),
     }
+    Ok(())
 }
 
 fn from_xml(body: &[u8]) -> Result<Value, ParseError> {
@@ -251,8 +449,11 @@ fn from_xml(body: &[u8]) -> Result<Value, ParseError> {
                         .get(span.start as usize..span.end as usize)
                         .map(String::from_utf8_lossy)
                         .unwrap_or_default();
-                    attach(&mut stack, &mut root, name, Value::String(format!("<{start}>{inner}</div>")));
+                    attach(&mut stack, &mut root, name, Value::String(format!("<{start}>{inner}</div>")))?;
                     continue;
+                }
+                if stack.len() >= MAX_DEPTH {
+                    return Err(ParseError::TooDeep);
                 }
                 stack.push(Frame {
                     name,
@@ -265,13 +466,16 @@ fn from_xml(body: &[u8]) -> Result<Value, ParseError> {
                     name: name.clone(),
                     fields: attributes(&e)?,
                 });
-                attach(&mut stack, &mut root, name, value);
+                attach(&mut stack, &mut root, name, value)?;
             }
             Event::End(_) => {
                 let frame = stack.pop().ok_or_else(|| ParseError::Xml("unbalanced end tag".into()))?;
                 let name = frame.name.clone();
                 let value = finish(frame);
-                attach(&mut stack, &mut root, name, value);
+                attach(&mut stack, &mut root, name, value)?;
+            }
+            Event::Text(t) if stack.is_empty() && !t.iter().all(u8::is_ascii_whitespace) => {
+                return Err(ParseError::Xml("text outside the root element".into()));
             }
             Event::Eof => break,
             _ => {}
@@ -358,5 +562,48 @@ mod tests {
         assert_eq!(code(b"{\"id\": \"1\"}"), Some("fhir_no_resource_type"));
         assert_eq!(code(b"[1,2]"), Some("fhir_unknown_format"));
         assert!(parse(b"\xEF\xBB\xBF {\"resourceType\":\"Patient\"}").is_ok());
+        assert_eq!(code(b"{\"resourceType\": \"Foo\"}"), Some("fhir_unknown_resource_type"));
+        assert_eq!(
+            code(b"{\"resourceType\": \"../../etc/passwd\"}"),
+            Some("fhir_unknown_resource_type")
+        );
+        assert_eq!(code(b"<Foo xmlns='http://hl7.org/fhir'/>"), Some("fhir_unknown_resource_type"));
+        assert_eq!(code(b"<Patient/><Patient/>"), Some("fhir_several_roots"));
+        assert_eq!(code(b"<Patient/>trailing"), Some("fhir_not_xml"));
+        assert_eq!(
+            code(br#"{"resourceType": "Bundle", "type": "collection", "entry": [{"resource": {"id": "x"}}]}"#),
+            Some("fhir_entry_without_resource_type")
+        );
+        assert_eq!(
+            code(br#"{"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "Nope"}}]}}]}"#),
+            Some("fhir_entry_without_resource_type")
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_a_crash() {
+        // 10,000 nested elements used to overflow the stack (dropping or printing the tree)
+        let depth = 10_000;
+        let xml = format!("<Patient>{}{}</Patient>", "<extension>".repeat(depth), "</extension>".repeat(depth));
+        assert_eq!(parse(xml.as_bytes()).err(), Some(ParseError::TooDeep));
+        let json = format!(
+            "{{\"resourceType\": \"Patient\", \"x\": {}1{}}}",
+            "[".repeat(depth),
+            "]".repeat(depth)
+        );
+        assert_eq!(parse(json.as_bytes()).err(), Some(ParseError::TooDeep));
+        let ok = format!("<Patient>{}{}</Patient>", "<extension>".repeat(100), "</extension>".repeat(100));
+        assert!(parse(ok.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn many_attributes_are_read_in_linear_time_and_duplicates_refused() {
+        let attrs: String = (0..80_000).map(|i| format!(" a{i}=\"v\"")).collect();
+        let xml = format!("<Patient><id value=\"1\"{attrs}/></Patient>");
+        assert!(parse(xml.as_bytes()).is_ok());
+        assert_eq!(
+            parse(b"<Patient><id value='1' value='2'/></Patient>").err().map(|e| e.code()),
+            Some("fhir_not_xml")
+        );
     }
 }

@@ -74,7 +74,11 @@ pub fn files_of_kind(kinds: &[&str]) -> Option<Vec<PathBuf>> {
 /// least this many, so they judge that every message was read, whatever the corpus's size.
 pub fn manifest_hl7v2_messages() -> Option<usize> {
     let (_, rows) = rows_of_kind(&["hl7v2", "hl7v2-literal"])?;
-    Some(rows.iter().filter_map(|cols| cols.get(5).and_then(|n| n.parse::<usize>().ok())).sum())
+    Some(
+        rows.iter()
+            .filter_map(|cols| cols.get(5).and_then(|n| n.parse::<usize>().ok()))
+            .sum(),
+    )
 }
 
 /// Every HL7 v2 message of the corpus (files split into messages), empty without the corpus.

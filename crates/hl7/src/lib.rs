@@ -258,10 +258,11 @@ impl<'a> Message<'a> {
             self.problem(ProblemCode::BadEscapeSequence, 1, 2);
         }
         let msh = self.segment(0);
-        if msh.field(9).is_empty() {
+        // empty means empty: a value of separators, blanks or the explicit null `""` is missing
+        if !self.has_value(msh.field(9).repetition(0).component(1).raw()) {
             self.problem(ProblemCode::MissingMessageType, 1, 9);
         }
-        if msh.field(10).is_empty() {
+        if !self.has_value(msh.field(10).raw()) {
             self.problem(ProblemCode::MissingControlId, 1, 10);
         }
         if msh.field(12).is_empty() {
@@ -272,6 +273,20 @@ impl<'a> Message<'a> {
         if self.charset == Charset::Unknown {
             self.problem(ProblemCode::UnknownCharset, 1, 18);
         }
+    }
+
+    /// Whether a raw value says something: not only delimiters, spaces and tabs, and not the
+    /// explicit null `""`.
+    fn has_value(&self, raw: &[u8]) -> bool {
+        let d = &self.delims;
+        let meaningful: Vec<u8> = raw
+            .iter()
+            .copied()
+            .filter(|b| {
+                !matches!(b, b' ' | b'\t') && *b != d.component && *b != d.repetition && Some(*b) != d.subcomponent && *b != d.field
+            })
+            .collect();
+        !meaningful.is_empty() && meaningful != b"\"\""
     }
 
     fn check_segment_names(&mut self) {
@@ -736,9 +751,12 @@ pub fn split_messages(bytes: &[u8]) -> Vec<&[u8]> {
         }
     }
     let mut out = Vec::with_capacity(starts.len());
+    // both lists are in order: walk them together (a search per message would be quadratic)
+    let mut env = envelope_starts.iter().copied().peekable();
     for (i, s) in starts.iter().enumerate() {
         let next_msg = starts.get(i + 1).copied().unwrap_or(bytes.len());
-        let next_env = envelope_starts.iter().copied().find(|e| e > s).unwrap_or(bytes.len());
+        while env.next_if(|e| e <= s).is_some() {}
+        let next_env = env.peek().copied().unwrap_or(bytes.len());
         out.push(&bytes[*s..next_msg.min(next_env)]);
     }
     out

@@ -83,6 +83,29 @@ fn fatal_problems_are_reported_not_panicked() {
 }
 
 #[test]
+fn separators_blanks_and_explicit_nulls_are_missing_type_and_control_id() {
+    for typ in ["^", "~", "\"\"", " ", "^A01", "\t", " ^ ", "&"] {
+        let raw = format!("MSH|^~\\&|A|B|C|D|2024||{typ}|1|P|2.5\r");
+        let m = Message::parse(raw.as_bytes());
+        assert_eq!(
+            m.fatal_problem().map(|p| p.code),
+            Some(ProblemCode::MissingMessageType),
+            "MSH-9 {typ:?}"
+        );
+    }
+    for id in [" ", "\t", "\"\"", "^", "~~", " \"\" "] {
+        let raw = format!("MSH|^~\\&|A|B|C|D|2024||ADT^A01|{id}|P|2.5\r");
+        let m = Message::parse(raw.as_bytes());
+        assert_eq!(
+            m.fatal_problem().map(|p| p.code),
+            Some(ProblemCode::MissingControlId),
+            "MSH-10 {id:?}"
+        );
+    }
+    assert!(Message::parse(b"MSH|^~\\&|A|B|C|D|2024||ADT|C1|P|2.5\r").is_acceptable());
+}
+
+#[test]
 fn corrupt_encoding_characters_are_refused_not_guessed() {
     for raw in [
         // a UTF-8 replacement character where `~` was: splitting on its bytes would re-shape fields

@@ -85,6 +85,10 @@ pub struct RuntimeConfig {
     pub http_addr: String,
     /// json or text
     pub log_format: String,
+    /// The longest one record may take to process. An input over it is dead-lettered as
+    /// `processing_budget_exceeded` (its outputs dropped) instead of holding the stage and every
+    /// patient behind it; the mappers are linear in input size, so this is a backstop.
+    pub process_budget_ms: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -99,6 +103,7 @@ impl Default for RuntimeConfig {
             batch_max_ms: 100,
             transaction_timeout_ms: 60_000,
             drain_grace_secs: 10,
+            process_budget_ms: 5_000,
             http_addr: "127.0.0.1:9464".into(),
             log_format: "text".into(),
         }

@@ -289,6 +289,8 @@ pub fn run<P: Processor>(stage: Stage<'_>, make: impl FnOnce() -> anyhow::Result
 
 /// The reason code of an input whose outputs would not fit in a record.
 const OUTPUT_TOO_LARGE: &str = "output_too_large";
+/// An input whose processing took longer than `runtime.process_budget_ms`.
+const PROCESSING_BUDGET_EXCEEDED: &str = "processing_budget_exceeded";
 
 /// Processes one record into the open transaction. An `Err` is an infrastructure failure code.
 ///
@@ -344,6 +346,17 @@ fn handle_record<P: Processor>(
         }
     } else {
         processor.process(&input, &ctx)
+    };
+    let budget = Duration::from_millis(stage.config.process_budget_ms);
+    let outcome = match outcome {
+        Outcome::Emit(_) | Outcome::Skip(_) if started.elapsed() > budget => {
+            tracing::warn!(service = svc, "an input took longer than the processing budget: dead-lettered");
+            Outcome::Reject {
+                code: PROCESSING_BUDGET_EXCEEDED,
+                detail: format!("processing took longer than {} ms (runtime.process_budget_ms)", budget.as_millis()),
+            }
+        }
+        other => other,
     };
     // record overhead (headers, batch framing) is well under 1 KiB
     if let Outcome::Emit(outputs) = &outcome

@@ -10,14 +10,22 @@
 //!   resend of a body that was in fact written is de-duplicated by its event id downstream.
 //!
 //! Answers never echo the body or any value from it.
+//!
+//! Bounded under abuse: request headers and body must arrive within `frame_timeout_secs` (also
+//! the idle limit of a kept-alive connection), bodies count against the process's memory budget,
+//! connections are limited overall and per peer (past a limit the sender gets `503` with
+//! `Retry-After`), parsing runs on blocking threads with a time budget, and on shutdown idle
+//! connections close at once while requests in flight finish within the drain grace.
 
+use crate::limits::PeerLimits;
 use crate::{Ingest, Written, metrics};
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use http_body_util::BodyExt;
 use serde_json::json;
 use sluice_model::RawMessage;
 use sluice_model::topology::names;
@@ -25,7 +33,7 @@ use sluice_runtime::shutdown::Shutdown;
 use sluice_runtime::{now_micros, trace};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
 pub const LISTENER: &str = "fhir";
@@ -78,13 +86,11 @@ fn capability() -> Response {
 }
 
 pub fn router(ingest: Arc<Ingest>) -> Router {
-    let limit = ingest.cfg.max_frame_bytes;
     Router::new()
         .route("/fhir", post(receive_any))
         .route("/fhir/", post(receive_any))
         .route("/fhir/metadata", get(|| async { capability() }))
         .route("/fhir/{resource_type}", post(receive_typed))
-        .layer(DefaultBodyLimit::max(limit))
         .with_state(ingest)
 }
 
@@ -92,9 +98,12 @@ async fn receive_any(
     State(ing): State<Arc<Ingest>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
-    receive(&ing, None, &peer.to_string(), &headers, &body).await
+    match read_body(&ing, &peer.to_string(), &headers, body).await {
+        Ok(bytes) => receive(&ing, None, &peer.to_string(), &headers, bytes).await,
+        Err(answer) => answer,
+    }
 }
 
 async fn receive_typed(
@@ -102,13 +111,118 @@ async fn receive_typed(
     Path(resource_type): Path<String>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
-    receive(&ing, Some(&resource_type), &peer.to_string(), &headers, &body).await
+    match read_body(&ing, &peer.to_string(), &headers, body).await {
+        Ok(bytes) => receive(&ing, Some(&resource_type), &peer.to_string(), &headers, bytes).await,
+        Err(answer) => answer,
+    }
+}
+
+/// Reads a body within the size limit, the time limit and the memory budget. Past the size
+/// limit the first part is kept as a dead letter and the sender gets `413`; too slow gets `408`
+/// (nothing was accepted, resend); over the memory budget gets `503` (resend later).
+async fn read_body(ing: &Ingest, peer: &str, headers: &HeaderMap, body: Body) -> Result<Bytes, Response> {
+    let limit = ing.cfg.max_frame_bytes;
+    let deadline = Instant::now() + Duration::from_secs(ing.cfg.frame_timeout_secs);
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let mut held = ing.budget.reservation();
+    let mut buf: Vec<u8> = Vec::with_capacity(declared.unwrap_or(0).min(limit).min(1 << 20));
+    let mut body = body;
+    loop {
+        let next = tokio::time::timeout_at(deadline.into(), body.frame()).await;
+        let chunk = match next {
+            Err(_) => {
+                return Err(refused(
+                    "request_timeout",
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the body did not arrive in time: resend",
+                ));
+            }
+            Ok(None) => return Ok(Bytes::from(buf)),
+            Ok(Some(Err(_))) => return Err(refused("body_unreadable", StatusCode::BAD_REQUEST, "the body could not be read")),
+            Ok(Some(Ok(frame))) => match frame.into_data() {
+                Ok(c) => c,
+                Err(_) => continue, // trailers
+            },
+        };
+        let room = limit - buf.len();
+        if chunk.len() > room {
+            buf.extend_from_slice(&chunk[..room]);
+            // take (and drop) what is left of the body, within bounds, so the sender reads the
+            // answer instead of a reset connection
+            let mut drained = chunk.len() - room;
+            while drained < limit {
+                match tokio::time::timeout_at(deadline.into(), body.frame()).await {
+                    Ok(Some(Ok(f))) => drained += f.data_ref().map_or(0, Bytes::len),
+                    _ => break,
+                }
+            }
+            let text = format!("body larger than {limit} bytes; first part kept");
+            let tp = trace::new_root();
+            return Err(if ing.keep_rejected(&buf, "message_too_large", text, peer, &tp).await {
+                metrics().messages.with_label_values(&[LISTENER, "rejected"]).inc();
+                let mut r = outcome(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "error",
+                    "too-costly",
+                    "message_too_large",
+                    "body larger than the configured maximum",
+                );
+                r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                r
+            } else {
+                unavailable()
+            });
+        }
+        if !held.cover(buf.len() + chunk.len()) {
+            let mut r = refused("memory_budget", StatusCode::SERVICE_UNAVAILABLE, "receiver busy: resend later");
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return Err(r);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+}
+
+/// A refusal for a limit: counted by reason, answered with an OperationOutcome, nothing kept
+/// (nothing was accepted; the sender resends).
+fn refused(reason: &'static str, status: StatusCode, text: &str) -> Response {
+    metrics().refusals.with_label_values(&[LISTENER, reason]).inc();
+    let mut r = outcome(status, "error", "transient", reason, text);
+    r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+/// Parses on a blocking thread (never on the threads that serve sockets), at most one parse
+/// per core at once, within the time budget.
+async fn parse_off_thread(ing: &Ingest, body: Bytes) -> Result<(sluice_fhir::Format, serde_json::Value), (&'static str, String)> {
+    let slot = ing
+        .parse_slots
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| ("fhir_parse_unavailable", "parser closed".to_owned()))?;
+    let work = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        sluice_fhir::parse(&body)
+    });
+    let budget = Duration::from_millis(ing.cfg.parse_budget_ms);
+    match tokio::time::timeout(budget, work).await {
+        Ok(Ok(Ok(parsed))) => Ok(parsed),
+        Ok(Ok(Err(e))) => Err((e.code(), "the body is not a FHIR R4 resource".to_owned())),
+        Ok(Err(_)) => Err(("fhir_parse_failed", "the body could not be parsed".to_owned())),
+        Err(_) => Err((
+            "fhir_parse_budget_exceeded",
+            format!("parsing took longer than {} ms", budget.as_millis()),
+        )),
+    }
 }
 
 /// Accepts or rejects one body; see the module documentation.
-pub async fn receive(ing: &Ingest, path_type: Option<&str>, peer: &str, headers: &HeaderMap, body: &[u8]) -> Response {
+pub async fn receive(ing: &Ingest, path_type: Option<&str>, peer: &str, headers: &HeaderMap, body: Bytes) -> Response {
     let started = Instant::now();
     metrics().bytes.with_label_values(&[LISTENER]).inc_by(body.len() as u64);
     let tp = trace::new_root();
@@ -116,14 +230,20 @@ pub async fn receive(ing: &Ingest, path_type: Option<&str>, peer: &str, headers:
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase());
-    let parsed = sluice_fhir::parse(body);
+    let acceptable_media = media.as_deref().is_some_and(|m| MEDIA_TYPES.contains(&m));
+    let parsed = if acceptable_media {
+        parse_off_thread(ing, body.clone()).await
+    } else {
+        Err(("unsupported_media_type", String::new()))
+    };
+    let body: &[u8] = &body;
     let problem = match (&media, &parsed) {
-        (Some(m), _) if !MEDIA_TYPES.contains(&m.as_str()) => Some((
+        _ if !acceptable_media => Some((
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
-            "send application/fhir+json or application/fhir+xml".to_owned(),
+            "send application/fhir+json or application/fhir+xml in Content-Type".to_owned(),
         )),
-        (_, Err(e)) => Some((StatusCode::BAD_REQUEST, e.code(), "the body is not a FHIR resource".to_owned())),
+        (_, Err((code, text))) => Some((StatusCode::BAD_REQUEST, *code, text.clone())),
         (_, Ok((_, tree))) => match (path_type, sluice_fhir::resource_type(tree)) {
             (Some(p), Some(t)) if p != t => Some((
                 StatusCode::BAD_REQUEST,
@@ -210,11 +330,66 @@ fn unavailable() -> Response {
     r
 }
 
-/// Serves the endpoint until shutdown; requests in flight finish first.
+/// Serves the endpoint until shutdown; see the module documentation for its limits. On
+/// shutdown idle connections close at once, requests in flight finish within the drain grace.
 pub async fn serve(ingest: Arc<Ingest>, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
-    let app = router(ingest).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.wait().await })
-        .await?;
+    let cfg = &ingest.cfg;
+    let app = router(ingest.clone());
+    let limit = Arc::new(tokio::sync::Semaphore::new(cfg.max_connections));
+    let peers = PeerLimits::new(cfg.max_connections_per_peer);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let header_limit = Duration::from_secs(cfg.frame_timeout_secs.min(cfg.idle_timeout_secs));
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.wait() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(_) => {
+                    metrics().refusals.with_label_values(&[LISTENER, "accept_failed"]).inc();
+                    tracing::warn!(listener = LISTENER, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let held = (limit.clone().try_acquire_owned().ok(), peers.acquire(peer.ip()));
+        let refusal = match &held {
+            (None, _) => Some("connection_limit"),
+            (_, None) => Some("peer_connection_limit"),
+            _ => None,
+        };
+        let svc = match refusal {
+            None => app.clone(),
+            Some(reason) => Router::new().fallback(move || async move {
+                let mut r = refused(reason, StatusCode::SERVICE_UNAVAILABLE, "too many connections: resend later");
+                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                r
+            }),
+        };
+        let svc = tower::ServiceExt::map_request(svc, move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            req
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(header_limit)
+            .keep_alive(refusal.is_none())
+            .serve_connection(
+                hyper_util::rt::TokioIo::new(stream),
+                hyper_util::service::TowerToHyperService::new(svc),
+            );
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _held = held;
+            metrics().connections.with_label_values(&[LISTENER]).inc();
+            let _ = conn.await;
+            metrics().connections.with_label_values(&[LISTENER]).dec();
+        });
+    }
+    drop(listener);
+    let grace = Duration::from_secs(cfg.runtime.drain_grace_secs);
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!(listener = LISTENER, "drain grace over with http requests still open; closing them");
+    }
     Ok(())
 }

@@ -13,6 +13,7 @@
 
 pub mod ack;
 pub mod fhir_http;
+pub mod limits;
 pub mod mllp;
 
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -47,6 +48,20 @@ pub struct Config {
     pub ack_timeout_ms: u64,
     /// Where the FHIR R4 HTTP endpoint (`POST /fhir`, `POST /fhir/{type}`) listens; empty: off.
     pub fhir_listen_addr: String,
+    /// Connections one peer address may hold open (MLLP and HTTP each).
+    pub max_connections_per_peer: usize,
+    /// A frame (or an HTTP request's headers and body) must arrive within this long.
+    pub frame_timeout_secs: u64,
+    /// An ACK or HTTP answer the peer does not take within this long closes the connection.
+    pub write_timeout_secs: u64,
+    /// Bytes all connections together may hold buffered (unfinished frames and bodies). Past
+    /// it, senders get AR 207 / 503 and resend.
+    pub buffer_budget_bytes: usize,
+    /// A frame holding several messages (several MSH, or a batch) is refused with
+    /// `multiple_messages_in_frame`; with this on, each message is handled and answered on its own.
+    pub split_batched_frames: bool,
+    /// How long parsing one FHIR body may take before it is refused and kept as a dead letter.
+    pub parse_budget_ms: u64,
 }
 
 impl Default for Config {
@@ -60,12 +75,19 @@ impl Default for Config {
             max_connections: 1024,
             ack_timeout_ms: 20_000,
             fhir_listen_addr: String::new(),
+            max_connections_per_peer: 64,
+            frame_timeout_secs: 120,
+            write_timeout_secs: 30,
+            buffer_budget_bytes: 256 * 1024 * 1024,
+            split_batched_frames: false,
+            parse_budget_ms: 5_000,
         }
     }
 }
 
 pub struct Metrics {
     pub messages: prometheus::IntCounterVec,
+    pub refusals: prometheus::IntCounterVec,
     pub ack_seconds: prometheus::HistogramVec,
     pub connections: prometheus::IntGaugeVec,
     pub bytes: prometheus::IntCounterVec,
@@ -78,6 +100,11 @@ pub fn metrics() -> &'static Metrics {
             "sluice_ingest_messages_total",
             "messages received, by listener and result (accepted, rejected, failed)",
             &["listener", "result"],
+        ),
+        refusals: telemetry::counter(
+            "sluice_ingest_refusals_total",
+            "connections or inputs refused for a limit (connection limits, memory budget, timeouts), by bounded reason",
+            &["listener", "reason"],
         ),
         ack_seconds: telemetry::histogram(
             "sluice_ingest_ack_duration_seconds",
@@ -98,6 +125,9 @@ pub struct Ingest {
     producer: std::sync::RwLock<FutureProducer>,
     pub(crate) store: Arc<SchemaStore>,
     readiness: Readiness,
+    pub(crate) budget: limits::Budget,
+    /// One FHIR parse per core at a time, on blocking threads.
+    pub(crate) parse_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// Headers, key framing and batch overhead of one record, kept free under the size limit.
@@ -111,6 +141,16 @@ pub(crate) enum Written {
     TooLarge,
     /// Kafka did not confirm: the sender resends.
     No,
+}
+
+/// Why a message is refused before it is parsed (framing, size): a bounded code, the fixed
+/// text of the ERR segment, its HL7 table 0357 code and the dead letter's detail.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub code: &'static str,
+    pub text: &'static str,
+    pub hl7_code: &'static str,
+    pub detail: String,
 }
 
 /// The result of handling one frame: the ACK to send.
@@ -127,13 +167,33 @@ impl Ingest {
         if cfg.ack_timeout_ms < 1_000 {
             anyhow::bail!("configuration field ack_timeout_ms is invalid: must be at least 1000");
         }
+        for (field, v) in [
+            ("frame_timeout_secs", cfg.frame_timeout_secs),
+            ("write_timeout_secs", cfg.write_timeout_secs),
+            ("idle_timeout_secs", cfg.idle_timeout_secs),
+            ("parse_budget_ms", cfg.parse_budget_ms),
+        ] {
+            if v == 0 {
+                anyhow::bail!("configuration field {field} is invalid: must be at least 1");
+            }
+        }
+        if cfg.buffer_budget_bytes < cfg.max_frame_bytes {
+            anyhow::bail!("configuration field buffer_budget_bytes is invalid: must be at least max_frame_bytes");
+        }
+        let fds = limits::check_file_descriptors(2 * cfg.max_connections).map_err(|e| anyhow::anyhow!(e))?;
+        tracing::info!(limit = fds, "open-file limit");
         let producer = make_producer(&cfg)?;
         let readiness = health.service(SERVICE);
+        let budget = limits::Budget::new(cfg.buffer_budget_bytes);
         Ok(Arc::new(Ingest {
             cfg,
             producer: std::sync::RwLock::new(producer),
             store,
             readiness,
+            budget,
+            parse_slots: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+            )),
         }))
     }
 
@@ -241,25 +301,90 @@ impl Ingest {
         }
     }
 
-    /// Handles one complete frame (or an oversized one, truncated to the limit).
-    pub async fn handle(&self, payload: &[u8], oversized: bool, peer: &str) -> Handled {
+    /// Answers one thing the MLLP decoder found: the ACKs to send, in order (none for bytes
+    /// outside any frame, which are only kept).
+    pub async fn answer(&self, found: mllp::Decoded, peer: &str) -> Vec<Vec<u8>> {
+        match found {
+            mllp::Decoded::Frame(p) => self.handle_frame(&p, peer).await,
+            mllp::Decoded::Oversized(p) => {
+                let detail = format!("frame exceeded {} bytes; first bytes kept", self.cfg.max_frame_bytes);
+                let refusal = Refusal {
+                    code: "frame_too_large",
+                    text: "message larger than the configured maximum",
+                    hl7_code: "100",
+                    detail,
+                };
+                vec![self.handle(&p, Some(refusal), peer).await.ack]
+            }
+            mllp::Decoded::Broken(p, code) => {
+                let refusal = Refusal {
+                    code,
+                    text: "mllp framing error: frame cut short",
+                    hl7_code: "100",
+                    detail: "the frame was cut short by a framing error; its bytes are kept".into(),
+                };
+                vec![self.handle(&p, Some(refusal), peer).await.ack]
+            }
+            mllp::Decoded::Noise(p, n) => {
+                let listener = self.cfg.listener_name.as_str();
+                metrics().refusals.with_label_values(&[listener, "data_outside_frame"]).inc();
+                let detail = format!("{n} bytes outside any MLLP frame");
+                if !self
+                    .keep_rejected(&p, "mllp_data_outside_frame", detail, peer, &trace::new_root())
+                    .await
+                {
+                    tracing::warn!(listener, "bytes outside any frame could not be kept");
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    /// A complete frame: one message, or several that are refused together (or, with
+    /// `split_batched_frames`, each handled and answered on its own). One AA never covers two
+    /// messages.
+    pub async fn handle_frame(&self, payload: &[u8], peer: &str) -> Vec<Vec<u8>> {
+        let msg = Message::parse(payload);
+        let headers = msg.segments().filter(|s| matches!(s.name(), b"MSH" | b"FHS" | b"BHS")).count();
+        if headers <= 1 {
+            return vec![self.handle(payload, None, peer).await.ack];
+        }
+        let batch = msg.segments().any(|s| matches!(s.name(), b"FHS" | b"BHS"));
+        if self.cfg.split_batched_frames && !batch {
+            let mut acks = Vec::new();
+            for part in sluice_hl7::split_messages(payload) {
+                acks.push(self.handle(part, None, peer).await.ack);
+            }
+            return acks;
+        }
+        let refusal = Refusal {
+            code: "multiple_messages_in_frame",
+            text: "one frame holds several messages: send one message per frame",
+            hl7_code: "100",
+            detail: format!("{headers} message or batch headers in one frame"),
+        };
+        vec![self.handle(payload, Some(refusal), peer).await.ack]
+    }
+
+    /// Handles one message; `refusal` names why it cannot be accepted, when the framing
+    /// already decided that.
+    pub async fn handle(&self, payload: &[u8], refusal: Option<Refusal>, peer: &str) -> Handled {
         let listener = self.cfg.listener_name.as_str();
         metrics().bytes.with_label_values(&[listener]).inc_by(payload.len() as u64);
         let msg = Message::parse(payload);
         let now = now_micros();
         let tp = trace::new_root();
-        let problem = if oversized {
-            Some(("frame_too_large", "message larger than the configured maximum", "100"))
-        } else {
-            msg.fatal_problem()
-                .map(|p| (p.code.as_str(), p.code.as_str(), p.code.hl7_error_code()))
-        };
-        if let Some((code, text, hl7_code)) = problem {
-            let detail = if oversized {
-                format!("frame exceeded {} bytes; first bytes kept", self.cfg.max_frame_bytes)
-            } else {
-                text.to_owned()
-            };
+        let problem = refusal.map(|r| (r.code, r.text, r.hl7_code, r.detail)).or_else(|| {
+            msg.fatal_problem().map(|p| {
+                (
+                    p.code.as_str(),
+                    p.code.as_str(),
+                    p.code.hl7_error_code(),
+                    p.code.as_str().to_owned(),
+                )
+            })
+        });
+        if let Some((code, text, hl7_code, detail)) = problem {
             let kept = self.keep_rejected(payload, code, detail, peer, &tp).await;
             return if kept {
                 metrics().messages.with_label_values(&[listener, "rejected"]).inc();
@@ -334,24 +459,39 @@ impl Ingest {
 
 /// Accepts connections until shutdown, then waits (up to the drain grace) for open
 /// connections to finish the message they are on.
+///
+/// Past the connection limit (overall or for one peer address) a sender is still answered: its
+/// first frame gets `AR` 207 ("resend later") before the connection closes, by a small bounded
+/// set of refusers; a refusal is counted, never a silent close.
 pub async fn serve(ingest: Arc<Ingest>, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
     let name = ingest.cfg.listener_name.clone();
     let limit = Arc::new(tokio::sync::Semaphore::new(ingest.cfg.max_connections));
+    let refusers = Arc::new(tokio::sync::Semaphore::new(REFUSERS));
+    let peers = limits::PeerLimits::new(ingest.cfg.max_connections_per_peer);
     let mut tasks = tokio::task::JoinSet::new();
     ingest.readiness.set(true);
     loop {
         tokio::select! {
             _ = shutdown.wait() => break,
             accepted = listener.accept() => {
-                let Ok((stream, peer)) = accepted else { continue };
-                let Ok(permit) = limit.clone().try_acquire_owned() else {
-                    tracing::warn!(listener = %name, "connection limit reached, refusing connection");
+                let Ok((stream, peer)) = accepted else {
+                    // out of file descriptors or similar: say so, and do not spin
+                    metrics().refusals.with_label_values(&[&name, "accept_failed"]).inc();
+                    tracing::warn!(listener = %name, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let slot = peers.acquire(peer.ip());
+                let permit = limit.clone().try_acquire_owned().ok();
+                let (Some(slot), Some(permit)) = (slot, permit) else {
+                    let reason = if limit.available_permits() == 0 { "connection_limit" } else { "peer_connection_limit" };
+                    refuse_connection(&ingest, stream, reason, &refusers, &mut tasks);
                     continue;
                 };
                 let ing = ingest.clone();
                 let sd = shutdown.clone();
                 tasks.spawn(async move {
-                    let _permit = permit;
+                    let _held = (permit, slot);
                     let listener = ing.cfg.listener_name.clone();
                     metrics().connections.with_label_values(&[&listener]).inc();
                     let r = mllp::connection(stream, &peer.to_string(), &ing, &sd).await;
@@ -361,6 +501,7 @@ pub async fn serve(ingest: Arc<Ingest>, listener: TcpListener, shutdown: Shutdow
                     }
                 });
             }
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
         }
     }
     let grace = Duration::from_secs(ingest.cfg.runtime.drain_grace_secs);
@@ -371,6 +512,47 @@ pub async fn serve(ingest: Arc<Ingest>, listener: TcpListener, shutdown: Shutdow
     tasks.abort_all();
     tracing::info!("ingest stopped");
     Ok(())
+}
+
+/// How many refused connections are answered at once; past that they are closed (and counted).
+const REFUSERS: usize = 128;
+
+/// Answers a connection over a limit: its first frame gets AR 207, then it is closed.
+fn refuse_connection(
+    ingest: &Arc<Ingest>,
+    mut stream: tokio::net::TcpStream,
+    reason: &'static str,
+    refusers: &Arc<tokio::sync::Semaphore>,
+    tasks: &mut tokio::task::JoinSet<()>,
+) {
+    let listener = ingest.cfg.listener_name.clone();
+    metrics().refusals.with_label_values(&[&listener, reason]).inc();
+    let Ok(permit) = refusers.clone().try_acquire_owned() else {
+        metrics().refusals.with_label_values(&[&listener, "refused_unanswered"]).inc();
+        return;
+    };
+    tasks.spawn(async move {
+        let _permit = permit;
+        let mut dec = mllp::Decoder::new(64 * 1024);
+        let mut buf = vec![0u8; 8192];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let first = match dec.next_frame() {
+                Some(mllp::Decoded::Frame(p) | mllp::Decoded::Oversized(p) | mllp::Decoded::Broken(p, _)) => Some(p),
+                _ => None,
+            };
+            if let Some(p) = first {
+                let ack = ack::build(&Message::parse(&p), "AR", Some(("207", "too many connections, resend later")));
+                let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(&mllp::frame(&ack))).await;
+                return;
+            }
+            match tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), stream.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => dec.push(&buf[..n]),
+                _ => return,
+            }
+        }
+    });
 }
 
 /// Kafka did not confirm the write: nothing was kept, the sender gets AR 207 and resends.
@@ -425,7 +607,12 @@ async fn probe_broker(ingest: Arc<Ingest>, shutdown: Shutdown) {
         })
         .await
         .unwrap_or(false);
-        ingest.readiness.set(reachable);
+        // nearly out of file descriptors: new senders would be refused, so say not ready
+        let fds_left = limits::file_descriptors().is_none_or(|(limit, open)| open < limit / 10 * 9);
+        if !fds_left {
+            tracing::warn!("open file descriptors above 90% of the limit: not ready");
+        }
+        ingest.readiness.set(reachable && fds_left);
         tokio::select! {
             _ = shutdown.wait() => return,
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}

@@ -164,23 +164,28 @@ fn request_elements(r: &mut Map<String, Value>, m: &Medication, order: Option<&O
 /// dispenses, each naming the request of its order.
 pub(super) fn medication_entries(ev: &ClinicalEvent, subject: Option<&Value>) -> Vec<Value> {
     let mut entries = Vec::new();
-    let mut requests: Vec<(Option<i32>, Value)> = Vec::new();
+    // the first request of each order, looked up by order (no search per dispense)
+    let mut requests: std::collections::HashMap<i32, Value> = std::collections::HashMap::new();
+    let encoded: std::collections::HashSet<Option<i32>> = ev
+        .medications
+        .iter()
+        .filter(|x| matches!(x.segment.as_str(), "RXE" | "RXG"))
+        .map(|x| x.order_index)
+        .collect();
     for (i, m) in ev.medications.iter().enumerate() {
-        let superseded = m.segment == "RXO"
-            && ev
-                .medications
-                .iter()
-                .any(|x| matches!(x.segment.as_str(), "RXE" | "RXG") && x.order_index == m.order_index);
+        let superseded = m.segment == "RXO" && encoded.contains(&m.order_index);
         if superseded || matches!(m.segment.as_str(), "RXD" | "MedicationDispense") {
             continue;
         }
         let r = medication(ev, i, m, subject, None);
-        requests.push((m.order_index, reference(&r)));
+        if let Some(k) = m.order_index {
+            requests.entry(k).or_insert_with(|| reference(&r));
+        }
         entries.push(entry(r));
     }
     for (i, m) in ev.medications.iter().enumerate() {
         if matches!(m.segment.as_str(), "RXD" | "MedicationDispense") {
-            let request = requests.iter().find(|(k, _)| k.is_some() && *k == m.order_index).map(|(_, r)| r);
+            let request = m.order_index.and_then(|k| requests.get(&k));
             entries.push(entry(medication(ev, i, m, subject, request)));
         }
     }

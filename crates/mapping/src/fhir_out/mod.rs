@@ -36,7 +36,7 @@ use orders::order_resources;
 use patient::patient;
 use serde_json::{Map, Value, json};
 use sluice_model::{ClinicalEvent, ids::uuid_from};
-use specimens::{order_specimen, specimen};
+use specimens::{OrderSpecimens, specimen};
 
 /// Extension carrying an HL7 v2 timestamp that has no FHIR `dateTime` form (a time without an
 /// offset), exactly as sent.
@@ -85,13 +85,14 @@ pub fn bundle(ev: &ClinicalEvent) -> Value {
         .enumerate()
         .map(|(i, s)| specimen(ev, i, s, subject.as_ref()))
         .collect();
+    let of_order = OrderSpecimens::new(ev);
     let mut reports = order_resources(ev, subject.as_ref());
     for (k, report) in reports.iter_mut() {
-        if let Some(sp) = order_specimen(ev, *k).and_then(|x| specimens.get(x as usize)) {
+        if let Some(sp) = of_order.of(*k).and_then(|x| specimens.get(x as usize)) {
             report.insert("specimen".into(), json!([reference(sp)]));
         }
     }
-    entries.extend(observation_entries(ev, subject.as_ref(), &specimens, &mut reports));
+    entries.extend(observation_entries(ev, subject.as_ref(), &specimens, &of_order, &mut reports));
     entries.extend(reports.into_iter().map(|(_, r)| entry(r)));
     if let Some(d) = &ev.document {
         entries.push(entry(document_reference(ev, d, subject.as_ref())));

@@ -1,7 +1,7 @@
 //! Observation.
 
 use super::datatypes::{concept, fhir_time, notes, quantity_of, set_time};
-use super::specimens::order_specimen;
+use super::specimens::OrderSpecimens;
 use super::{RESULT_KEY_SYSTEM, entry, new_resource, reference};
 use serde_json::{Map, Value, json};
 use sluice_model::{ClinicalEvent, Coded, Observation};
@@ -150,20 +150,27 @@ pub(super) fn observation_entries(
     ev: &ClinicalEvent,
     subject: Option<&Value>,
     specimens: &[Map<String, Value>],
+    of_order: &OrderSpecimens,
     reports: &mut [(Option<i32>, Map<String, Value>)],
 ) -> Vec<Value> {
     let mut entries = Vec::new();
+    // each order's DiagnosticReport, found by order index without a search per observation
+    let mut report_of: std::collections::HashMap<i32, usize> = std::collections::HashMap::new();
+    for (at, (k, r)) in reports.iter().enumerate().rev() {
+        if let Some(k) = k
+            && r["resourceType"] == "DiagnosticReport"
+        {
+            report_of.insert(*k, at);
+        }
+    }
     for (i, o) in ev.observations.iter().enumerate() {
         let spec = o
             .specimen_index
-            .or_else(|| order_specimen(ev, o.order_index))
+            .or_else(|| of_order.of(o.order_index))
             .and_then(|x| specimens.get(x as usize))
             .map(reference);
         let obs = observation(ev, i, o, subject, spec.as_ref());
-        if let Some((_, report)) = reports
-            .iter_mut()
-            .find(|(k, r)| *k == o.order_index && r["resourceType"] == "DiagnosticReport")
-        {
+        if let Some((_, report)) = o.order_index.and_then(|k| report_of.get(&k)).and_then(|at| reports.get_mut(*at)) {
             let refs = report.entry("result").or_insert_with(|| json!([]));
             if let Some(list) = refs.as_array_mut() {
                 list.push(reference(&obs));

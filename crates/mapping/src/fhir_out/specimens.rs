@@ -37,15 +37,27 @@ pub(super) fn specimen(ev: &ClinicalEvent, i: usize, s: &Specimen, subject: Opti
     r
 }
 
-/// Which specimen an order or observation is of: named directly (specimen-first structures, an
-/// OBX after its SPM), else the specimen of its order.
-pub(super) fn order_specimen(ev: &ClinicalEvent, k: Option<i32>) -> Option<i32> {
-    k.and_then(|k| ev.orders.get(k as usize))
-        .and_then(|o| o.specimen_index)
-        .or_else(|| {
-            ev.specimens
-                .iter()
-                .position(|s| s.order_index.is_some() && s.order_index == k)
-                .map(|x| x as i32)
-        })
+/// The specimen of each order: the one the order names (specimen-first structures), else the
+/// first specimen that names the order. Built once per event, so every lookup is constant time.
+pub(super) struct OrderSpecimens(std::collections::HashMap<i32, i32>);
+
+impl OrderSpecimens {
+    pub(super) fn new(ev: &ClinicalEvent) -> OrderSpecimens {
+        let mut by_order = std::collections::HashMap::new();
+        for (i, s) in ev.specimens.iter().enumerate().rev() {
+            if let Some(k) = s.order_index {
+                by_order.insert(k, i as i32);
+            }
+        }
+        for (k, o) in ev.orders.iter().enumerate() {
+            if let Some(s) = o.specimen_index {
+                by_order.insert(k as i32, s);
+            }
+        }
+        OrderSpecimens(by_order)
+    }
+
+    pub(super) fn of(&self, order: Option<i32>) -> Option<i32> {
+        order.and_then(|k| self.0.get(&k).copied())
+    }
 }

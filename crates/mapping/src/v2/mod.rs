@@ -93,6 +93,10 @@ struct Group {
     last_spm: Option<i32>,
     /// the singleton segments already read
     seen: Singletons,
+    /// the last OBR and the last ORC among the orders, so each OBX, SPM or pharmacy segment finds
+    /// its order without searching back through the others
+    last_obr: Option<i32>,
+    last_orc: Option<i32>,
 }
 
 impl Group {
@@ -106,6 +110,8 @@ impl Group {
             specimen_group: None,
             last_spm: None,
             seen: Singletons::default(),
+            last_obr: None,
+            last_orc: None,
         }
     }
 }

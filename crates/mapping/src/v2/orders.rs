@@ -10,6 +10,7 @@ use sluice_model::{ClinicalEvent, Order};
 pub(super) fn orc<'a>(m: &Mapper<'_, 'a>, seg: &Segment<'a>, ev: &mut ClinicalEvent, g: &mut Group) {
     g.after = After::Order;
     g.specimen_group = None;
+    g.last_orc = Some(ev.orders.len() as i32);
     ev.orders.push(Order {
         specimen_index: g.last_spm.filter(|_| g.specimen_first),
         segment: "ORC".into(),
@@ -36,6 +37,7 @@ pub(super) fn obr<'a>(m: &Mapper<'_, 'a>, seg: &Segment<'a>, ev: &mut ClinicalEv
     if let Some(s) = m.obr_specimen(seg, ev.orders.len() as i32) {
         ev.specimens.push(s);
     }
+    g.last_obr = Some(ev.orders.len() as i32);
     ev.orders.push(Order {
         specimen_index,
         segment: "OBR".into(),

@@ -10,7 +10,7 @@ use sluice_model::{ClinicalEvent, Coded, Medication};
 /// RXO, RXE, RXD or RXG: a medication of the last ORC.
 pub(super) fn rx<'a>(m: &Mapper<'_, 'a>, seg: &Segment<'a>, ev: &mut ClinicalEvent, g: &mut Group) {
     g.after = After::Medication;
-    let order_index = ev.orders.iter().rposition(|o| o.segment == "ORC").map(|i| i as i32);
+    let order_index = g.last_orc;
     ev.medications.push(m.medication(seg, order_index));
 }
 

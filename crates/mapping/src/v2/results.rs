@@ -103,12 +103,7 @@ pub fn ucum(code: Option<&str>, text: Option<&str>, system: Option<&str>) -> Opt
 pub(super) fn obx<'a>(m: &Mapper<'_, 'a>, seg: &Segment<'a>, ev: &mut ClinicalEvent, g: &mut Group) {
     g.after = After::Observation;
     // an OBX of a specimen group in a specimen-first structure belongs to no order
-    let order_index = ev
-        .orders
-        .iter()
-        .rposition(|o| o.segment == "OBR")
-        .map(|i| i as i32)
-        .filter(|_| !(g.specimen_first && g.specimen_group.is_some()));
+    let order_index = g.last_obr.filter(|_| !(g.specimen_first && g.specimen_group.is_some()));
     let value_type = m.field_text(seg, 2);
     let code = m.coded(&seg.field(3).repetition(0));
     let units = m.coded(&seg.field(6).repetition(0));

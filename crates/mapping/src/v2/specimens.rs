@@ -16,12 +16,7 @@ pub(super) fn spm<'a>(m: &Mapper<'_, 'a>, seg: &Segment<'a>, ev: &mut ClinicalEv
     ev.specimens.push(Specimen {
         set_id: m.field_text(seg, 1),
         // specimen-first: set by the first OBR of its group
-        order_index: ev
-            .orders
-            .iter()
-            .rposition(|o| o.segment == "OBR")
-            .map(|i| i as i32)
-            .filter(|_| !g.specimen_first),
+        order_index: g.last_obr.filter(|_| !g.specimen_first),
         identifier: m.text(seg.field(2).raw()).map(|_| m.er7(seg.field(2).raw())),
         specimen_type: m.coded(&seg.field(4).repetition(0)),
         source_site: m.coded(&seg.field(8).repetition(0)),
