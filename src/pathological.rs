@@ -91,9 +91,10 @@ impl Shape {
                     payload: input.to_vec(),
                     ..Default::default()
                 };
-                let ev = sluice_normalise::mapping::map_message(&msg, &raw, &Default::default());
-                let bundle = sluice_normalise::fhir::bundle(&ev);
-                ev.unmapped_fields.len() + ev.observations.len() + bundle.to_string().len()
+                sluice_normalise::mapping::map_message(&msg, &raw, &Default::default())
+                    .iter()
+                    .map(|ev| ev.unmapped_fields.len() + ev.observations.len() + sluice_normalise::fhir::bundle(ev).to_string().len())
+                    .sum()
             }
             Shape::Dribble => {
                 let mut d = sluice_ingest::mllp::Decoder::new(16 << 20);

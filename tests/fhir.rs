@@ -36,9 +36,13 @@ fn every_bundle_is_valid_for_two_fhir_validators() {
             raw_id: sluice_model::ids::sha256_hex(m),
             ..Default::default()
         };
-        let ev = sluice_normalise::mapping::map_message(&msg, &raw, &Default::default());
-        let bundle = sluice_normalise::fhir::bundle(&ev);
-        std::fs::write(dir.path().join(format!("{i:05}.json")), serde_json::to_vec(&bundle).unwrap()).unwrap();
+        for (n, ev) in sluice_normalise::mapping::map_message(&msg, &raw, &Default::default())
+            .iter()
+            .enumerate()
+        {
+            let bundle = sluice_normalise::fhir::bundle(ev);
+            std::fs::write(dir.path().join(format!("{i:05}-{n}.json")), serde_json::to_vec(&bundle).unwrap()).unwrap();
+        }
         written += 1;
     }
     // and every event normalised from the corpus's FHIR (FHIR in, then out again)

@@ -9,6 +9,7 @@
 
 pub mod fhir_in;
 pub mod fhir_out;
+pub mod tables;
 pub mod v2;
 
 /// The identifier system of NHS numbers.

@@ -41,7 +41,7 @@ type IdentityKey = (String, Option<String>, Option<bool>, Option<String>);
 
 fn from_hl7() -> ClinicalEvent {
     let msg = Message::parse(HL7);
-    map_message(&msg, &RawMessage::default(), &RawPosition::default())
+    map_message(&msg, &RawMessage::default(), &RawPosition::default()).remove(0)
 }
 
 fn from_fhir() -> ClinicalEvent {

@@ -68,10 +68,18 @@ fn every_golden_message_maps_to_its_canonical_event() {
         let bytes = std::fs::read(input).unwrap();
         let msg = Message::parse(&bytes);
         assert!(msg.is_acceptable(), "{} is not acceptable", input.display());
-        let ev = map_message(&msg, &raw(&bytes), &position());
-        kinds.insert(ev.kind.clone());
-        let got = serde_json::to_string_pretty(&ev).unwrap() + "\n";
-        let fhir = serde_json::to_string_pretty(&sluice_mapping::fhir_out::bundle(&ev)).unwrap() + "\n";
+        let evs = map_message(&msg, &raw(&bytes), &position());
+        kinds.extend(evs.iter().map(|e| e.kind.clone()));
+        let bundles: Vec<serde_json::Value> = evs.iter().map(sluice_mapping::fhir_out::bundle).collect();
+        // one event (and Bundle) per message, or a list of them for a message of several patients
+        let (got, fhir) = match (evs.as_slice(), bundles.as_slice()) {
+            ([ev], [b]) => (serde_json::to_string_pretty(ev).unwrap(), serde_json::to_string_pretty(b).unwrap()),
+            _ => (
+                serde_json::to_string_pretty(&evs).unwrap(),
+                serde_json::to_string_pretty(&bundles).unwrap(),
+            ),
+        };
+        let (got, fhir) = (got + "\n", fhir + "\n");
         for (golden, got) in [(input.with_extension("json"), got), (input.with_extension("fhir.json"), fhir)] {
             compare_or_bless(input, &golden, &got, bless, &mut changed);
         }
@@ -146,12 +154,14 @@ fn corpus_outputs_match_their_recorded_digests() {
             if !msg.is_acceptable() {
                 continue;
             }
-            let ev = map_message(&msg, &raw(m), &position());
-            let out = format!(
-                "{}\n{}\n",
-                serde_json::to_string_pretty(&ev).unwrap(),
-                serde_json::to_string_pretty(&sluice_mapping::fhir_out::bundle(&ev)).unwrap()
-            );
+            let evs = map_message(&msg, &raw(m), &position());
+            let mut out = String::new();
+            for ev in &evs {
+                out.push_str(&serde_json::to_string_pretty(ev).unwrap());
+                out.push('\n');
+                out.push_str(&serde_json::to_string_pretty(&sluice_mapping::fhir_out::bundle(ev)).unwrap());
+                out.push('\n');
+            }
             outputs.push((format!("{}#{i}", rel(&file)), out));
         }
     }
@@ -238,8 +248,9 @@ fn no_corpus_content_is_silently_discarded() {
                 continue;
             }
             messages += 1;
-            let ev = map_message(&msg, &raw(m), &position());
-            let unmapped: std::collections::HashSet<i32> = ev.unmapped_segments.iter().map(|u| u.index).collect();
+            let evs = map_message(&msg, &raw(m), &position());
+            // every segment is mapped or carried whole by one of the message's events
+            let unmapped: std::collections::HashSet<i32> = evs.iter().flat_map(|e| e.unmapped_segments.iter().map(|u| u.index)).collect();
             for (i, seg) in msg.segments().enumerate() {
                 let index = i as i32 + 1;
                 let name = seg.name_str();
@@ -250,7 +261,11 @@ fn no_corpus_content_is_silently_discarded() {
                 );
                 if unmapped.contains(&index) {
                     // carried whole, as sent
-                    let u = ev.unmapped_segments.iter().find(|u| u.index == index).unwrap();
+                    let u = evs
+                        .iter()
+                        .flat_map(|e| e.unmapped_segments.iter())
+                        .find(|u| u.index == index)
+                        .unwrap();
                     assert_eq!(u.name, name);
                     travelling += 1;
                 }
@@ -271,7 +286,7 @@ fn a_correction_names_the_result_it_replaces() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
     let map = |name: &str| {
         let bytes = std::fs::read(dir.join(name)).unwrap();
-        map_message(&Message::parse(&bytes), &raw(&bytes), &position())
+        map_message(&Message::parse(&bytes), &raw(&bytes), &position()).remove(0)
     };
     let first = map("oru_r01_results.hl7");
     let later = map("oru_r01_correction.hl7");

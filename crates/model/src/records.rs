@@ -21,6 +21,17 @@ pub struct Coded {
     pub alt_code: Option<String>,
     pub alt_text: Option<String>,
     pub alt_system: Option<String>,
+    #[serde(default)]
+    pub original_text: Option<String>,
+}
+
+/// An entity identifier (EI): the value and who assigned it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct EntityId {
+    pub value: String,
+    pub namespace: Option<String>,
+    pub universal_id: Option<String>,
+    pub universal_id_type: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -171,6 +182,12 @@ pub struct Order {
     pub notes: Vec<String>,
     pub specimen_index: Option<i32>,
     pub intent: Option<String>,
+    #[serde(default)]
+    pub placer_entity: Option<EntityId>,
+    #[serde(default)]
+    pub filler_entity: Option<EntityId>,
+    #[serde(default)]
+    pub prior: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -191,6 +208,10 @@ pub struct Observation {
     pub result_key: Option<String>,
     pub units_ucum: Option<String>,
     pub specimen_index: Option<i32>,
+    #[serde(default)]
+    pub interpretations: Vec<Coded>,
+    #[serde(default)]
+    pub prior: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -198,6 +219,10 @@ pub struct Specimen {
     pub set_id: Option<String>,
     pub order_index: Option<i32>,
     pub identifier: Option<String>,
+    #[serde(default)]
+    pub placer_entity: Option<EntityId>,
+    #[serde(default)]
+    pub filler_entity: Option<EntityId>,
     #[serde(rename = "type")]
     pub specimen_type: Option<Coded>,
     pub source_site: Option<Coded>,
@@ -284,6 +309,10 @@ pub struct FhirResource {
 pub struct Appointment {
     pub placer_id: Option<String>,
     pub filler_id: Option<String>,
+    #[serde(default)]
+    pub placer_entity: Option<EntityId>,
+    #[serde(default)]
+    pub filler_entity: Option<EntityId>,
     pub event_reason: Option<Coded>,
     pub reason: Option<Coded>,
     pub appointment_type: Option<Coded>,
@@ -338,6 +367,10 @@ pub struct Document {
     pub activity_time: Option<Timestamp>,
     pub unique_id: Option<String>,
     pub parent_id: Option<String>,
+    #[serde(default)]
+    pub unique_entity: Option<EntityId>,
+    #[serde(default)]
+    pub parent_entity: Option<EntityId>,
     pub file_name: Option<String>,
     pub completion_status: Option<String>,
     pub confidentiality: Option<String>,

@@ -52,7 +52,7 @@ fn event(text: &str) -> sluice_model::ClinicalEvent {
         payload: text.as_bytes().to_vec(),
         ..Default::default()
     };
-    sluice_mapping::v2::map_message(&msg, &raw, &Default::default())
+    sluice_mapping::v2::map_message(&msg, &raw, &Default::default()).remove(0)
 }
 
 #[test]

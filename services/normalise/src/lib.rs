@@ -80,10 +80,21 @@ impl Normaliser {
         if let Some(p) = msg.fatal_problem() {
             return Err(Self::reject(p.code.as_str(), p.to_string()));
         }
-        Ok(vec![(
-            sluice_model::ids::source_patient_key(&msg),
-            mapping::map_message(&msg, raw, pos),
-        )])
+        // one event per patient: the first keyed as the message (so its order with the patient's
+        // other messages holds), each further patient by its own identifier
+        let first_key = sluice_model::ids::source_patient_key(&msg);
+        Ok(mapping::map_message(&msg, raw, pos)
+            .into_iter()
+            .enumerate()
+            .map(|(n, ev)| {
+                let key = if n == 0 {
+                    first_key.clone()
+                } else {
+                    fhir_in::source_patient_key(&ev)
+                };
+                (key, ev)
+            })
+            .collect())
     }
 }
 

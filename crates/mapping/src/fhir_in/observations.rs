@@ -133,6 +133,8 @@ impl<'v> Mapper<'_, 'v> {
                 .filter_map(coded)
                 .filter_map(|c| c.code.or(c.text))
                 .collect(),
+            interpretations: items(r, "interpretation").into_iter().filter_map(coded).collect(),
+            prior: false,
             result_status: status.as_deref().and_then(v2_result_status).map(str::to_owned),
             observation_time: ts(r, &["effectiveDateTime"])
                 .or_else(|| ts(r, &["effectivePeriod", "start"]))

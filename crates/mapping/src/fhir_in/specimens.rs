@@ -14,6 +14,8 @@ impl<'v> Mapper<'_, 'v> {
             set_id: Some((self.ev.specimens.len() + 1).to_string()),
             order_index: None,
             identifier: text_at(r, &["accessionIdentifier", "value"]).or_else(|| text_at(r, &["identifier", "value"])),
+            placer_entity: None,
+            filler_entity: None,
             specimen_type: coded_at(r, "type"),
             source_site: collection.and_then(|c| coded_at(c, "bodySite")),
             collection_time: c(&["collectedDateTime"]).or_else(|| c(&["collectedPeriod", "start"])),

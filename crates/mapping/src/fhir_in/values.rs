@@ -26,6 +26,7 @@ pub fn coded(cc: &Value) -> Option<Coded> {
         alt_code: c(1, "code"),
         alt_text: c(1, "display"),
         alt_system: c(1, "system"),
+        original_text: None,
     };
     (out.code.is_some() || out.text.is_some()).then_some(out)
 }

@@ -8,7 +8,10 @@ use sluice_model::{Appointment, ClinicalEvent};
 /// SIU's SCH (HL7 table 0278 filler status, else what the trigger event says) as an Appointment.
 pub(super) fn appointment(ev: &ClinicalEvent, a: &Appointment, subject: Option<&Value>) -> Map<String, Value> {
     let mut r = new_resource("Appointment", ev, 0);
-    let ids = placer_filler(a.placer_id.as_ref(), a.filler_id.as_ref());
+    let ids = placer_filler(
+        (a.placer_id.as_ref(), a.placer_entity.as_ref()),
+        (a.filler_id.as_ref(), a.filler_entity.as_ref()),
+    );
     if !ids.is_empty() {
         r.insert("identifier".into(), Value::Array(ids));
     }

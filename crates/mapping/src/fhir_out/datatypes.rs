@@ -6,7 +6,7 @@ use super::TIMESTAMP_EXTENSION;
 use crate::NHS_NUMBER_SYSTEM;
 use serde_json::{Map, Value, json};
 use sluice_model::time::calendar_valid;
-use sluice_model::{Coded, Identifier, Timestamp};
+use sluice_model::{Coded, EntityId, Identifier, Timestamp};
 
 pub(super) const UCUM: &str = "http://unitsofmeasure.org";
 pub(super) const LOINC: &str = "http://loinc.org";
@@ -136,6 +136,11 @@ pub(super) fn system_url(system: Option<&str>) -> Option<std::borrow::Cow<'_, st
         table if table.len() == 7 && table.starts_with("HL7") && table[3..].bytes().all(|b| b.is_ascii_digit()) => {
             return Some(Cow::Owned(format!("http://terminology.hl7.org/CodeSystem/v2-{}", &table[3..])));
         }
+        // any other coding system name (a local `L`, `99ZZZ` ...) is kept as a name URI, so a
+        // code never loses the system it belongs to
+        other if !other.is_empty() && other.bytes().all(|b| b.is_ascii_graphic()) => {
+            return Some(Cow::Owned(format!("urn:id:{other}")));
+        }
         _ => return None,
     }))
 }
@@ -164,7 +169,8 @@ pub(super) fn concept(c: Option<&Coded>) -> Option<Value> {
     .into_iter()
     .flatten()
     .collect();
-    let text = c.text.clone().or_else(|| c.code.clone());
+    // CWE-9 original text is what the user saw, so it is the concept's text (v2-to-FHIR CWE)
+    let text = c.original_text.clone().or_else(|| c.text.clone()).or_else(|| c.code.clone());
     if codings.is_empty() && text.is_none() {
         return None;
     }
@@ -206,11 +212,50 @@ pub(super) fn identifier(id: &Identifier) -> Value {
 }
 
 /// Placer and filler numbers as identifiers typed PLAC and FILL (HL7 table 0203).
-pub(super) fn placer_filler(placer: Option<&String>, filler: Option<&String>) -> Vec<Value> {
+/// The placer's and filler's numbers as Identifiers typed PLAC and FILL (v2-to-FHIR
+/// ORC[ServiceRequest] / OBR[DiagnosticReport] rows), each with its assigner when sent.
+pub(super) fn placer_filler(placer: (Option<&String>, Option<&EntityId>), filler: (Option<&String>, Option<&EntityId>)) -> Vec<Value> {
     [(placer, "PLAC"), (filler, "FILL")]
         .into_iter()
-        .filter_map(|(n, kind)| n.map(|n| json!({"type": {"coding": [{"system": V2_0203, "code": kind}]}, "value": n})))
+        .filter_map(|((value, entity), kind)| {
+            let mut id = match entity {
+                Some(e) => entity_identifier(e),
+                None => json!({"value": value?}),
+            };
+            id["type"] = json!({"coding": [{"system": V2_0203, "code": kind}]});
+            Some(id)
+        })
         .collect()
+}
+
+/// An EI as an Identifier (v2-to-FHIR EI[Identifier-System]): EI-1 is the value; a universal id
+/// becomes the system (`urn:oid:` for ISO, `urn:uuid:` for UUID, itself when a URI); a namespace
+/// id alone names the assigner. No HL7 delimiter is left in any part.
+pub(super) fn entity_identifier(e: &EntityId) -> Value {
+    let mut v = Map::new();
+    let system = e
+        .universal_id
+        .as_deref()
+        .and_then(|u| match e.universal_id_type.as_deref().map(str::to_ascii_uppercase).as_deref() {
+            Some("ISO") => Some(format!("urn:oid:{u}")),
+            Some("UUID" | "GUID") => Some(format!("urn:uuid:{}", u.to_ascii_lowercase())),
+            Some("URI" | "URL") => Some(u.to_owned()),
+            _ if u.starts_with("urn:") || u.starts_with("http://") || u.starts_with("https://") => Some(u.to_owned()),
+            _ if !u.is_empty() && u.chars().all(|c| c.is_ascii_digit() || c == '.') && u.contains('.') => Some(format!("urn:oid:{u}")),
+            _ => None,
+        });
+    if let Some(s) = system {
+        v.insert("system".into(), json!(s));
+    }
+    v.insert("value".into(), json!(e.value));
+    let assigner = e
+        .namespace
+        .clone()
+        .or_else(|| e.universal_id.clone().filter(|_| !v.contains_key("system")));
+    if let Some(a) = assigner {
+        v.insert("assigner".into(), json!({"display": a}));
+    }
+    Value::Object(v)
 }
 
 pub(super) fn notes(list: &[String]) -> Value {

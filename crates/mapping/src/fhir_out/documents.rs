@@ -1,6 +1,6 @@
 //! DocumentReference.
 
-use super::datatypes::{fhir_time, push_extension};
+use super::datatypes::{entity_identifier, fhir_time, push_extension};
 use super::new_resource;
 use serde_json::{Map, Value, json};
 use sluice_model::{ClinicalEvent, Document, Observation};
@@ -54,8 +54,14 @@ pub(super) fn attachment(o: &Observation) -> Option<Value> {
 
 pub(super) fn document_reference(ev: &ClinicalEvent, d: &Document, subject: Option<&Value>) -> Map<String, Value> {
     let mut r = new_resource("DocumentReference", ev, 0);
-    if let Some(id) = &d.unique_id {
-        r.insert("masterIdentifier".into(), json!({"value": id}));
+    match (&d.unique_entity, &d.unique_id) {
+        (Some(e), _) => {
+            r.insert("masterIdentifier".into(), entity_identifier(e));
+        }
+        (None, Some(id)) => {
+            r.insert("masterIdentifier".into(), json!({"value": id}));
+        }
+        _ => {}
     }
     // MDM T11 cancels a document; otherwise this is the current version
     let status = if ev.trigger_event == "T11" { "entered-in-error" } else { "current" };
@@ -90,10 +96,8 @@ pub(super) fn document_reference(ev: &ClinicalEvent, d: &Document, subject: Opti
             "T05" | "T06" => "appends",
             _ => "replaces",
         };
-        r.insert(
-            "relatesTo".into(),
-            json!([{"code": code, "target": {"identifier": {"value": parent}}}]),
-        );
+        let target = d.parent_entity.as_ref().map_or_else(|| json!({"value": parent}), entity_identifier);
+        r.insert("relatesTo".into(), json!([{"code": code, "target": {"identifier": target}}]));
     }
     let mut content: Vec<Value> = ev
         .observations

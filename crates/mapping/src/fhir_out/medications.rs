@@ -78,7 +78,12 @@ fn medication(ev: &ClinicalEvent, i: usize, m: &Medication, subject: Option<&Val
     };
     let mut r = new_resource(kind, ev, i);
     let mut ids = order
-        .map(|o| placer_filler(o.placer_order_number.as_ref(), o.filler_order_number.as_ref()))
+        .map(|o| {
+            placer_filler(
+                (o.placer_order_number.as_ref(), o.placer_entity.as_ref()),
+                (o.filler_order_number.as_ref(), o.filler_entity.as_ref()),
+            )
+        })
         .unwrap_or_default();
     if let Some(n) = &m.prescription_number {
         ids.push(json!({"type": {"text": "prescription number"}, "value": n}));

@@ -37,6 +37,10 @@ use patient::patient;
 use serde_json::{Map, Value, json};
 use sluice_model::{ClinicalEvent, ids::uuid_from};
 use specimens::{OrderSpecimens, specimen};
+use std::collections::HashMap;
+
+pub use observations::{UNITS_EXTENSION, VALUE_ATTACHMENT_EXTENSION};
+pub use orders::PRIOR_RESULT_EXTENSION;
 
 /// Extension carrying an HL7 v2 timestamp that has no FHIR `dateTime` form (a time without an
 /// offset), exactly as sent.
@@ -64,6 +68,66 @@ fn reference(r: &Map<String, Value>) -> Value {
     json!({"reference": format!("urn:uuid:{}", r.get("id").and_then(Value::as_str).unwrap_or_default())})
 }
 
+/// A reference to the resource [`new_resource`] makes for `kind` and `index`.
+fn ref_of(ev: &ClinicalEvent, kind: &str, index: usize) -> Value {
+    json!({"reference": format!("urn:uuid:{}", uuid_from(&[ev.event_id.as_bytes(), kind.as_bytes(), &index.to_be_bytes()]))})
+}
+
+/// Prior results (OML^O21 / OMG^O19 PRIOR_RESULT) are context for the current order before
+/// them: its ServiceRequest names their reports and observations in `supportingInfo` (the
+/// converter practice; the v2-to-FHIR maps leave this group unmapped), and they are never in a
+/// current report's results.
+fn link_prior_results(
+    ev: &ClinicalEvent,
+    requests: &mut [(Option<i32>, Map<String, Value>)],
+    reports: &[(Option<i32>, Map<String, Value>)],
+    observations: &[Value],
+) {
+    if !ev.orders.iter().any(|o| o.prior) {
+        return;
+    }
+    // the current order each prior order is context for: the last current order before it
+    let mut context = vec![None; ev.orders.len()];
+    let mut current = None;
+    for (i, o) in ev.orders.iter().enumerate() {
+        if o.prior {
+            context[i] = current;
+        } else {
+            current = Some(i as i32);
+        }
+    }
+    let request_at: HashMap<i32, usize> = requests.iter().enumerate().filter_map(|(n, (k, _))| Some(((*k)?, n))).collect();
+    let mut support: Vec<(usize, Value)> = Vec::new();
+    for (k, r) in requests.iter().chain(reports.iter()) {
+        if let Some(target) = k
+            .and_then(|k| context.get(k as usize).copied().flatten())
+            .and_then(|c| request_at.get(&c))
+        {
+            support.push((*target, reference(r)));
+        }
+    }
+    for (o, e) in ev.observations.iter().zip(observations) {
+        if let Some(target) = o
+            .order_index
+            .filter(|_| o.prior)
+            .and_then(|k| context.get(k as usize).copied().flatten())
+            .and_then(|c| request_at.get(&c))
+        {
+            support.push((*target, json!({"reference": e["fullUrl"]})));
+        }
+    }
+    for (target, r) in support {
+        if let Some(list) = requests[target]
+            .1
+            .entry("supportingInfo")
+            .or_insert_with(|| json!([]))
+            .as_array_mut()
+        {
+            list.push(r);
+        }
+    }
+}
+
 fn no_patient() -> Value {
     json!({"display": "no patient identified in the message"})
 }
@@ -79,20 +143,24 @@ pub fn bundle(ev: &ClinicalEvent) -> Value {
     if let Some(e) = encounter(ev, subject.as_ref()) {
         entries.push(entry(e));
     }
+    let (mut requests, mut reports) = order_resources(ev, subject.as_ref());
+    let request_of: HashMap<i32, Value> = requests.iter().filter_map(|(k, r)| Some((((*k)?), reference(r)))).collect();
     let specimens: Vec<Map<String, Value>> = ev
         .specimens
         .iter()
         .enumerate()
-        .map(|(i, s)| specimen(ev, i, s, subject.as_ref()))
+        .map(|(i, s)| specimen(ev, i, s, subject.as_ref(), s.order_index.and_then(|k| request_of.get(&k).cloned())))
         .collect();
     let of_order = OrderSpecimens::new(ev);
-    let mut reports = order_resources(ev, subject.as_ref());
     for (k, report) in reports.iter_mut() {
         if let Some(sp) = of_order.of(*k).and_then(|x| specimens.get(x as usize)) {
             report.insert("specimen".into(), json!([reference(sp)]));
         }
     }
-    entries.extend(observation_entries(ev, subject.as_ref(), &specimens, &of_order, &mut reports));
+    let observations = observation_entries(ev, subject.as_ref(), &specimens, &of_order, &mut requests, &mut reports);
+    link_prior_results(ev, &mut requests, &reports, &observations);
+    entries.extend(requests.into_iter().map(|(_, r)| entry(r)));
+    entries.extend(observations);
     entries.extend(reports.into_iter().map(|(_, r)| entry(r)));
     if let Some(d) = &ev.document {
         entries.push(entry(document_reference(ev, d, subject.as_ref())));

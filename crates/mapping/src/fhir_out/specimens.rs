@@ -1,14 +1,29 @@
 //! Specimen.
 
-use super::datatypes::{concept, set_period, set_time};
+use super::datatypes::{concept, entity_identifier, set_period, set_time};
 use super::new_resource;
 use serde_json::{Map, Value, json};
 use sluice_model::{ClinicalEvent, Specimen};
 
-pub(super) fn specimen(ev: &ClinicalEvent, i: usize, s: &Specimen, subject: Option<&Value>) -> Map<String, Value> {
+/// SPM (v2-to-FHIR SPM[Specimen]): SPM-2.1, the placer's id, is `identifier`; SPM-2.2, the
+/// filler's, is `accessionIdentifier`; `request` names the order's ServiceRequest.
+pub(super) fn specimen(ev: &ClinicalEvent, i: usize, s: &Specimen, subject: Option<&Value>, request: Option<Value>) -> Map<String, Value> {
     let mut r = new_resource("Specimen", ev, i);
-    if let Some(id) = &s.identifier {
-        r.insert("accessionIdentifier".into(), json!({"value": id}));
+    match (&s.placer_entity, &s.filler_entity, &s.identifier) {
+        (None, None, Some(id)) => {
+            r.insert("accessionIdentifier".into(), json!({"value": id}));
+        }
+        (placer, filler, _) => {
+            if let Some(p) = placer {
+                r.insert("identifier".into(), json!([entity_identifier(p)]));
+            }
+            if let Some(f) = filler {
+                r.insert("accessionIdentifier".into(), entity_identifier(f));
+            }
+        }
+    }
+    if let Some(req) = request {
+        r.insert("request".into(), json!([req]));
     }
     if let Some(t) = concept(s.specimen_type.as_ref()) {
         r.insert("type".into(), t);

@@ -36,9 +36,12 @@ impl<'a> Mapper<'_, 'a> {
     pub(super) fn appointment(&self, sch: &Segment<'a>) -> Appointment {
         let tq = sch.field(11).repetition(0);
         let ts = |n: usize| self.text(tq.component(n).subcomponent(1)).and_then(|t| parse_hl7(&t));
+        let (placer, filler) = (self.entity_field(sch, 1), self.entity_field(sch, 2));
         Appointment {
-            placer_id: self.field_er7(sch, 1),
-            filler_id: self.field_er7(sch, 2),
+            placer_id: placer.as_ref().map(|e| e.value.clone()),
+            filler_id: filler.as_ref().map(|e| e.value.clone()),
+            placer_entity: placer,
+            filler_entity: filler,
             event_reason: self.coded_field(sch, 6),
             reason: self.coded_field(sch, 7),
             appointment_type: self.coded_field(sch, 8),

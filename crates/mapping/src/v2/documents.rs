@@ -6,11 +6,14 @@ use sluice_model::{ClinicalEvent, Document};
 
 /// The first TXA: the document.
 pub(super) fn txa<'a>(m: &Mapper<'_, 'a>, seg: &Segment<'a>, ev: &mut ClinicalEvent) {
+    let (unique, parent) = (m.entity_field(seg, 12), m.entity_field(seg, 13));
     ev.document = Some(Document {
         document_type: m.field_text(seg, 2),
         activity_time: m.ts(seg, 4),
-        unique_id: m.text(seg.field(12).raw()).map(|_| m.er7(seg.field(12).raw())),
-        parent_id: m.text(seg.field(13).raw()).map(|_| m.er7(seg.field(13).raw())),
+        unique_id: unique.as_ref().map(|e| e.value.clone()),
+        parent_id: parent.as_ref().map(|e| e.value.clone()),
+        unique_entity: unique,
+        parent_entity: parent,
         file_name: m.field_text(seg, 16),
         completion_status: m.field_text(seg, 17),
         confidentiality: m.field_text(seg, 18),

@@ -33,7 +33,9 @@ const PID_MAP: FieldMap = &[
     (7, &[]),
     (8, &[]),
     (11, &[1, 2, 3, 4, 5, 6, 7]),
-    (19, &[]),
+    // PID-19 is an ST, but some feeds send components (a health card number^version): the
+    // first is the number, anything after it travels in unmapped_fields
+    (19, &[1]),
     (20, &[1, 2]),
     (29, &[]),
     (30, &[]),

@@ -97,9 +97,33 @@ struct Group {
     /// its order without searching back through the others
     last_obr: Option<i32>,
     last_orc: Option<i32>,
+    /// in an order message (OML, OMG, OMI), a PID, PV1 or AL1 after an order starts a prior-result
+    /// group (PRIOR_RESULT): the orders and results after it are earlier results sent as
+    /// context, until FT1, CTI or BLG closes the order group. Read greedily, as the standard's
+    /// grammar reads it: an ORC after prior results stays in the prior group.
+    prior: bool,
 }
 
 impl Group {
+    /// Follows the structure before a segment is mapped: a patient or visit segment, or an
+    /// allergy, after an order in an order message starts a prior-result group; FT1, CTI or BLG
+    /// (the rest of the order group) ends it.
+    fn note_structure(&mut self, name: &[u8], ev: &ClinicalEvent) {
+        let order_message = matches!(ev.message_type.as_str(), "OML" | "OMG" | "OMI");
+        if order_message && !ev.orders.is_empty() && matches!(name, b"PID" | b"PD1" | b"PV1" | b"PV2" | b"AL1") {
+            self.prior = true;
+        } else if matches!(name, b"FT1" | b"CTI" | b"BLG") {
+            self.prior = false;
+        }
+    }
+
+    /// Whether a PID (after the first) is another patient: not the other record of an A24 link
+    /// or A37 unlink, and not the patient of a prior-result group.
+    fn starts_another_patient(&self, ev: &ClinicalEvent) -> bool {
+        let link = ev.message_type == "ADT" && matches!(ev.trigger_event.as_str(), "A24" | "A37");
+        !link && !self.prior && ev.patient.is_some()
+    }
+
     fn new(ev: &ClinicalEvent) -> Group {
         Group {
             specimen_first: matches!(
@@ -112,6 +136,7 @@ impl Group {
             seen: Singletons::default(),
             last_obr: None,
             last_orc: None,
+            prior: false,
         }
     }
 }
@@ -124,13 +149,33 @@ enum Mapped {
     No,
 }
 
-/// Maps a parsed message into its event, with its identity (see
-/// [`sluice_model::ids::hl7_identity`]) and the raw record's position.
-pub fn map_message(msg: &Message<'_>, raw: &RawMessage, pos: &RawPosition) -> ClinicalEvent {
+/// Maps a parsed message into its events, one per patient: every PID group (a BAR^P02 visit,
+/// each patient of an ORU with several PATIENT_RESULT groups, each record of an A40 merging
+/// several, the two patients of an A17 swap) is an event of its own, carrying the segments before
+/// the first PID (MSH, EVN ...) as well. A second PID that is not another patient (the other
+/// record of an A24 link or A37 unlink, a prior-result group's patient) stays in its event. Each
+/// event has the message's identity (see [`sluice_model::ids::hl7_identity`]); the second
+/// patient's event id is told apart by `patient-2`, and so on; a message of several patients
+/// says so in each event's warnings (`message_has_several_patients`).
+pub fn map_message(msg: &Message<'_>, raw: &RawMessage, pos: &RawPosition) -> Vec<ClinicalEvent> {
     let m = Mapper { msg };
     let mut ev = header(&m, raw, pos);
     let mut g = Group::new(&ev);
+    let mut events = Vec::new();
+    // the event as it stood before its first PID: what every further patient's event starts from
+    let mut before_patients: Option<ClinicalEvent> = None;
     for (i, seg) in msg.segments().enumerate() {
+        g.note_structure(seg.name(), &ev);
+        if seg.name() == b"PID" {
+            match &before_patients {
+                None => before_patients = Some(ev.clone()),
+                Some(start) if g.starts_another_patient(&ev) => {
+                    events.push(std::mem::replace(&mut ev, start.clone()));
+                    g = Group::new(&ev);
+                }
+                Some(_) => {}
+            }
+        }
         // a repeated PID/PV1/MRG/SCH/TXA is not mapped again: it travels whole
         let repeat = g.seen.repeat(seg.name());
         if map_segment(&m, &seg, repeat, &mut ev, &mut g) == Mapped::No || repeat {
@@ -144,7 +189,17 @@ pub fn map_message(msg: &Message<'_>, raw: &RawMessage, pos: &RawPosition) -> Cl
         }
         explicit_nulls(i, &seg, &mut ev.explicit_nulls);
     }
-    ev
+    events.push(ev);
+    if events.len() > 1 {
+        let identity = sluice_model::ids::hl7_identity(msg);
+        for (n, e) in events.iter_mut().enumerate() {
+            e.warnings.push("message_has_several_patients".into());
+            if n > 0 {
+                e.event_id = identity.event_id("hl7v2", &format!("patient-{}", n + 1));
+            }
+        }
+    }
+    events
 }
 
 /// Records every field, repetition or component sent as the explicit null `""`: it is never a
@@ -232,14 +287,18 @@ fn map_segment<'a>(m: &Mapper<'_, 'a>, seg: &Segment<'a>, repeat: bool, ev: &mut
         b"PID" if !repeat => patient::pid(m, seg, ev, g),
         b"PID" => return patient::other_record(m, seg, ev, g),
         b"PV1" if !repeat => patient::pv1(m, seg, ev, g),
-        b"AL1" | b"IAM" => allergies::al1_iam(m, seg, ev, g),
+        b"AL1" | b"IAM" if !g.prior => allergies::al1_iam(m, seg, ev, g),
         b"SCH" if !repeat => appointments::sch(m, seg, ev, g),
         b"AIS" | b"AIG" | b"AIL" | b"AIP" => return appointments::resource(m, seg, ev),
         b"RXO" | b"RXE" | b"RXD" | b"RXG" => pharmacy::rx(m, seg, ev, g),
         b"MRG" => return patient::mrg(m, seg, ev),
         b"ORC" => orders::orc(m, seg, ev, g),
         b"OBR" => orders::obr(m, seg, ev, g),
-        b"TXA" if !repeat => documents::txa(m, seg, ev),
+        b"TXA" if !repeat => {
+            // the OBX after a TXA are the document's content, not results of an order
+            (g.last_obr, g.last_orc) = (None, None);
+            documents::txa(m, seg, ev)
+        }
         b"RXA" => immunisation::rxa(m, seg, ev, g),
         b"RXR" => return pharmacy::rxr(m, seg, ev, g),
         b"TQ1" => return orders::tq1(m, seg, ev, g),

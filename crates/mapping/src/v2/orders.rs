@@ -10,13 +10,19 @@ use sluice_model::{ClinicalEvent, Order};
 pub(super) fn orc<'a>(m: &Mapper<'_, 'a>, seg: &Segment<'a>, ev: &mut ClinicalEvent, g: &mut Group) {
     g.after = After::Order;
     g.specimen_group = None;
+    // a new order group: OBX after this ORC belong to its OBR (or, without one, to it)
+    g.last_obr = None;
     g.last_orc = Some(ev.orders.len() as i32);
+    let (placer, filler) = (m.entity_field(seg, 2), m.entity_field(seg, 3));
     ev.orders.push(Order {
         specimen_index: g.last_spm.filter(|_| g.specimen_first),
         segment: "ORC".into(),
         order_control: m.field_text(seg, 1),
-        placer_order_number: m.field_text(seg, 2),
-        filler_order_number: m.field_text(seg, 3),
+        placer_order_number: placer.as_ref().map(|e| e.value.clone()),
+        filler_order_number: filler.as_ref().map(|e| e.value.clone()),
+        placer_entity: placer,
+        filler_entity: filler,
+        prior: g.prior,
         order_status: m.field_text(seg, 5),
         transaction_time: m.ts(seg, 9),
         ..Default::default()
@@ -38,12 +44,16 @@ pub(super) fn obr<'a>(m: &Mapper<'_, 'a>, seg: &Segment<'a>, ev: &mut ClinicalEv
         ev.specimens.push(s);
     }
     g.last_obr = Some(ev.orders.len() as i32);
+    let (placer, filler) = (m.entity_field(seg, 2), m.entity_field(seg, 3));
     ev.orders.push(Order {
         specimen_index,
         segment: "OBR".into(),
         set_id: m.field_text(seg, 1),
-        placer_order_number: m.field_text(seg, 2),
-        filler_order_number: m.field_text(seg, 3),
+        placer_order_number: placer.as_ref().map(|e| e.value.clone()),
+        filler_order_number: filler.as_ref().map(|e| e.value.clone()),
+        placer_entity: placer,
+        filler_entity: filler,
+        prior: g.prior,
         service: m.coded(&seg.field(4).repetition(0)),
         observation_time: m.ts(seg, 7),
         result_status: m.field_text(seg, 25),

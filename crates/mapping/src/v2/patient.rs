@@ -53,7 +53,7 @@ impl<'a> Mapper<'_, 'a> {
         identifiers.extend(self.identifiers(pid, 4));
         // PID-19 social security number and PID-20 driver's licence (number^issuing authority):
         // identifiers of the person, typed so that matching does not use them as record numbers
-        if let Some(ssn) = self.field_text(pid, 19) {
+        if let Some(ssn) = self.first_component(pid, 19) {
             identifiers.push(Identifier {
                 value: ssn,
                 type_code: Some("SS".into()),

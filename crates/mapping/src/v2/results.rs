@@ -103,7 +103,11 @@ pub fn ucum(code: Option<&str>, text: Option<&str>, system: Option<&str>) -> Opt
 pub(super) fn obx<'a>(m: &Mapper<'_, 'a>, seg: &Segment<'a>, ev: &mut ClinicalEvent, g: &mut Group) {
     g.after = After::Observation;
     // an OBX of a specimen group in a specimen-first structure belongs to no order
-    let order_index = g.last_obr.filter(|_| !(g.specimen_first && g.specimen_group.is_some()));
+    // the OBR of the order group; without one (a pharmacy order) the ORC
+    let order_index = g
+        .last_obr
+        .or(g.last_orc)
+        .filter(|_| !(g.specimen_first && g.specimen_group.is_some()));
     let value_type = m.field_text(seg, 2);
     let code = m.coded(&seg.field(3).repetition(0));
     let units = m.coded(&seg.field(6).repetition(0));
@@ -121,6 +125,15 @@ pub(super) fn obx<'a>(m: &Mapper<'_, 'a>, seg: &Segment<'a>, ev: &mut ClinicalEv
     let units_ucum = units
         .as_ref()
         .and_then(|u| ucum(u.code.as_deref(), u.text.as_deref(), u.system.as_deref()));
+    let interpretations: Vec<sluice_model::Coded> = seg.field(8).repetitions().filter_map(|r| m.coded(&r)).collect();
+    // a flag outside table 0078 is kept as sent, and said so
+    if interpretations.iter().any(|c| {
+        matches!(c.system.as_deref(), None | Some("HL70078"))
+            && c.code.as_deref().is_some_and(|k| crate::tables::interpretation_0078(k).is_none())
+    }) && !ev.warnings.iter().any(|w| w == "interpretation_not_in_table_0078")
+    {
+        ev.warnings.push("interpretation_not_in_table_0078".into());
+    }
     ev.observations.push(Observation {
         set_id: m.field_text(seg, 1),
         order_index,
@@ -143,6 +156,9 @@ pub(super) fn obx<'a>(m: &Mapper<'_, 'a>, seg: &Segment<'a>, ev: &mut ClinicalEv
         units,
         reference_range: m.field_text(seg, 7),
         abnormal_flags: seg.field(8).repetitions().filter_map(|r| m.text(r.raw())).collect(),
+        // OBX-8 is a CWE from v2.7 (an IS before): each repetition read as one
+        interpretations,
+        prior: g.prior,
         status: result_status.as_deref().and_then(observation_status).map(str::to_owned),
         result_status,
         observation_time: m.ts(seg, 14),

@@ -13,11 +13,15 @@ pub(super) fn spm<'a>(m: &Mapper<'_, 'a>, seg: &Segment<'a>, ev: &mut ClinicalEv
     g.last_spm = g.specimen_group;
     let collection = seg.field(17).repetition(0);
     let ts = |raw: &[u8]| m.text(raw).and_then(|t| parse_hl7(&t));
+    // SPM-2 is an EIP: the placer's and the filler's ids, each an EI in subcomponents
+    let (placer, filler) = (m.entity_half(seg, 2, 1), m.entity_half(seg, 2, 2));
     ev.specimens.push(Specimen {
         set_id: m.field_text(seg, 1),
         // specimen-first: set by the first OBR of its group
         order_index: g.last_obr.filter(|_| !g.specimen_first),
-        identifier: m.text(seg.field(2).raw()).map(|_| m.er7(seg.field(2).raw())),
+        identifier: placer.as_ref().or(filler.as_ref()).map(|e| e.value.clone()),
+        placer_entity: placer,
+        filler_entity: filler,
         specimen_type: m.coded(&seg.field(4).repetition(0)),
         source_site: m.coded(&seg.field(8).repetition(0)),
         collection_time: ts(collection.component(1).subcomponent(1)),
@@ -44,6 +48,8 @@ impl<'a> Mapper<'_, 'a> {
         };
         let specimen_type = coded_sub(sps.component(1))?;
         Some(Specimen {
+            placer_entity: None,
+            filler_entity: None,
             set_id: None,
             order_index: Some(order_index),
             identifier: None,

@@ -19,7 +19,7 @@ fn oru_maps_results_with_units_ranges_flags_status_and_offsets() {
     let m = Message::parse(
         b"MSH|^~\\&|LAB|RTH|EPR|RTH|20240630123000+0100||ORU^R01^ORU_R01|C1|P|2.5\rPID|1||123^^^RTH^MR~9434765919^^^NHS^NH||SMITH^ANN^^^MRS||19800101|F|||1 HIGH ST^^LEEDS^^LS1 1AA^GBR\rOBR|1|PL1|FL1|GLU^Glucose^L|||20240630120000+0100||||||||||||||||||F\rOBX|1|NM|GLU^Glucose^L||5.5|mmol/L^mmol/L^UCUM|3.5-5.0|H|||C|||20240630120000+0100\rNTE|1||repeat\\.br\\advised\rZLB|local|stuff\r",
     );
-    let ev = map_message(&m, &raw(), &RawPosition::default());
+    let ev = map_message(&m, &raw(), &RawPosition::default()).remove(0);
     assert_eq!(ev.kind, "result");
     let p = ev.patient.as_ref().expect("patient");
     assert_eq!(p.identifiers.len(), 2);
@@ -44,7 +44,7 @@ fn oru_maps_results_with_units_ranges_flags_status_and_offsets() {
 #[test]
 fn unmapped_fields_and_components_travel() {
     let m = Message::parse(b"MSH|^~\\&|A|B|C|D|2024||ADT^A01|1|P|2.5|||||GBR\rPID|1||1^^^X^MR^^^^^extra||N\r");
-    let ev = map_message(&m, &raw(), &RawPosition::default());
+    let ev = map_message(&m, &raw(), &RawPosition::default()).remove(0);
     let got: Vec<(String, i32)> = ev.unmapped_fields.iter().map(|f| (f.segment.clone(), f.field)).collect();
     assert!(got.contains(&("MSH".into(), 17)), "{got:?}");
     assert!(got.contains(&("PID".into(), 3)), "CX.10 is not mapped so PID-3 travels: {got:?}");
@@ -53,7 +53,7 @@ fn unmapped_fields_and_components_travel() {
 #[test]
 fn merge_is_mapped_and_invalid_nhs_flagged() {
     let m = Message::parse(b"MSH|^~\\&|A|B|C|D|2024||ADT^A40|1|P|2.5\rPID|1||2^^^X^MR~9434765918^^^NHS^NH\rMRG|1^^^X^MR\r");
-    let ev = map_message(&m, &raw(), &RawPosition::default());
+    let ev = map_message(&m, &raw(), &RawPosition::default()).remove(0);
     assert_eq!(ev.merge.as_ref().map(|mg| mg.prior_identifiers.len()), Some(1));
     assert_eq!(ev.patient.as_ref().map(|p| p.identifiers[1].nhs_number_valid), Some(Some(false)));
 }
@@ -64,7 +64,7 @@ fn iam_person_identifiers_and_obr_specimen_source() {
         b"MSH|^~\\&|PAS|RTH|EPR|RTH|20240701||ADT^A60|C9|P|2.5\rPID|1||123^^^RTH^MR||X^Y||19800101|F|||||||||||123-45-6789|DL99^NY\r\
 IAM|1|DA|PEN^Penicillin^L|SV|Hives|D|||||20240101||||||E\r",
     );
-    let ev = map_message(&m, &raw(), &RawPosition::default());
+    let ev = map_message(&m, &raw(), &RawPosition::default()).remove(0);
     let ids = &ev.patient.as_ref().expect("patient").identifiers;
     let typed: Vec<(&str, Option<&str>)> = ids.iter().map(|i| (i.value.as_str(), i.type_code.as_deref())).collect();
     assert_eq!(typed, [("123", Some("MR")), ("123-45-6789", Some("SS")), ("DL99", Some("DL"))]);
@@ -77,7 +77,7 @@ IAM|1|DA|PEN^Penicillin^L|SV|Hives|D|||||20240101||||||E\r",
         b"MSH|^~\\&|LAB|RTH|EPR|RTH|20240701||ORU^R01|C8|P|2.3\rPID|1||123^^^RTH^MR\r\
 OBR|1|P1|F1|CBC^Blood count^L|||20240701080000+0100|||||||20240701090000+0100|BLD&Blood&HL70070^^^LA&Left arm&HL70163||||||||||F\r",
     );
-    let ev = map_message(&m, &raw(), &RawPosition::default());
+    let ev = map_message(&m, &raw(), &RawPosition::default()).remove(0);
     let s = &ev.specimens[0];
     assert_eq!(s.order_index, Some(0));
     assert_eq!(s.specimen_type.as_ref().and_then(|c| c.code.as_deref()), Some("BLD"));

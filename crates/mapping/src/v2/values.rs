@@ -4,7 +4,7 @@
 use super::NHS_NUMBER_SYSTEM;
 use sluice_hl7::{Message, Repetition, Segment};
 use sluice_model::time::parse_hl7;
-use sluice_model::{Coded, Identifier, nhs};
+use sluice_model::{Coded, EntityId, Identifier, nhs};
 
 /// The HL7 explicit null: present and null ("delete the value you hold").
 pub(super) const NULL: &[u8] = b"\"\"";
@@ -71,12 +71,35 @@ impl<'a> Mapper<'_, 'a> {
             alt_code: c(4),
             alt_text: c(5),
             alt_system: c(6),
+            original_text: c(9),
         };
         (coded != Coded::default()).then_some(coded)
     }
 
     pub(super) fn ts(&self, seg: &Segment<'a>, field: usize) -> Option<sluice_model::Timestamp> {
         parse_hl7(&self.text(seg.field(field).repetition(0).component(1).raw())?)
+    }
+
+    /// An EI field (value^namespace^universal id^universal id type), each part decoded on its
+    /// own so no delimiter stays in any of them.
+    pub(super) fn entity_field(&self, seg: &Segment<'a>, field: usize) -> Option<EntityId> {
+        let r = seg.field(field).repetition(0);
+        self.entity_of(|n| r.component(n).raw())
+    }
+
+    /// One half of an EIP (`half` 1: placer, 2: filler), whose EI parts are subcomponents.
+    pub(super) fn entity_half(&self, seg: &Segment<'a>, field: usize, half: usize) -> Option<EntityId> {
+        let c = seg.field(field).repetition(0).component(half);
+        self.entity_of(|n| c.subcomponent(n))
+    }
+
+    fn entity_of(&self, part: impl Fn(usize) -> &'a [u8]) -> Option<EntityId> {
+        Some(EntityId {
+            value: self.text(part(1))?,
+            namespace: self.text(part(2)),
+            universal_id: self.text(part(3)),
+            universal_id_type: self.text(part(4)),
+        })
     }
 
     pub(super) fn field_text(&self, seg: &Segment<'a>, field: usize) -> Option<String> {
