@@ -65,8 +65,13 @@ fn ts(rng: &mut StdRng) -> String {
 
 /// `count` messages from a pool of patients; the same seed gives the same messages.
 pub fn messages(count: usize, seed: u64) -> Vec<Vec<u8>> {
+    messages_for(count, (count / 4).max(1), seed)
+}
+
+/// `count` messages about `patients` synthetic patients; the same seed gives the same messages.
+pub fn messages_for(count: usize, patients: usize, seed: u64) -> Vec<Vec<u8>> {
     let mut rng = StdRng::seed_from_u64(seed);
-    let pool: Vec<Patient> = (0..(count / 4).max(1))
+    let pool: Vec<Patient> = (0..patients.max(1))
         .map(|i| Patient {
             mrn: format!("M{seed:03}{i:06}"),
             nhs: nhs_number(&mut rng),

@@ -7,6 +7,7 @@
 
 pub mod broker;
 pub mod generate;
+pub mod load;
 pub mod pathological;
 pub mod send;
 pub mod topology;

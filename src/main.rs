@@ -1,7 +1,7 @@
 //! `sluice`: the command line. The logic lives in the library half (`src/lib.rs`).
 
 use clap::{Parser, Subcommand};
-use sluice::{broker, generate, send, topology, up};
+use sluice::{broker, generate, load, send, topology, up};
 
 #[derive(Parser)]
 #[command(name = "sluice", version, about = "clinical integration pipeline on Kafka")]
@@ -39,6 +39,8 @@ enum Command {
     Send(send::Args),
     /// Write realistic synthetic HL7 v2 messages (NHS numbers from the 999 test range)
     Generate(generate::Args),
+    /// Offer synthetic HL7 v2 traffic over MLLP at a fixed rate (open loop) and report ACK latency
+    Load(load::Args),
 }
 
 #[tokio::main]
@@ -64,5 +66,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Topology(c) => topology::run(c).await,
         Command::Send(a) => send::run(a).await,
         Command::Generate(a) => generate::run(a),
+        Command::Load(a) => load::run(a).await,
     }
 }
