@@ -63,6 +63,104 @@ impl Topology {
     }
 }
 
+/// The services of the pipeline, each a Kafka principal of its own.
+pub const SERVICES: [&str; 5] = ["ingest", "normalise", "identifier-match", "route", "dead-letter"];
+
+/// What a Kafka ACL is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AclResource {
+    Topic,
+    Group,
+    TransactionalId,
+}
+
+/// How the resource name is matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AclPattern {
+    Literal,
+    Prefixed,
+}
+
+/// One allow ACL: a principal may do `operation` on a resource.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Acl {
+    pub principal: String,
+    pub resource: AclResource,
+    pub name: String,
+    pub pattern: AclPattern,
+    pub operation: &'static str,
+}
+
+impl AclResource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AclResource::Topic => "topic",
+            AclResource::Group => "group",
+            AclResource::TransactionalId => "transactionalId",
+        }
+    }
+}
+
+impl AclPattern {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AclPattern::Literal => "literal",
+            AclPattern::Prefixed => "prefix",
+        }
+    }
+}
+
+/// The consumer group a state loader reads compacted topics with (by assignment; no offsets).
+pub const STATE_LOADER_GROUP: &str = "sluice-state-loader";
+
+impl Topology {
+    /// The least-privilege ACLs of one service, from the producers and consumers this file lists:
+    /// Write and Describe on the topics it produces, Read and Describe on those it consumes, Read
+    /// on its own consumer groups (`sluice-<service>`, and the state loader's), and for the
+    /// transactional services Write and Describe on their transactional ids (`sluice-<service>-`).
+    /// Nothing else: a service is refused every other topic, group and transaction.
+    pub fn acls(&self, service: &str, principal: &str) -> Vec<Acl> {
+        let mut out = Vec::new();
+        let mut add = |resource, name: &str, pattern, operations: &[&'static str]| {
+            for op in operations {
+                out.push(Acl {
+                    principal: principal.to_owned(),
+                    resource,
+                    name: name.to_owned(),
+                    pattern,
+                    operation: op,
+                });
+            }
+        };
+        for t in self.produced_by(service) {
+            add(AclResource::Topic, &t.name, AclPattern::Literal, &["Write", "Describe"]);
+        }
+        for t in self.consumed_by(service) {
+            add(AclResource::Topic, &t.name, AclPattern::Literal, &["Read", "Describe"]);
+        }
+        if self.consumed_by(service).next().is_some() {
+            add(
+                AclResource::Group,
+                &format!("sluice-{service}"),
+                AclPattern::Prefixed,
+                &["Read", "Describe"],
+            );
+            add(AclResource::Group, STATE_LOADER_GROUP, AclPattern::Literal, &["Read", "Describe"]);
+        }
+        if service != "ingest" && self.produced_by(service).next().is_some() {
+            add(
+                AclResource::TransactionalId,
+                &format!("sluice-{service}-"),
+                AclPattern::Prefixed,
+                &["Write", "Describe"],
+            );
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
 /// Topic names used in code. Each one is checked against topics.yaml by `sluice topology check`
 /// and by the tests, so the constants cannot drift from the topology.
 pub mod names {
@@ -114,6 +212,52 @@ mod tests {
                 topic.name
             );
             assert!(topic.partitions > 0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod acl_tests {
+    use super::*;
+
+    fn allows(acls: &[Acl], resource: AclResource, name: &str, op: &str) -> bool {
+        acls.iter().any(|a| {
+            a.resource == resource
+                && a.operation == op
+                && match a.pattern {
+                    AclPattern::Literal => a.name == name,
+                    AclPattern::Prefixed => name.starts_with(&a.name),
+                }
+        })
+    }
+
+    #[test]
+    fn each_service_may_do_its_job_and_nothing_else() {
+        let t = Topology::load().expect("topology");
+        let route = t.acls("route", "User:route");
+        assert!(allows(&route, AclResource::Topic, names::MATCHED, "Read"));
+        assert!(allows(&route, AclResource::Topic, "routed.adt.v1", "Write"));
+        assert!(
+            !allows(&route, AclResource::Topic, names::LINKS, "Write"),
+            "route writes no identity link"
+        );
+        assert!(allows(&route, AclResource::TransactionalId, "sluice-route-0", "Write"));
+        assert!(!allows(&route, AclResource::TransactionalId, "sluice-normalise-0", "Write"));
+        let ingest = t.acls("ingest", "User:ingest");
+        assert!(allows(&ingest, AclResource::Topic, names::RAW, "Write"));
+        assert!(
+            !allows(&ingest, AclResource::Topic, "routed.adt.v1", "Read"),
+            "ingest reads no routed topic"
+        );
+        assert!(ingest.iter().all(|a| a.operation != "Read"), "ingest reads nothing");
+        let normalise = t.acls("normalise", "User:normalise");
+        assert!(
+            allows(&normalise, AclResource::Topic, names::SEEN, "Read")
+                && allows(&normalise, AclResource::Group, "sluice-normalise", "Read")
+        );
+        assert!(!allows(&normalise, AclResource::Group, "sluice-route", "Read"));
+        for s in SERVICES {
+            assert!(t.acls(s, "User:x").iter().all(|a| a.principal == "User:x"));
         }
     }
 }
