@@ -8,7 +8,8 @@ use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// An external Kafka cluster; without it an embedded broker is started
+    /// An external Kafka cluster; without it the embedded broker (Tansu, in memory) is
+    /// started, which keeps nothing and shows aborted transactions: for development only
     #[arg(long)]
     pub bootstrap_servers: Option<String>,
     #[arg(long, default_value = "plaintext")]
@@ -56,6 +57,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         None => {
             broker_child = Some(broker::start(a.broker_port).await?);
             tracing::info!(port = a.broker_port, "embedded broker started (in-memory)");
+            tracing::warn!("{}", broker::NOT_GUARANTEED);
             format!("127.0.0.1:{}", a.broker_port)
         }
     };
@@ -85,7 +87,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         ..Default::default()
     };
     rt.validate()?;
-    let created = topology::apply(&bootstrap, 1).await?;
+    let created = topology::apply(&rt.kafka, 1).await?;
     tracing::info!(created, "topology applied");
     let health = Health::new();
     let http = telemetry::serve_http(&a.http_addr, health.router(), shutdown.clone()).await?;
