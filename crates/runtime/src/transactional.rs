@@ -97,7 +97,11 @@ pub(crate) fn init_transactions<C: ProducerContext>(
 ) -> Result<bool, RuntimeError> {
     let mut backoff = Backoff::new();
     loop {
-        match producer.init_transactions(OP_TIMEOUT) {
+        let result = producer.init_transactions(OP_TIMEOUT);
+        // serves librdkafka's queued events, among them its error events: a refused login or
+        // certificate is reported there, not by init_transactions, which only times out
+        producer.poll(Duration::from_millis(100));
+        match result {
             Ok(()) => return Ok(true),
             Err(e) if matches!(classify(&e), Action::Fatal) => {
                 return Err(RuntimeError::Fatal {
