@@ -312,6 +312,9 @@ impl Pipeline {
         };
         let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .args(["run", service])
+            // the harness's own SLUICE_TEST_* variables are not service settings
+            .env_remove("SLUICE_TEST_LOG")
+            .env_remove("SLUICE_TEST_BROKER")
             .env("SLUICE_RUNTIME__KAFKA__BOOTSTRAP_SERVERS", &self.bootstrap)
             .env("SLUICE_RUNTIME__SCHEMA_REGISTRY_URL", &self.registry_url)
             .env("SLUICE_RUNTIME__HTTP_ADDR", format!("127.0.0.1:{http}"))
