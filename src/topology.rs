@@ -3,10 +3,10 @@
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::types::RDKafkaErrorCode;
-use sluice_runtime::config::KafkaConfig;
-use sluice_runtime::kafka::{self, ClientLog};
 use sluice_model::schemas::{RecordType, schema};
 use sluice_model::topology::{Topology, names};
+use sluice_runtime::config::KafkaConfig;
+use sluice_runtime::kafka::{self, ClientLog};
 use std::time::Duration;
 
 #[derive(clap::Subcommand)]
@@ -39,8 +39,7 @@ pub fn min_insync_replicas(replication: i32) -> i32 {
 /// Creates every topic of the topology that does not exist yet; returns how many it created.
 pub async fn apply(cfg: &KafkaConfig, replication: i32) -> anyhow::Result<usize> {
     let topology = Topology::load()?;
-    let admin: AdminClient<ClientLog> =
-        kafka::base(cfg, "sluice-topology").create_with_context(ClientLog { service: "topology" })?;
+    let admin: AdminClient<ClientLog> = kafka::base(cfg, "sluice-topology").create_with_context(ClientLog { service: "topology" })?;
     let retention: Vec<String> = topology.topics.iter().map(|t| t.retention_ms.to_string()).collect();
     let min_insync = min_insync_replicas(replication).to_string();
     let new: Vec<NewTopic<'_>> = topology
@@ -52,7 +51,11 @@ pub async fn apply(cfg: &KafkaConfig, replication: i32) -> anyhow::Result<usize>
                 .set("cleanup.policy", &t.cleanup_policy)
                 .set("retention.ms", r);
             // 1 is every broker's default (and all a one-replica topic can have)
-            if replication > 1 { topic.set("min.insync.replicas", &min_insync) } else { topic }
+            if replication > 1 {
+                topic.set("min.insync.replicas", &min_insync)
+            } else {
+                topic
+            }
         })
         .collect();
     let results = admin

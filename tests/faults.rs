@@ -18,7 +18,7 @@
 mod common;
 
 use common::*;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseRecord, Producer};
 use sluice_model::topology::names;
 use std::collections::HashSet;
 use std::process::{Command, Stdio};
@@ -132,7 +132,7 @@ async fn broker_pause_naks_then_recovers_exactly_once_and_replay_goes_back_throu
     // info-level logs from every service: they are checked for patient data at the end
     let mut env = vec![("ingest", "SLUICE_ACK_TIMEOUT_MS", ack_timeout.as_str())];
     env.extend(SERVICES.iter().map(|s| (*s, "RUST_LOG", "info,rdkafka=warn")));
-    let mut p = Pipeline::start_with_env(&env).await;
+    let mut p = Pipeline::start_on(BrokerKind::exactly_once(), &env).await;
     let prom = Prometheus::start(&p).await;
     prom.wait_for("count(up == 1)", |v| v == SERVICES.len() as f64, Duration::from_secs(30))
         .await;
@@ -146,7 +146,7 @@ async fn broker_pause_naks_then_recovers_exactly_once_and_replay_goes_back_throu
     // the broker stops answering: every sender must hear AR (207, resend) within the ACK
     // timeout, with an ERR segment, and ingest must say it is not ready
     let during = sluice::generate::messages(6, 22);
-    p.broker.signal("STOP");
+    p.broker.pause();
     let paused_at = Instant::now();
     let mut tasks = Vec::new();
     for m in &during {
@@ -195,7 +195,7 @@ async fn broker_pause_naks_then_recovers_exactly_once_and_replay_goes_back_throu
     prom.wait_for("sluice_runtime_ready{service=\"ingest\"}", |v| v == 0.0, Duration::from_secs(15))
         .await;
     let paused_for = paused_at.elapsed();
-    p.broker.signal("CONT");
+    p.broker.resume();
 
     // ingest recovers on its own (no traffic needed), then the senders resend what was NAKed
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -261,10 +261,7 @@ async fn broker_pause_naks_then_recovers_exactly_once_and_replay_goes_back_throu
     );
 
     // a poison record on normalise's input: dead-lettered by normalise, in its transaction
-    let producer: BaseProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &p.bootstrap)
-        .create()
-        .unwrap();
+    let producer = p.producer();
     producer
         .send(BaseRecord::to(names::RAW).key("poison").payload("not an avro record"))
         .map_err(|(e, _)| e)

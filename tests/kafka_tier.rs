@@ -22,9 +22,8 @@ fn probe(bootstrap: &str) -> (i32, serde_json::Value) {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    let report = serde_json::from_str(text.trim()).unwrap_or_else(|_| {
-        panic!("probe printed no report: {text} {}", String::from_utf8_lossy(&out.stderr))
-    });
+    let report = serde_json::from_str(text.trim())
+        .unwrap_or_else(|_| panic!("probe printed no report: {text} {}", String::from_utf8_lossy(&out.stderr)));
     (out.status.code().unwrap_or(-1), report)
 }
 

@@ -130,7 +130,12 @@ impl KafkaCluster {
             .map(|n| Node {
                 id: n["id"].as_u64().unwrap(),
                 port: n["port"].as_u64().unwrap() as u16,
-                cmd: n["cmd"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_owned()).collect(),
+                cmd: n["cmd"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|a| a.as_str().unwrap().to_owned())
+                    .collect(),
                 console: PathBuf::from(n["log"].as_str().unwrap()).with_file_name("console.log"),
                 log: PathBuf::from(n["log"].as_str().unwrap()),
                 proc: None,
@@ -191,7 +196,11 @@ impl KafkaCluster {
     /// Deliberately wrong settings: `wrong_password` (sasl_ssl) or `untrusted_cert` (mtls).
     pub fn negative(&self, which: &str) -> Settings {
         let s = settings(&self.prepared["security"]["negative"][which]);
-        assert!(!s.is_empty(), "cluster.py prepared no negative case {which} for {:?}", self.security);
+        assert!(
+            !s.is_empty(),
+            "cluster.py prepared no negative case {which} for {:?}",
+            self.security
+        );
         s
     }
 

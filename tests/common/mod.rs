@@ -23,8 +23,8 @@ pub mod kafka;
 pub use kafka::{KafkaCluster, Security};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::BaseProducer;
 use rdkafka::message::Message;
+use rdkafka::producer::BaseProducer;
 use rdkafka::{Offset, TopicPartitionList};
 use sluice_registry::{RegistryClient, SchemaStore};
 use std::collections::HashMap;
@@ -236,10 +236,7 @@ impl Pipeline {
             BrokerKind::Kafka(security) => {
                 let cluster = tokio::task::spawn_blocking(move || KafkaCluster::start(security)).await.unwrap();
                 let admin = cluster.kafka_config("admin");
-                let envs = SERVICES
-                    .iter()
-                    .map(|s| (*s, kafka::service_env(&cluster.user(s))))
-                    .collect();
+                let envs = SERVICES.iter().map(|s| (*s, kafka::service_env(&cluster.user(s)))).collect();
                 (Broker::Kafka(cluster), admin, 3, envs)
             }
         };

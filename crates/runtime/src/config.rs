@@ -157,10 +157,7 @@ impl KafkaConfig {
                 }
             }
             Some(_) if sasl => {
-                return invalid(
-                    "runtime.kafka.sasl_mechanism",
-                    "must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
-                );
+                return invalid("runtime.kafka.sasl_mechanism", "must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512");
             }
             None if sasl => return invalid("runtime.kafka.sasl_mechanism", "is required with a sasl_ security_protocol"),
             _ => {}
@@ -186,7 +183,10 @@ impl KafkaConfig {
             } else {
                 "runtime.kafka.ssl_key_location"
             };
-            return invalid(field, "a client certificate needs both ssl_certificate_location and ssl_key_location");
+            return invalid(
+                field,
+                "a client certificate needs both ssl_certificate_location and ssl_key_location",
+            );
         }
         if self.ssl_key_password.is_some() && !set(&self.ssl_key_location) {
             return invalid("runtime.kafka.ssl_key_password", "is only used with ssl_key_location");
@@ -284,15 +284,69 @@ mod tests {
         mtls.validate().expect("mutual tls is valid");
         assert!(!format!("{mtls:?}").contains("\"kp\""), "the key password is masked");
         let cases = [
-            (KafkaConfig { sasl_mechanism: Some("GSSAPI".into()), ..scram.clone() }, "runtime.kafka.sasl_mechanism"),
-            (KafkaConfig { sasl_mechanism: None, ..scram.clone() }, "runtime.kafka.sasl_mechanism"),
-            (KafkaConfig { sasl_username: None, ..scram.clone() }, "runtime.kafka.sasl_username"),
-            (KafkaConfig { sasl_password: Some(Secret::new("")), ..scram.clone() }, "runtime.kafka.sasl_password"),
-            (KafkaConfig { security_protocol: "ssl".into(), ..scram.clone() }, "runtime.kafka.security_protocol"),
-            (KafkaConfig { ssl_key_location: None, ..mtls.clone() }, "runtime.kafka.ssl_key_location"),
-            (KafkaConfig { ssl_certificate_location: None, ..mtls.clone() }, "runtime.kafka.ssl_certificate_location"),
-            (KafkaConfig { security_protocol: "plaintext".into(), ..mtls.clone() }, "runtime.kafka.ssl_certificate_location"),
-            (KafkaConfig { security_protocol: "tls".into(), ..mtls }, "runtime.kafka.security_protocol"),
+            (
+                KafkaConfig {
+                    sasl_mechanism: Some("GSSAPI".into()),
+                    ..scram.clone()
+                },
+                "runtime.kafka.sasl_mechanism",
+            ),
+            (
+                KafkaConfig {
+                    sasl_mechanism: None,
+                    ..scram.clone()
+                },
+                "runtime.kafka.sasl_mechanism",
+            ),
+            (
+                KafkaConfig {
+                    sasl_username: None,
+                    ..scram.clone()
+                },
+                "runtime.kafka.sasl_username",
+            ),
+            (
+                KafkaConfig {
+                    sasl_password: Some(Secret::new("")),
+                    ..scram.clone()
+                },
+                "runtime.kafka.sasl_password",
+            ),
+            (
+                KafkaConfig {
+                    security_protocol: "ssl".into(),
+                    ..scram.clone()
+                },
+                "runtime.kafka.security_protocol",
+            ),
+            (
+                KafkaConfig {
+                    ssl_key_location: None,
+                    ..mtls.clone()
+                },
+                "runtime.kafka.ssl_key_location",
+            ),
+            (
+                KafkaConfig {
+                    ssl_certificate_location: None,
+                    ..mtls.clone()
+                },
+                "runtime.kafka.ssl_certificate_location",
+            ),
+            (
+                KafkaConfig {
+                    security_protocol: "plaintext".into(),
+                    ..mtls.clone()
+                },
+                "runtime.kafka.ssl_certificate_location",
+            ),
+            (
+                KafkaConfig {
+                    security_protocol: "tls".into(),
+                    ..mtls
+                },
+                "runtime.kafka.security_protocol",
+            ),
         ];
         for (k, field) in cases {
             let e = kafka_error(k);

@@ -178,12 +178,7 @@ pub struct AckedProducer {
 }
 
 impl AckedProducer {
-    pub fn new(
-        cfg: &KafkaConfig,
-        service: &'static str,
-        client_id: &str,
-        delivery_timeout: Duration,
-    ) -> Result<AckedProducer, KafkaError> {
+    pub fn new(cfg: &KafkaConfig, service: &'static str, client_id: &str, delivery_timeout: Duration) -> Result<AckedProducer, KafkaError> {
         let producer = Self::create(cfg, service, client_id, delivery_timeout)?;
         Ok(AckedProducer {
             cfg: cfg.clone(),
@@ -347,7 +342,10 @@ impl TransactionalWriter {
 pub enum Followed<'a> {
     /// Partitions are assigned and nothing new arrived within a poll: caught up for now.
     Idle,
-    Record { topic: &'a str, value: &'a [u8] },
+    Record {
+        topic: &'a str,
+        value: &'a [u8],
+    },
 }
 
 /// Reads `topics` from the beginning with `read_committed` in its own consumer group `group`
@@ -361,8 +359,7 @@ pub fn follow(
     shutdown: &Shutdown,
     mut f: impl FnMut(Followed<'_>),
 ) -> Result<(), KafkaError> {
-    let consumer: BaseConsumer<ClientLog> =
-        read_committed_consumer(cfg, service, group).create_with_context(ClientLog { service })?;
+    let consumer: BaseConsumer<ClientLog> = read_committed_consumer(cfg, service, group).create_with_context(ClientLog { service })?;
     consumer.subscribe(topics)?;
     while !shutdown.is_triggered() {
         match consumer.poll(Duration::from_millis(200)) {

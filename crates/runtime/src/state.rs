@@ -65,7 +65,9 @@ pub fn read_topic(cfg: &KafkaConfig, topic: &str, mut apply: impl FnMut(Option<&
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true");
     let consumer: BaseConsumer<QuietEof> = c.create_with_context(QuietEof)?;
-    let meta = retrying("reading topic metadata", || consumer.fetch_metadata(Some(topic), Duration::from_secs(10)))?;
+    let meta = retrying("reading topic metadata", || {
+        consumer.fetch_metadata(Some(topic), Duration::from_secs(10))
+    })?;
     let partitions: Vec<i32> = meta.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
     if partitions.is_empty() {
         anyhow::bail!("topic {topic} has no partitions");
@@ -111,7 +113,9 @@ pub fn committed_offsets(cfg: &KafkaConfig, group: &str, topics: &[&str]) -> any
     let consumer: BaseConsumer<QuietEof> = c.create_with_context(QuietEof)?;
     let mut tpl = TopicPartitionList::new();
     for topic in topics {
-        let meta = retrying("reading topic metadata", || consumer.fetch_metadata(Some(topic), Duration::from_secs(10)))?;
+        let meta = retrying("reading topic metadata", || {
+            consumer.fetch_metadata(Some(topic), Duration::from_secs(10))
+        })?;
         for p in meta.topics().iter().flat_map(|t| t.partitions().iter()) {
             tpl.add_partition(topic, p.id());
         }

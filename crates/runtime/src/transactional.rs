@@ -389,7 +389,9 @@ fn handle_record<P: Processor>(
         other => other,
     };
     if let Outcome::Emit(outputs) = &outcome
-        && outputs.iter().any(|o| !kafka::fits(&stage.config.kafka, o.key.len(), o.value.len()))
+        && outputs
+            .iter()
+            .any(|o| !kafka::fits(&stage.config.kafka, o.key.len(), o.value.len()))
     {
         tracing::warn!(
             service = svc,
