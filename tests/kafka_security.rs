@@ -32,27 +32,13 @@ async fn end_to_end(p: &Pipeline) {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
     let url = format!("http://127.0.0.1:{}/fhir", p.fhir_port);
     assert_eq!(sluice::send::post_fhir(&client, &url, bundle.clone()).await.unwrap().0, 202);
-    let raw = sluice_model::RawMessage {
-        payload: bundle,
-        ..Default::default()
-    };
-    expected.extend(
-        sluice_normalise::fhir_in::map_body(&raw, &Default::default())
-            .unwrap()
-            .into_iter()
-            .map(|e| e.event_id),
-    );
+    expected.extend(common::fhir_event_ids(&bundle));
     let routed = p.wait_routed(&expected, Duration::from_secs(120)).await;
     routed.assert_exactly_once(&expected);
     // dead-letter reads over the secured connection too
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let list: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{}/api/dead-letters", p.api_port))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let list = p.dead_letters("").await;
         if list["count"].as_u64() == Some(bad.len() as u64) {
             break;
         }

@@ -577,6 +577,31 @@ impl Pipeline {
     }
 }
 
+/// The event ids `sluice_normalise` makes of one FHIR body.
+pub fn fhir_event_ids(body: &[u8]) -> std::collections::HashSet<String> {
+    let raw = sluice_model::RawMessage {
+        payload: body.to_vec(),
+        ..Default::default()
+    };
+    sluice_normalise::fhir_in::map_body(&raw, &Default::default())
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event_id)
+        .collect()
+}
+
+impl Pipeline {
+    /// The dead-letter API's list (`query`: e.g. `stage=normalise&status=replayed`).
+    pub async fn dead_letters(&self, query: &str) -> serde_json::Value {
+        reqwest::get(format!("http://127.0.0.1:{}/api/dead-letters?{query}", self.api_port))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
 /// The event ids `sluice_normalise` makes of HL7 v2 messages.
 pub fn hl7_event_ids(msgs: &[Vec<u8>]) -> std::collections::HashSet<String> {
     msgs.iter()
