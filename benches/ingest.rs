@@ -117,7 +117,14 @@ async fn main() -> anyhow::Result<()> {
     let registry = format!("http://{}", listener.local_addr()?);
     let sd = shutdown.clone();
     tokio::spawn(sluice_registry::server::serve(listener, async move { sd.wait().await }));
-    sluice::topology::apply(&bootstrap, 1).await?;
+    sluice::topology::apply(
+        &sluice_runtime::config::KafkaConfig {
+            bootstrap_servers: bootstrap.clone(),
+            ..Default::default()
+        },
+        1,
+    )
+    .await?;
     let admin: rdkafka::admin::AdminClient<_> = rdkafka::ClientConfig::new().set("bootstrap.servers", &bootstrap).create()?;
     let topic = rdkafka::admin::NewTopic::new("bench.baseline.v1", 3, rdkafka::admin::TopicReplication::Fixed(1));
     admin.create_topics([&topic], &rdkafka::admin::AdminOptions::new()).await?;

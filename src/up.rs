@@ -8,7 +8,8 @@ use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// An external Kafka cluster; without it an embedded broker is started
+    /// An external Kafka cluster; without it the embedded broker (Tansu, in memory) is
+    /// started, which keeps nothing and shows aborted transactions: for development only
     #[arg(long)]
     pub bootstrap_servers: Option<String>,
     #[arg(long, default_value = "plaintext")]
@@ -21,6 +22,13 @@ pub struct Args {
     pub sasl_password: Option<String>,
     #[arg(long)]
     pub ssl_ca_location: Option<String>,
+    /// Client certificate (PEM) for mutual TLS, with --ssl-key-location
+    #[arg(long)]
+    pub ssl_certificate_location: Option<String>,
+    #[arg(long)]
+    pub ssl_key_location: Option<String>,
+    #[arg(long, env = "SLUICE_SSL_KEY_PASSWORD", hide_env_values = true)]
+    pub ssl_key_password: Option<String>,
     /// An external schema registry; without it the embedded one is served on --registry-addr
     #[arg(long)]
     pub schema_registry_url: Option<String>,
@@ -56,6 +64,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         None => {
             broker_child = Some(broker::start(a.broker_port).await?);
             tracing::info!(port = a.broker_port, "embedded broker started (in-memory)");
+            tracing::warn!("{}", broker::NOT_GUARANTEED);
             format!("127.0.0.1:{}", a.broker_port)
         }
     };
@@ -78,6 +87,9 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             sasl_username: a.sasl_username.clone(),
             sasl_password: a.sasl_password.clone().map(Secret::new),
             ssl_ca_location: a.ssl_ca_location.clone(),
+            ssl_certificate_location: a.ssl_certificate_location.clone(),
+            ssl_key_location: a.ssl_key_location.clone(),
+            ssl_key_password: a.ssl_key_password.clone().map(Secret::new),
             ..Default::default()
         },
         schema_registry_url: registry_url,
@@ -85,7 +97,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         ..Default::default()
     };
     rt.validate()?;
-    let created = topology::apply(&bootstrap, 1).await?;
+    let created = topology::apply(&rt.kafka, 1).await?;
     tracing::info!(created, "topology applied");
     let health = Health::new();
     let http = telemetry::serve_http(&a.http_addr, health.router(), shutdown.clone()).await?;
@@ -130,9 +142,9 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     if let Some(n) = a.demo {
         let (addr, dl, http_s, exit) = (a.mllp_addr.clone(), a.dead_letter_addr.clone(), http.to_string(), a.exit_after_demo);
         let fhir = (!a.fhir_addr.is_empty()).then(|| format!("http://{}/fhir", a.fhir_addr));
-        let (sd, h, boot) = (shutdown.clone(), health.clone(), bootstrap.clone());
+        let (sd, h, kafka) = (shutdown.clone(), health.clone(), rt.kafka.clone());
         tokio::spawn(async move {
-            if let Err(e) = demo(n, &addr, fhir.as_deref(), &boot, &h).await {
+            if let Err(e) = demo(n, &addr, fhir.as_deref(), kafka, &h).await {
                 tracing::error!(error = %e, "demo failed");
             }
             println!("\nmetrics: http://{http_s}/metrics   dead letters: http://{dl}/api/dead-letters");
@@ -162,7 +174,13 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     }
 }
 
-async fn demo(n: usize, mllp_addr: &str, fhir_url: Option<&str>, bootstrap: &str, health: &Health) -> anyhow::Result<()> {
+async fn demo(
+    n: usize,
+    mllp_addr: &str,
+    fhir_url: Option<&str>,
+    kafka: sluice_runtime::config::KafkaConfig,
+    health: &Health,
+) -> anyhow::Result<()> {
     for _ in 0..600 {
         if health.is_ready() {
             break;
@@ -196,10 +214,6 @@ async fn demo(n: usize, mllp_addr: &str, fhir_url: Option<&str>, bootstrap: &str
     // give the stages a moment, then show where the output is
     tokio::time::sleep(Duration::from_secs(5)).await;
     let topology = sluice_model::topology::Topology::load()?;
-    let kafka = sluice_runtime::config::KafkaConfig {
-        bootstrap_servers: bootstrap.to_owned(),
-        ..Default::default()
-    };
     println!("committed records per topic:");
     for t in &topology.topics {
         let cfg = kafka.clone();

@@ -18,7 +18,7 @@
 mod common;
 
 use common::*;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseRecord, Producer};
 use sluice_model::topology::names;
 use std::collections::HashSet;
 use std::process::{Command, Stdio};
@@ -117,22 +117,13 @@ fn event_ids(msgs: &[Vec<u8>]) -> HashSet<String> {
         .collect()
 }
 
-async fn letters(p: &Pipeline, query: &str) -> serde_json::Value {
-    reqwest::get(format!("http://127.0.0.1:{}/api/dead-letters?{query}", p.api_port))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn broker_pause_naks_then_recovers_exactly_once_and_replay_goes_back_through_the_stage() {
     let ack_timeout = ACK_TIMEOUT_MS.to_string();
     // info-level logs from every service: they are checked for patient data at the end
     let mut env = vec![("ingest", "SLUICE_ACK_TIMEOUT_MS", ack_timeout.as_str())];
     env.extend(SERVICES.iter().map(|s| (*s, "RUST_LOG", "info,rdkafka=warn")));
-    let mut p = Pipeline::start_with_env(&env).await;
+    let mut p = Pipeline::start_on(BrokerKind::exactly_once(), &env).await;
     let prom = Prometheus::start(&p).await;
     prom.wait_for("count(up == 1)", |v| v == SERVICES.len() as f64, Duration::from_secs(30))
         .await;
@@ -146,7 +137,7 @@ async fn broker_pause_naks_then_recovers_exactly_once_and_replay_goes_back_throu
     // the broker stops answering: every sender must hear AR (207, resend) within the ACK
     // timeout, with an ERR segment, and ingest must say it is not ready
     let during = sluice::generate::messages(6, 22);
-    p.broker.signal("STOP");
+    p.broker.pause();
     let paused_at = Instant::now();
     let mut tasks = Vec::new();
     for m in &during {
@@ -195,7 +186,7 @@ async fn broker_pause_naks_then_recovers_exactly_once_and_replay_goes_back_throu
     prom.wait_for("sluice_runtime_ready{service=\"ingest\"}", |v| v == 0.0, Duration::from_secs(15))
         .await;
     let paused_for = paused_at.elapsed();
-    p.broker.signal("CONT");
+    p.broker.resume();
 
     // ingest recovers on its own (no traffic needed), then the senders resend what was NAKed
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -242,16 +233,7 @@ async fn broker_pause_naks_then_recovers_exactly_once_and_replay_goes_back_throu
     let mut expected = event_ids(&before);
     expected.extend(event_ids(&during));
     expected.extend(event_ids(&after));
-    let raw = sluice_model::RawMessage {
-        payload: fhir_body.clone(),
-        ..Default::default()
-    };
-    expected.extend(
-        sluice_normalise::fhir_in::map_body(&raw, &Default::default())
-            .unwrap()
-            .into_iter()
-            .map(|e| e.event_id),
-    );
+    expected.extend(fhir_event_ids(&fhir_body));
     let routed = p.wait_routed(&expected, Duration::from_secs(180)).await;
     routed.assert_exactly_once(&expected);
     println!(
@@ -261,10 +243,7 @@ async fn broker_pause_naks_then_recovers_exactly_once_and_replay_goes_back_throu
     );
 
     // a poison record on normalise's input: dead-lettered by normalise, in its transaction
-    let producer: BaseProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &p.bootstrap)
-        .create()
-        .unwrap();
+    let producer = p.producer();
     producer
         .send(BaseRecord::to(names::RAW).key("poison").payload("not an avro record"))
         .map_err(|(e, _)| e)
@@ -272,7 +251,7 @@ async fn broker_pause_naks_then_recovers_exactly_once_and_replay_goes_back_throu
     producer.flush(Duration::from_secs(10)).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     let first = loop {
-        let l = letters(&p, "stage=normalise").await;
+        let l = p.dead_letters("stage=normalise").await;
         if l["count"].as_u64() == Some(1) {
             break l["items"][0].clone();
         }
@@ -295,7 +274,7 @@ async fn broker_pause_naks_then_recovers_exactly_once_and_replay_goes_back_throu
     assert!(r.status().is_success(), "replay refused: {}", r.text().await.unwrap());
     let deadline = Instant::now() + Duration::from_secs(60);
     let second = loop {
-        let l = letters(&p, "stage=normalise").await;
+        let l = p.dead_letters("stage=normalise").await;
         if let Some(s) = l["items"].as_array().unwrap().iter().find(|i| i["attempt"] == 2) {
             break s.clone();
         }
@@ -305,7 +284,7 @@ async fn broker_pause_naks_then_recovers_exactly_once_and_replay_goes_back_throu
     assert_eq!(second["reason_code"].as_str(), Some(code.as_str()));
     assert_eq!(second["first_failed_at"], first["first_failed_at"]);
     assert_eq!(second["status"], "quarantined");
-    let again = letters(&p, "stage=normalise&status=replayed").await;
+    let again = p.dead_letters("stage=normalise&status=replayed").await;
     assert_eq!(again["count"], 1, "the replayed letter is marked replayed");
     let audits = p.read_all(names::DL_AUDIT);
     assert_eq!(audits.len(), 1, "one audit record for the replay");

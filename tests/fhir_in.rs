@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::Pipeline;
+use common::{BrokerKind, Pipeline};
 use sluice_model::topology::names;
 use sluice_model::{ClinicalEvent, DeadLetter, FhirBundle, RawMessage};
 use sluice_normalise::mapping::RawPosition;
@@ -115,7 +115,7 @@ fn reason(outcome: &serde_json::Value) -> &str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fhir_bundles_and_resources_flow_through_exactly_once() {
-    let p = Pipeline::start().await;
+    let p = Pipeline::start_on(BrokerKind::exactly_once(), &[]).await;
     let base = format!("http://127.0.0.1:{}/fhir", p.fhir_port);
     let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
 

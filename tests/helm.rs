@@ -20,12 +20,22 @@ fn render(sets: &[&str]) -> String {
     run_ok(&mut c)
 }
 
-const ALL_ON: [&str; 5] = [
+const ALL_ON: [&str; 8] = [
     "prometheusRule.enabled=true",
     "serviceMonitor.enabled=true",
     "kafka.securityProtocol=sasl_ssl",
     "kafka.saslMechanism=SCRAM-SHA-512",
+    "kafka.saslUsername=sluice",
     "kafka.saslPasswordSecret=kafka-credentials",
+    "kafka.tls.secret=kafka-tls",
+    "kafka.tls.clientCertificate=true",
+];
+
+/// Mutual TLS alone (no SASL): a client certificate per pod from the mounted secret.
+const MUTUAL_TLS: [&str; 3] = [
+    "kafka.securityProtocol=ssl",
+    "kafka.tls.secret=kafka-tls",
+    "kafka.tls.clientCertificate=true",
 ];
 
 #[test]
@@ -35,7 +45,7 @@ fn chart_lints_renders_and_validates_against_kubernetes_schemas() {
             .args(["lint", "--strict", "helm/sluice"])
             .current_dir(repo()),
     );
-    for sets in [&[][..], &ALL_ON[..]] {
+    for sets in [&[][..], &ALL_ON[..], &MUTUAL_TLS[..]] {
         let manifest = render(sets);
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("rendered.yaml");
@@ -62,9 +72,14 @@ fn prometheus_rule_is_the_tested_rule_file() {
 
 #[test]
 fn every_container_environment_is_a_valid_service_configuration() {
-    let manifest = render(&ALL_ON);
+    for sets in [&[][..], &ALL_ON[..], &MUTUAL_TLS[..]] {
+        check_environments(&render(sets));
+    }
+}
+
+fn check_environments(manifest: &str) {
     let mut checked = 0;
-    for doc in serde_yaml::Deserializer::from_str(&manifest) {
+    for doc in serde_yaml::Deserializer::from_str(manifest) {
         let v = <serde_yaml::Value as serde::Deserialize>::deserialize(doc).unwrap();
         let Some(containers) = v["spec"]["template"]["spec"]["containers"].as_sequence() else {
             continue;

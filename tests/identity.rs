@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{Pipeline, hl7_event_ids};
+use common::{BrokerKind, Pipeline, hl7_event_ids};
 use sluice_model::topology::names;
 use sluice_model::{ClinicalEvent, IdentityLink, MatchedEvent, RawMessage};
 use sluice_normalise::mapping::RawPosition;
@@ -39,7 +39,7 @@ async fn send_expect_aa(p: &Pipeline, msgs: &[Vec<u8>]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_control_id_under_three_message_types_is_three_messages_and_reuse_is_flagged() {
-    let p = Pipeline::start().await;
+    let p = Pipeline::start_on(BrokerKind::exactly_once(), &[]).await;
     let pid = "PID|1||P3003^^^PROBEAUTH^MR||Testperson^Gamma||19800101|F";
     // a register, a cancel admit and an A28, all with the control id MSG00001 and the same body
     let types = [
@@ -133,7 +133,7 @@ fn message_bundle(glucose: &str, reorder: bool) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fhir_bodies_sharing_identifiers_each_make_their_events_and_only_a_resend_is_skipped() {
-    let p = Pipeline::start().await;
+    let p = Pipeline::start_on(BrokerKind::exactly_once(), &[]).await;
     let base = format!("http://127.0.0.1:{}/fhir", p.fhir_port);
     let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
     let first = message_bundle("5.5", false);
@@ -179,7 +179,7 @@ async fn fhir_bodies_sharing_identifiers_each_make_their_events_and_only_a_resen
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_explicit_null_is_never_an_identifier_so_two_patients_stay_two() {
-    let p = Pipeline::start().await;
+    let p = Pipeline::start_on(BrokerKind::exactly_once(), &[]).await;
     let a = adt(
         "A04^ADT_A01",
         "NULL0001",

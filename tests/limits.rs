@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::Pipeline;
+use common::{BrokerKind, Pipeline};
 use sluice_model::DeadLetter;
 use sluice_model::topology::names;
 use std::collections::HashSet;
@@ -38,7 +38,8 @@ async fn dead_letters(p: &Pipeline, topic: &str) -> Vec<DeadLetter> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn oversized_input_is_refused_and_kept_and_never_stops_a_stage() {
-    let p = Pipeline::start_with_env(&[("normalise", "SLUICE_RUNTIME__KAFKA__MAX_RECORD_BYTES", "150000")]).await;
+    let env = [("normalise", "SLUICE_RUNTIME__KAFKA__MAX_RECORD_BYTES", "150000")];
+    let p = Pipeline::start_on(BrokerKind::exactly_once(), &env).await;
 
     // 1.5 MB over MLLP: more than a record may be
     let acks = common::send_all(p.mllp_port, &[oru("BIG1", 1_500_000)]).await;

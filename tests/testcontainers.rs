@@ -14,6 +14,14 @@ async fn topology_applies_on_apache_kafka() {
         .await
         .unwrap();
     let bootstrap = format!("127.0.0.1:{port}");
-    let created = sluice::topology::apply(&bootstrap, 1).await.unwrap();
+    let created = sluice::topology::apply(
+        &sluice_runtime::config::KafkaConfig {
+            bootstrap_servers: bootstrap,
+            ..Default::default()
+        },
+        1,
+    )
+    .await
+    .unwrap();
     assert_eq!(created, sluice_model::topology::Topology::load().unwrap().topics.len());
 }

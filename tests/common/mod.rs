@@ -1,12 +1,30 @@
-//! Test harness: a real broker process (Tansu), the schema registry and each service as
-//! separate `sluice` processes on free ports, so tests can kill, pause and restart them.
+//! Test harness: a real broker, the schema registry and each service as separate `sluice`
+//! processes on free ports, so tests can kill, pause and restart them.
+//!
+//! Two brokers, two tiers:
+//! - **Apache Kafka** ([`kafka::KafkaCluster`]: three KRaft nodes, replication factor 3,
+//!   `min.insync.replicas=2`) for every test that asserts exactly-once or durability. Only a
+//!   real Kafka hides aborted and fenced transactions from `read_committed` readers and keeps
+//!   data through a broker's death, so only there do those assertions mean anything. Start it
+//!   with [`Pipeline::start_on`]`(`[`BrokerKind::exactly_once`]`(), ...)`, or pick a security
+//!   mode with `BrokerKind::Kafka(Security::SaslSsl)`.
+//! - **Tansu** (the embedded broker, one process, in memory, ready in a second) for the quick
+//!   tier: behaviour that does not depend on aborts or durability ([`Pipeline::start`],
+//!   [`Pipeline::start_with_env`]).
+//!
+//! `SLUICE_TEST_BROKER=kafka` or `=tansu` puts every test of both tiers on that broker (Tansu
+//! for quick local iteration only: its exactly-once results are not evidence).
 
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod abuse;
+pub mod kafka;
+
+pub use kafka::{KafkaCluster, Security};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
+use rdkafka::producer::BaseProducer;
 use rdkafka::{Offset, TopicPartitionList};
 use sluice_registry::{RegistryClient, SchemaStore};
 use std::collections::HashMap;
@@ -62,8 +80,69 @@ impl Proc {
     }
 }
 
+/// Which broker a [`Pipeline`] runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BrokerKind {
+    Tansu,
+    Kafka(Security),
+}
+
+impl BrokerKind {
+    fn forced() -> Option<BrokerKind> {
+        match std::env::var("SLUICE_TEST_BROKER").as_deref() {
+            Ok("kafka") => Some(BrokerKind::Kafka(Security::Plaintext)),
+            Ok("tansu") => Some(BrokerKind::Tansu),
+            Ok(other) => panic!("SLUICE_TEST_BROKER={other}: expected kafka or tansu"),
+            Err(_) => None,
+        }
+    }
+
+    /// The tier of exactly-once and durability assertions: Apache Kafka (plaintext), unless
+    /// `SLUICE_TEST_BROKER=tansu`.
+    pub fn exactly_once() -> BrokerKind {
+        BrokerKind::forced().unwrap_or(BrokerKind::Kafka(Security::Plaintext))
+    }
+
+    /// The quick tier: Tansu, unless `SLUICE_TEST_BROKER=kafka`.
+    pub fn quick() -> BrokerKind {
+        BrokerKind::forced().unwrap_or(BrokerKind::Tansu)
+    }
+}
+
+/// The broker process(es) of a pipeline.
+pub enum Broker {
+    Tansu(Proc),
+    Kafka(KafkaCluster),
+}
+
+impl Broker {
+    /// Freezes the broker (SIGSTOP to every process of it): connections stay open, nothing answers.
+    pub fn pause(&self) {
+        match self {
+            Broker::Tansu(p) => p.signal("STOP"),
+            Broker::Kafka(k) => k.signal_all("STOP"),
+        }
+    }
+
+    pub fn resume(&self) {
+        match self {
+            Broker::Tansu(p) => p.signal("CONT"),
+            Broker::Kafka(k) => k.signal_all("CONT"),
+        }
+    }
+
+    pub fn kafka(&mut self) -> Option<&mut KafkaCluster> {
+        match self {
+            Broker::Kafka(k) => Some(k),
+            Broker::Tansu(_) => None,
+        }
+    }
+}
+
 pub struct Pipeline {
     pub bootstrap: String,
+    /// How the harness itself connects (topics, reading results): admin on a secured cluster.
+    pub admin: sluice_runtime::config::KafkaConfig,
     pub registry_url: String,
     pub mllp_port: u16,
     pub fhir_port: u16,
@@ -75,14 +154,19 @@ pub struct Pipeline {
     /// services logged; the tails are printed when a test fails.
     logs: tempfile::TempDir,
     pub registry: Proc,
-    pub broker: Proc,
+    pub broker: Broker,
     http_ports: HashMap<&'static str, u16>,
+    /// Per service: the `SLUICE_RUNTIME__KAFKA__*` variables of its Kafka user.
+    kafka_env: HashMap<&'static str, Vec<(String, String)>>,
 }
 
 impl Drop for Pipeline {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            for s in SERVICES {
+            if let Some(k) = self.broker.kafka() {
+                eprintln!("--- kafka errors ---\n{}", k.error_tail());
+            }
+            for s in self.http_ports.keys() {
                 let log = std::fs::read_to_string(self.logs.path().join(format!("{s}.log"))).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(30).collect();
                 eprintln!("--- last log lines of {s} ---");
@@ -122,18 +206,40 @@ pub fn run_ok(cmd: &mut Command) -> String {
 }
 
 impl Pipeline {
+    /// The quick tier (see the module documentation).
     pub async fn start() -> Pipeline {
-        Pipeline::start_with_env(&[]).await
+        Pipeline::start_on(BrokerKind::quick(), &[]).await
     }
 
-    /// Starts everything; `env` holds (service, variable, value) for one service's process
+    /// The quick tier; `env` holds (service, variable, value) for one service's process
     /// (for example `("ingest", "SLUICE_ACK_TIMEOUT_MS", "4000")`).
     pub async fn start_with_env(env: &[(&'static str, &str, &str)]) -> Pipeline {
-        let bport = free_port();
-        let broker = Proc {
-            child: sluice::broker::command(bport).unwrap().spawn().unwrap(),
+        Pipeline::start_on(BrokerKind::quick(), env).await
+    }
+
+    /// Starts the broker, the registry, the topics and every service, and waits until all are
+    /// ready.
+    pub async fn start_on(kind: BrokerKind, env: &[(&'static str, &str, &str)]) -> Pipeline {
+        let (broker, admin, replication, kafka_env) = match kind {
+            BrokerKind::Tansu => {
+                let bport = free_port();
+                let broker = Proc {
+                    child: sluice::broker::command(bport).unwrap().spawn().unwrap(),
+                };
+                wait_port(bport, "broker");
+                let admin = sluice_runtime::config::KafkaConfig {
+                    bootstrap_servers: format!("127.0.0.1:{bport}"),
+                    ..Default::default()
+                };
+                (Broker::Tansu(broker), admin, 1, HashMap::new())
+            }
+            BrokerKind::Kafka(security) => {
+                let cluster = tokio::task::spawn_blocking(move || KafkaCluster::start(security)).await.unwrap();
+                let admin = cluster.kafka_config("admin");
+                let envs = SERVICES.iter().map(|s| (*s, kafka::service_env(&cluster.user(s)))).collect();
+                (Broker::Kafka(cluster), admin, 3, envs)
+            }
         };
-        wait_port(bport, "broker");
         let rport = free_port();
         let registry = Proc {
             child: Command::new(env!("CARGO_BIN_EXE_sluice"))
@@ -143,10 +249,19 @@ impl Pipeline {
                 .unwrap(),
         };
         wait_port(rport, "registry");
-        let bootstrap = format!("127.0.0.1:{bport}");
-        sluice::topology::apply(&bootstrap, 1).await.unwrap();
+        // a new cluster takes a few seconds before all its brokers are registered and
+        // replication factor 3 can be placed
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while let Err(e) = sluice::topology::apply(&admin, replication).await {
+            assert!(Instant::now() < deadline, "topics could not be created: {e}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        if let Broker::Kafka(k) = &broker {
+            k.grant_all();
+        }
         let mut p = Pipeline {
-            bootstrap,
+            bootstrap: admin.bootstrap_servers.clone(),
+            admin,
             registry_url: format!("http://127.0.0.1:{rport}"),
             mllp_port: free_port(),
             fhir_port: free_port(),
@@ -157,6 +272,7 @@ impl Pipeline {
             registry,
             broker,
             http_ports: HashMap::new(),
+            kafka_env,
         };
         for s in SERVICES {
             p.start_service(s);
@@ -167,53 +283,91 @@ impl Pipeline {
         p
     }
 
+    /// An rdkafka client configuration with the harness's own (admin) settings.
+    pub fn client_config(&self) -> rdkafka::ClientConfig {
+        sluice_runtime::kafka::base(&self.admin, "e2e")
+    }
+
+    /// A plain producer with the harness's settings (e.g. to put a poison record on a topic).
+    pub fn producer(&self) -> BaseProducer {
+        self.client_config().create().unwrap()
+    }
+
     pub fn start_service(&mut self, name: &'static str) {
-        let http = *self.http_ports.entry(name).or_insert_with(free_port);
+        self.start_instance(name, name, &[]);
+    }
+
+    /// Starts one more process of `service` under the name `key` (its log is `<key>.log`, its
+    /// HTTP port is [`Pipeline::http_port`]`(key)`), with `extra` variables last, so they win.
+    /// An instance other than the service's first gets its own instance id and listen ports.
+    pub fn start_instance(&mut self, key: &'static str, service: &'static str, extra: &[(String, String)]) {
+        let http = *self.http_ports.entry(key).or_insert_with(free_port);
+        let (instance, mllp, fhir, api) = if key == service {
+            ("e2e", self.mllp_port, self.fhir_port, self.api_port)
+        } else {
+            (key, free_port(), free_port(), free_port())
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["run", name])
+            .args(["run", service])
+            // the harness's own SLUICE_TEST_* variables are not service settings
+            .env_remove("SLUICE_TEST_LOG")
+            .env_remove("SLUICE_TEST_BROKER")
             .env("SLUICE_RUNTIME__KAFKA__BOOTSTRAP_SERVERS", &self.bootstrap)
             .env("SLUICE_RUNTIME__SCHEMA_REGISTRY_URL", &self.registry_url)
             .env("SLUICE_RUNTIME__HTTP_ADDR", format!("127.0.0.1:{http}"))
-            .env("SLUICE_RUNTIME__INSTANCE_ID", "e2e")
+            .env("SLUICE_RUNTIME__INSTANCE_ID", instance)
+            // an error's message, not a backtrace, in the log tail printed on failure
+            .env("RUST_LIB_BACKTRACE", "0")
             .env(
                 "RUST_LOG",
                 std::env::var("SLUICE_TEST_LOG").unwrap_or_else(|_| "warn,rdkafka=error".into()),
             )
+            .envs(self.kafka_env.get(service).into_iter().flatten().map(|(k, v)| (k, v)))
             .envs(
                 self.env
                     .iter()
-                    .filter(|(s, _, _)| *s == name)
+                    .filter(|(s, _, _)| *s == service)
                     .map(|(_, k, v)| (k.as_str(), v.as_str())),
             )
-            .envs(if name == "ingest" {
+            .envs(if service == "ingest" {
                 vec![
-                    ("SLUICE_LISTEN_ADDR", format!("127.0.0.1:{}", self.mllp_port)),
-                    ("SLUICE_FHIR_LISTEN_ADDR", format!("127.0.0.1:{}", self.fhir_port)),
+                    ("SLUICE_LISTEN_ADDR", format!("127.0.0.1:{mllp}")),
+                    ("SLUICE_FHIR_LISTEN_ADDR", format!("127.0.0.1:{fhir}")),
                 ]
             } else {
                 vec![]
             })
-            .envs(if name == "dead-letter" {
-                vec![("SLUICE_API_ADDR", format!("127.0.0.1:{}", self.api_port))]
+            .envs(if service == "dead-letter" {
+                vec![("SLUICE_API_ADDR", format!("127.0.0.1:{api}"))]
             } else {
                 vec![]
             })
+            .envs(extra.iter().map(|(k, v)| (k, v)))
             .stderr(
                 std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
-                    .open(self.logs.path().join(format!("{name}.log")))
+                    .open(self.logs.path().join(format!("{key}.log")))
                     .unwrap(),
             )
             .spawn()
             .unwrap();
-        self.services.insert(name, Proc { child });
+        self.services.insert(key, Proc { child });
+    }
+
+    pub fn http_port(&self, key: &str) -> u16 {
+        self.http_ports[key]
+    }
+
+    /// What one process (by its key) logged so far.
+    pub fn log_of(&self, key: &str) -> String {
+        std::fs::read_to_string(self.logs.path().join(format!("{key}.log"))).unwrap_or_default()
     }
 
     /// Everything the services logged so far.
     pub fn logs(&self) -> String {
-        SERVICES
-            .iter()
+        self.http_ports
+            .keys()
             .map(|s| std::fs::read_to_string(self.logs.path().join(format!("{s}.log"))).unwrap_or_default())
             .collect::<Vec<_>>()
             .join("\n")
@@ -265,8 +419,8 @@ impl Pipeline {
 
     /// Every committed record of a topic: (partition, offset, key, value).
     pub fn read_all(&self, topic: &str) -> Vec<(i32, i64, Vec<u8>, Vec<u8>)> {
-        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", &self.bootstrap)
+        let consumer: BaseConsumer = self
+            .client_config()
             .set("group.id", "e2e-reader")
             .set("isolation.level", "read_committed")
             .set("enable.partition.eof", "true")
@@ -420,6 +574,31 @@ impl Pipeline {
             .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
             .map(|v| v.trim().parse().unwrap())
             .unwrap_or(0.0)
+    }
+}
+
+/// The event ids `sluice_normalise` makes of one FHIR body.
+pub fn fhir_event_ids(body: &[u8]) -> std::collections::HashSet<String> {
+    let raw = sluice_model::RawMessage {
+        payload: body.to_vec(),
+        ..Default::default()
+    };
+    sluice_normalise::fhir_in::map_body(&raw, &Default::default())
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event_id)
+        .collect()
+}
+
+impl Pipeline {
+    /// The dead-letter API's list (`query`: e.g. `stage=normalise&status=replayed`).
+    pub async fn dead_letters(&self, query: &str) -> serde_json::Value {
+        reqwest::get(format!("http://127.0.0.1:{}/api/dead-letters?{query}", self.api_port))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 }
 

@@ -35,10 +35,18 @@ pub struct KafkaConfig {
     pub bootstrap_servers: String,
     /// plaintext, ssl, sasl_plaintext or sasl_ssl
     pub security_protocol: String,
+    /// PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (required with sasl_plaintext and sasl_ssl)
     pub sasl_mechanism: Option<String>,
     pub sasl_username: Option<String>,
     pub sasl_password: Option<Secret>,
+    /// PEM file of the CA(s) that signed the brokers' certificates (default: the system's)
     pub ssl_ca_location: Option<String>,
+    /// PEM client certificate for mutual TLS (with `ssl_key_location`)
+    pub ssl_certificate_location: Option<String>,
+    /// PEM private key of the client certificate
+    pub ssl_key_location: Option<String>,
+    /// Password of an encrypted `ssl_key_location`
+    pub ssl_key_password: Option<Secret>,
     /// Consumer group session timeout. 6 s keeps group joins fast (a few seconds instead of
     /// ~23 s with librdkafka's 45 s default against our development broker) and still tolerates
     /// ordinary pauses; raise it where brokers are far away.
@@ -59,6 +67,9 @@ impl Default for KafkaConfig {
             sasl_username: None,
             sasl_password: None,
             ssl_ca_location: None,
+            ssl_certificate_location: None,
+            ssl_key_location: None,
+            ssl_key_password: None,
             session_timeout_ms: 6000,
             max_record_bytes: 1_000_000,
         }
@@ -118,21 +129,76 @@ pub enum ConfigError {
     Invalid { field: &'static str, why: &'static str },
 }
 
-impl RuntimeConfig {
+impl KafkaConfig {
+    /// The security settings agree with each other. Files are not opened here (a configuration
+    /// may be checked where they are not mounted); the client names a missing file at start-up.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |field, why| Err(ConfigError::Invalid { field, why });
-        if self.kafka.bootstrap_servers.trim().is_empty() {
+        if self.bootstrap_servers.trim().is_empty() {
             return invalid("runtime.kafka.bootstrap_servers", "must not be empty");
         }
-        if !matches!(
-            self.kafka.security_protocol.as_str(),
-            "plaintext" | "ssl" | "sasl_plaintext" | "sasl_ssl"
-        ) {
+        let protocol = self.security_protocol.as_str();
+        if !matches!(protocol, "plaintext" | "ssl" | "sasl_plaintext" | "sasl_ssl") {
             return invalid(
                 "runtime.kafka.security_protocol",
                 "must be plaintext, ssl, sasl_plaintext or sasl_ssl",
             );
         }
+        let sasl = protocol.starts_with("sasl_");
+        let tls = protocol.ends_with("ssl");
+        let set = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.trim().is_empty());
+        match self.sasl_mechanism.as_deref() {
+            Some("PLAIN" | "SCRAM-SHA-256" | "SCRAM-SHA-512") if sasl => {
+                if !set(&self.sasl_username) {
+                    return invalid("runtime.kafka.sasl_username", "is required with a sasl_ security_protocol");
+                }
+                if self.sasl_password.as_ref().is_none_or(|p| p.expose().is_empty()) {
+                    return invalid("runtime.kafka.sasl_password", "is required with a sasl_ security_protocol");
+                }
+            }
+            Some(_) if sasl => {
+                return invalid("runtime.kafka.sasl_mechanism", "must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512");
+            }
+            None if sasl => return invalid("runtime.kafka.sasl_mechanism", "is required with a sasl_ security_protocol"),
+            _ => {}
+        }
+        if !sasl && (self.sasl_mechanism.is_some() || self.sasl_username.is_some() || self.sasl_password.is_some()) {
+            return invalid(
+                "runtime.kafka.security_protocol",
+                "must be sasl_plaintext or sasl_ssl when sasl_* settings are given",
+            );
+        }
+        let tls_fields = [
+            ("runtime.kafka.ssl_ca_location", set(&self.ssl_ca_location)),
+            ("runtime.kafka.ssl_certificate_location", set(&self.ssl_certificate_location)),
+            ("runtime.kafka.ssl_key_location", set(&self.ssl_key_location)),
+            ("runtime.kafka.ssl_key_password", self.ssl_key_password.is_some()),
+        ];
+        if let Some((field, _)) = tls_fields.iter().find(|(_, given)| *given && !tls) {
+            return invalid(field, "is only used with security_protocol ssl or sasl_ssl");
+        }
+        if set(&self.ssl_certificate_location) != set(&self.ssl_key_location) {
+            let field = if set(&self.ssl_key_location) {
+                "runtime.kafka.ssl_certificate_location"
+            } else {
+                "runtime.kafka.ssl_key_location"
+            };
+            return invalid(
+                field,
+                "a client certificate needs both ssl_certificate_location and ssl_key_location",
+            );
+        }
+        if self.ssl_key_password.is_some() && !set(&self.ssl_key_location) {
+            return invalid("runtime.kafka.ssl_key_password", "is only used with ssl_key_location");
+        }
+        Ok(())
+    }
+}
+
+impl RuntimeConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, why| Err(ConfigError::Invalid { field, why });
+        self.kafka.validate()?;
         if self.batch_max_records == 0 {
             return invalid("runtime.batch_max_records", "must be at least 1");
         }
@@ -161,6 +227,17 @@ pub fn load<T: Serialize + DeserializeOwned + Default>(file: Option<&Path>) -> R
     fig.extract().map_err(|e| ConfigError::Load(Box::new(e)))
 }
 
+/// Kafka settings from `SLUICE_RUNTIME__KAFKA__*` variables alone (the ones every service
+/// reads), for commands that are not a service, such as `sluice topology apply`.
+pub fn kafka_from_env() -> Result<KafkaConfig, ConfigError> {
+    let cfg: KafkaConfig = Figment::from(Serialized::defaults(KafkaConfig::default()))
+        .merge(Env::prefixed("SLUICE_RUNTIME__KAFKA__"))
+        .extract()
+        .map_err(|e| ConfigError::Load(Box::new(e)))?;
+    cfg.validate()?;
+    Ok(cfg)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,5 +257,100 @@ mod tests {
         std::fs::write(&f, "batch_max_records: 0\n").expect("write");
         let c = load::<RuntimeConfig>(Some(&f)).expect("loads");
         assert!(c.validate().expect_err("invalid").to_string().contains("batch_max_records"));
+    }
+
+    fn kafka_error(k: KafkaConfig) -> String {
+        k.validate().expect_err("invalid").to_string()
+    }
+
+    #[test]
+    fn security_settings_are_checked_and_errors_name_the_field() {
+        let scram = KafkaConfig {
+            security_protocol: "sasl_ssl".into(),
+            sasl_mechanism: Some("SCRAM-SHA-512".into()),
+            sasl_username: Some("ingest".into()),
+            sasl_password: Some(Secret::new("pw")),
+            ssl_ca_location: Some("/etc/kafka/ca.pem".into()),
+            ..Default::default()
+        };
+        scram.validate().expect("scram over tls is valid");
+        let mtls = KafkaConfig {
+            security_protocol: "ssl".into(),
+            ssl_certificate_location: Some("/c.pem".into()),
+            ssl_key_location: Some("/k.pem".into()),
+            ssl_key_password: Some(Secret::new("kp")),
+            ..Default::default()
+        };
+        mtls.validate().expect("mutual tls is valid");
+        assert!(!format!("{mtls:?}").contains("\"kp\""), "the key password is masked");
+        let cases = [
+            (
+                KafkaConfig {
+                    sasl_mechanism: Some("GSSAPI".into()),
+                    ..scram.clone()
+                },
+                "runtime.kafka.sasl_mechanism",
+            ),
+            (
+                KafkaConfig {
+                    sasl_mechanism: None,
+                    ..scram.clone()
+                },
+                "runtime.kafka.sasl_mechanism",
+            ),
+            (
+                KafkaConfig {
+                    sasl_username: None,
+                    ..scram.clone()
+                },
+                "runtime.kafka.sasl_username",
+            ),
+            (
+                KafkaConfig {
+                    sasl_password: Some(Secret::new("")),
+                    ..scram.clone()
+                },
+                "runtime.kafka.sasl_password",
+            ),
+            (
+                KafkaConfig {
+                    security_protocol: "ssl".into(),
+                    ..scram.clone()
+                },
+                "runtime.kafka.security_protocol",
+            ),
+            (
+                KafkaConfig {
+                    ssl_key_location: None,
+                    ..mtls.clone()
+                },
+                "runtime.kafka.ssl_key_location",
+            ),
+            (
+                KafkaConfig {
+                    ssl_certificate_location: None,
+                    ..mtls.clone()
+                },
+                "runtime.kafka.ssl_certificate_location",
+            ),
+            (
+                KafkaConfig {
+                    security_protocol: "plaintext".into(),
+                    ..mtls.clone()
+                },
+                "runtime.kafka.ssl_certificate_location",
+            ),
+            (
+                KafkaConfig {
+                    security_protocol: "tls".into(),
+                    ..mtls
+                },
+                "runtime.kafka.security_protocol",
+            ),
+        ];
+        for (k, field) in cases {
+            let e = kafka_error(k);
+            assert!(e.contains(field), "{e}");
+        }
     }
 }

@@ -23,6 +23,36 @@ impl rdkafka::ClientContext for QuietEof {
 
 impl rdkafka::consumer::ConsumerContext for QuietEof {}
 
+/// How long the loaders keep retrying a broker that fails (a broker restarting, a leader
+/// moving) before giving up and letting the process exit.
+const RETRY_FOR: Duration = Duration::from_secs(60);
+
+/// Calls `f` until it succeeds or [`RETRY_FOR`] has passed.
+fn retrying<T>(what: &str, mut f: impl FnMut() -> Result<T, rdkafka::error::KafkaError>) -> anyhow::Result<T> {
+    let deadline = Instant::now() + RETRY_FOR;
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() < deadline => {
+                tracing::warn!(error = %e, what, "state loader: kafka request failed, retrying");
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => anyhow::bail!("{what} failed: {e}"),
+        }
+    }
+}
+
+/// A consumer error the loader cannot wait out.
+fn refused(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(Code::TopicAuthorizationFailed | Code::GroupAuthorizationFailed | Code::Authentication)
+    )
+}
+
 /// Reads every committed record of `topic` from the beginning and hands each (key, value) to
 /// `apply`, in partition order. It stops when every partition has reached its end and nothing
 /// new arrived for a short quiet period (end offsets alone can read low right after a write on
@@ -35,7 +65,9 @@ pub fn read_topic(cfg: &KafkaConfig, topic: &str, mut apply: impl FnMut(Option<&
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true");
     let consumer: BaseConsumer<QuietEof> = c.create_with_context(QuietEof)?;
-    let meta = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let meta = retrying("reading topic metadata", || {
+        consumer.fetch_metadata(Some(topic), Duration::from_secs(10))
+    })?;
     let partitions: Vec<i32> = meta.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
     if partitions.is_empty() {
         anyhow::bail!("topic {topic} has no partitions");
@@ -61,7 +93,9 @@ pub fn read_topic(cfg: &KafkaConfig, topic: &str, mut apply: impl FnMut(Option<&
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
                 at_end.insert(p);
             }
-            Some(Err(e)) => anyhow::bail!("reading {topic} failed: {e}"),
+            Some(Err(e)) if refused(&e) => anyhow::bail!("reading {topic} failed: {e}"),
+            // a broker restarting or a leader moving: the consumer reconnects on its own
+            Some(Err(e)) => tracing::debug!(error = %e, topic, "state loader consumer error"),
             None => {}
         }
         if at_end.len() == partitions.len() && last_record.elapsed() > quiet {
@@ -79,12 +113,16 @@ pub fn committed_offsets(cfg: &KafkaConfig, group: &str, topics: &[&str]) -> any
     let consumer: BaseConsumer<QuietEof> = c.create_with_context(QuietEof)?;
     let mut tpl = TopicPartitionList::new();
     for topic in topics {
-        let meta = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        let meta = retrying("reading topic metadata", || {
+            consumer.fetch_metadata(Some(topic), Duration::from_secs(10))
+        })?;
         for p in meta.topics().iter().flat_map(|t| t.partitions().iter()) {
             tpl.add_partition(topic, p.id());
         }
     }
-    let committed = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
+    let committed = retrying("reading committed offsets", || {
+        consumer.committed_offsets(tpl.clone(), Duration::from_secs(10))
+    })?;
     Ok(committed
         .elements()
         .iter()

@@ -26,7 +26,7 @@ use crate::{kafka, now_micros, trace};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use sluice_model::DeadLetter;
 use sluice_registry::SchemaStore;
@@ -68,14 +68,58 @@ pub struct Stage<'a> {
 
 /// Sets a flag when partitions are revoked, so an open batch holding records of a revoked
 /// partition is aborted instead of committed under a stale assignment.
-struct RebalanceFlag(Arc<AtomicBool>);
+struct RebalanceFlag {
+    revoked: Arc<AtomicBool>,
+    service: &'static str,
+}
 
-impl ClientContext for RebalanceFlag {}
+impl ClientContext for RebalanceFlag {
+    fn error(&self, error: KafkaError, reason: &str) {
+        kafka::log_client_error(self.service, &error, reason);
+    }
+}
 
 impl ConsumerContext for RebalanceFlag {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(_) = rebalance {
-            self.0.store(true, Ordering::SeqCst);
+            self.revoked.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Initialises transactions (which fences any previous incarnation of the transactional id),
+/// retrying with backoff while the brokers are unreachable or refuse this client. `Ok(false)`
+/// when shutdown came first; an error only when librdkafka calls it fatal.
+pub(crate) fn init_transactions<C: ProducerContext>(
+    producer: &BaseProducer<C>,
+    svc: &'static str,
+    shutdown: &Shutdown,
+) -> Result<bool, RuntimeError> {
+    let mut backoff = Backoff::new();
+    loop {
+        let result = producer.init_transactions(OP_TIMEOUT);
+        // serves librdkafka's queued events, among them its error events: a refused login or
+        // certificate is reported there, not by init_transactions, which only times out
+        producer.poll(Duration::from_millis(100));
+        match result {
+            Ok(()) => return Ok(true),
+            Err(e) if matches!(classify(&e), Action::Fatal) => {
+                return Err(RuntimeError::Fatal {
+                    op: "init_transactions",
+                    source: e,
+                });
+            }
+            Err(e) => {
+                runtime_metrics()
+                    .infrastructure_errors
+                    .with_label_values(&[svc, "init_transactions"])
+                    .inc();
+                tracing::warn!(service = svc, error = %e, "init_transactions failed, retrying");
+                if shutdown.is_triggered() {
+                    return Ok(false);
+                }
+                backoff.sleep();
+            }
         }
     }
 }
@@ -119,36 +163,22 @@ pub fn run<P: Processor>(stage: Stage<'_>, make: impl FnOnce() -> anyhow::Result
     let svc = stage.name;
     let instance = format!("{svc}-{}", cfg.instance_id);
 
-    let mut pcfg = kafka::idempotent_producer(&cfg.kafka, &instance);
-    pcfg.set("transactional.id", format!("sluice-{instance}"))
-        .set("transaction.timeout.ms", cfg.transaction_timeout_ms.to_string());
-    let producer: BaseProducer = pcfg.create().map_err(RuntimeError::Client)?;
+    let producer: BaseProducer<kafka::ClientLog> = kafka::transactional_producer(cfg, &instance)
+        .create_with_context(kafka::ClientLog { service: svc })
+        .map_err(RuntimeError::Client)?;
     let revoked = Arc::new(AtomicBool::new(false));
     let consumer: BaseConsumer<RebalanceFlag> = kafka::read_committed_consumer(&cfg.kafka, &instance, &crate::group_id(svc))
-        .create_with_context(RebalanceFlag(revoked.clone()))
+        .create_with_context(RebalanceFlag {
+            revoked: revoked.clone(),
+            service: svc,
+        })
         .map_err(RuntimeError::Client)?;
 
     // init_transactions also fences any previous incarnation of this instance
-    let mut backoff = Backoff::new();
-    loop {
-        match producer.init_transactions(OP_TIMEOUT) {
-            Ok(()) => break,
-            Err(e) if matches!(classify(&e), Action::Fatal) => {
-                return Err(RuntimeError::Fatal {
-                    op: "init_transactions",
-                    source: e,
-                });
-            }
-            Err(e) => {
-                metrics.infrastructure_errors.with_label_values(&[svc, "init_transactions"]).inc();
-                tracing::warn!(service = svc, error = %e, "init_transactions failed, retrying");
-                if stage.shutdown.is_triggered() {
-                    return Ok(());
-                }
-                backoff.sleep();
-            }
-        }
+    if !init_transactions(&producer, svc, &stage.shutdown)? {
+        return Ok(());
     }
+    let mut backoff = Backoff::new();
     let mut processor = make().map_err(RuntimeError::Init)?;
     let topics: Vec<&str> = stage.inputs.iter().map(String::as_str).collect();
     consumer.subscribe(&topics).map_err(RuntimeError::Client)?;
@@ -300,7 +330,7 @@ const PROCESSING_BUDGET_EXCEEDED: &str = "processing_budget_exceeded";
 /// the redo the input is dead-lettered as `output_too_large` without being processed.
 fn handle_record<P: Processor>(
     stage: &Stage<'_>,
-    producer: &BaseProducer,
+    producer: &BaseProducer<kafka::ClientLog>,
     processor: &mut P,
     msg: &rdkafka::message::BorrowedMessage<'_>,
     batch: &mut Batch,
@@ -358,9 +388,10 @@ fn handle_record<P: Processor>(
         }
         other => other,
     };
-    // record overhead (headers, batch framing) is well under 1 KiB
     if let Outcome::Emit(outputs) = &outcome
-        && outputs.iter().any(|o| o.value.len() + o.key.len() + 1024 > limit)
+        && outputs
+            .iter()
+            .any(|o| !kafka::fits(&stage.config.kafka, o.key.len(), o.value.len()))
     {
         tracing::warn!(
             service = svc,
@@ -424,7 +455,7 @@ fn handle_record<P: Processor>(
                 .encode(&stage.dead_letter_topic, &dl)
                 .map_err(|_| "dead_letter_encode")?;
             // a dead letter must itself fit in a record: keep the first part of the input
-            if encoded.len() + 1024 > limit {
+            if !kafka::fits(&stage.config.kafka, dl.dead_letter_id.len(), encoded.len()) {
                 let keep = limit / 2;
                 dl.original_value.truncate(keep);
                 dl.detail = format!("{}; input truncated to its first {keep} bytes to fit a record", dl.detail);
@@ -469,7 +500,7 @@ enum CommitError {
 
 fn commit<C: ConsumerContext>(
     stage: &Stage<'_>,
-    producer: &BaseProducer,
+    producer: &BaseProducer<kafka::ClientLog>,
     consumer: &BaseConsumer<C>,
     batch: &Batch,
 ) -> Result<(), CommitError> {
@@ -524,7 +555,7 @@ fn retrying(stage: &Stage<'_>, op: &'static str, mut f: impl FnMut() -> Result<(
 /// An abort that keeps failing (the coordinator unreachable for longer than this covers) is
 /// returned as an error: the process exits and its restart fences the transaction, which is
 /// safer than spinning here unseen.
-pub fn abort(producer: &BaseProducer, svc: &'static str) -> Result<(), KafkaError> {
+pub fn abort<C: ProducerContext>(producer: &BaseProducer<C>, svc: &'static str) -> Result<(), KafkaError> {
     let started = Instant::now();
     let mut last = None;
     while started.elapsed() < OP_TIMEOUT * 6 {

@@ -32,6 +32,13 @@ containers:
       - name: SLUICE_RUNTIME__KAFKA__SASL_PASSWORD
         valueFrom: {secretKeyRef: {name: {{ . | quote }}, key: password}}
       {{- end }}
+      {{- if .root.Values.kafka.tls.secret }}
+      - {name: SLUICE_RUNTIME__KAFKA__SSL_CA_LOCATION, value: /etc/sluice/kafka-tls/ca.crt}
+      {{- if .root.Values.kafka.tls.clientCertificate }}
+      - {name: SLUICE_RUNTIME__KAFKA__SSL_CERTIFICATE_LOCATION, value: /etc/sluice/kafka-tls/user.crt}
+      - {name: SLUICE_RUNTIME__KAFKA__SSL_KEY_LOCATION, value: /etc/sluice/kafka-tls/user.key}
+      {{- end }}
+      {{- end }}
       - {name: SLUICE_RUNTIME__SCHEMA_REGISTRY_URL, value: {{ .root.Values.schemaRegistryUrl | quote }}}
       - {name: SLUICE_RUNTIME__HTTP_ADDR, value: "0.0.0.0:9464"}
       - {name: SLUICE_RUNTIME__LOG_FORMAT, value: json}
@@ -52,4 +59,13 @@ containers:
     readinessProbe: {httpGet: {path: /readyz, port: metrics}, periodSeconds: 5}
     resources: {{ toJson .root.Values.resources }}
     securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}}
+    {{- if .root.Values.kafka.tls.secret }}
+    volumeMounts:
+      - {name: kafka-tls, mountPath: /etc/sluice/kafka-tls, readOnly: true}
+    {{- end }}
+{{- if .root.Values.kafka.tls.secret }}
+volumes:
+  - name: kafka-tls
+    secret: {secretName: {{ .root.Values.kafka.tls.secret | quote }}}
+{{- end }}
 {{- end }}

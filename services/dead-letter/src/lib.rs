@@ -15,19 +15,17 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sluice_model::topology::names;
 use sluice_model::{DeadLetter, DeadLetterAudit};
 use sluice_registry::SchemaStore;
 use sluice_runtime::config::RuntimeConfig;
+use sluice_runtime::kafka::{self, Followed, Record, TransactionalWriter};
+use sluice_runtime::now_micros;
 use sluice_runtime::shutdown::Shutdown;
 use sluice_runtime::telemetry::Health;
 use sluice_runtime::transactional::REPLAY_HEADER;
-use sluice_runtime::{kafka, now_micros};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -101,7 +99,7 @@ fn summary(e: &Entry) -> Value {
 pub struct Api {
     index: Arc<Mutex<Index>>,
     store: Arc<SchemaStore>,
-    producer: Arc<Mutex<BaseProducer>>,
+    writer: Arc<TransactionalWriter>,
 }
 
 #[derive(Deserialize)]
@@ -186,52 +184,39 @@ async fn act(api: Api, id: String, d: Decision, action: &'static str) -> Result<
         .store
         .encode(names::DL_AUDIT, &audit)
         .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let producer = api.producer.clone();
+    let writer = api.writer.clone();
     let letter = entry.letter.clone();
-    let result = tokio::task::spawn_blocking(move || -> Result<(), String> {
-        let p = producer.lock().unwrap_or_else(|e| e.into_inner());
-        p.begin_transaction().map_err(|e| e.to_string())?;
-        let send = || -> Result<(), String> {
-            if let Some(t) = &target {
-                let mut headers = OwnedHeaders::new();
-                for (k, v) in &letter.original_headers {
-                    if k != REPLAY_HEADER && k != "sluice-attempt" && k != "sluice-first-failed-at" {
-                        headers = headers.insert(Header {
-                            key: k,
-                            value: Some(v.as_bytes()),
-                        });
-                    }
-                }
-                let attempt = letter.attempt.to_string();
-                let first = letter.first_failed_at.to_string();
-                headers = headers
-                    .insert(Header {
-                        key: REPLAY_HEADER,
-                        value: Some(letter.dead_letter_id.as_bytes()),
-                    })
-                    .insert(Header {
-                        key: "sluice-attempt",
-                        value: Some(attempt.as_bytes()),
-                    })
-                    .insert(Header {
-                        key: "sluice-first-failed-at",
-                        value: Some(first.as_bytes()),
-                    });
-                let mut rec = BaseRecord::to(t).payload(&letter.original_value).headers(headers);
-                if let Some(k) = &letter.original_key {
-                    rec = rec.key(k);
-                }
-                p.send(rec).map_err(|(e, _)| e.to_string())?;
-            }
-            p.send(BaseRecord::to(names::DL_AUDIT).key(&letter.dead_letter_id).payload(&audit_value))
-                .map_err(|(e, _)| e.to_string())?;
-            p.commit_transaction(Duration::from_secs(30)).map_err(|e| e.to_string())
-        };
-        send().inspect_err(|_| {
-            if let Err(e) = sluice_runtime::transactional::abort(&p, SERVICE) {
-                tracing::warn!(error = %e, "aborting the replay transaction failed");
-            }
-        })
+    let result = tokio::task::spawn_blocking(move || {
+        // a replay carries the original headers, minus the replay bookkeeping it sets anew
+        let attempt = letter.attempt.to_string();
+        let first = letter.first_failed_at.to_string();
+        let mut records = Vec::new();
+        if let Some(t) = &target {
+            let mut headers: Vec<(&str, &[u8])> = letter
+                .original_headers
+                .iter()
+                .filter(|(k, _)| !matches!(k.as_str(), REPLAY_HEADER | "sluice-attempt" | "sluice-first-failed-at"))
+                .map(|(k, v)| (k.as_str(), v.as_bytes()))
+                .collect();
+            headers.extend([
+                (REPLAY_HEADER, letter.dead_letter_id.as_bytes()),
+                ("sluice-attempt", attempt.as_bytes()),
+                ("sluice-first-failed-at", first.as_bytes()),
+            ]);
+            records.push(Record {
+                topic: t,
+                key: letter.original_key.as_deref(),
+                value: &letter.original_value,
+                headers,
+            });
+        }
+        records.push(Record {
+            topic: names::DL_AUDIT,
+            key: Some(letter.dead_letter_id.as_bytes()),
+            value: &audit_value,
+            headers: Vec::new(),
+        });
+        writer.write(&records, Duration::from_secs(30))
     })
     .await
     .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
@@ -273,33 +258,27 @@ fn follow(
 ) -> anyhow::Result<()> {
     // each instance reads everything: the index is a view, not a work queue
     let group = format!("sluice-dead-letter-{}-{}", cfg.instance_id, now_micros());
-    let consumer: BaseConsumer = kafka::read_committed_consumer(&cfg.kafka, "dead-letter", &group).create()?;
     let mut topics: Vec<&str> = DEAD_LETTER_TOPICS.to_vec();
     topics.push(names::DL_AUDIT);
-    consumer.subscribe(&topics)?;
-    while !shutdown.is_triggered() {
-        match consumer.poll(Duration::from_millis(200)) {
-            None => ready.set(true),
-            Some(Err(e)) => tracing::debug!(error = %e, "dead-letter consumer error"),
-            Some(Ok(m)) => {
-                let Some(v) = m.payload() else { continue };
-                if handle.block_on(store.prefetch(v)).is_err() {
-                    tracing::warn!("schema for a dead-letter record could not be fetched");
-                    continue;
+    kafka::follow(&cfg.kafka, SERVICE, &group, &topics, &shutdown, |followed| match followed {
+        Followed::Idle => ready.set(true),
+        Followed::Record { topic, value } => {
+            if handle.block_on(store.prefetch(value)).is_err() {
+                tracing::warn!("schema for a dead-letter record could not be fetched");
+                return;
+            }
+            let mut ix = index.lock().unwrap_or_else(|e| e.into_inner());
+            if topic == names::DL_AUDIT {
+                if let Ok(a) = store.decode::<DeadLetterAudit>(value) {
+                    ix.audit(a);
                 }
-                let mut ix = index.lock().unwrap_or_else(|e| e.into_inner());
-                if m.topic() == names::DL_AUDIT {
-                    if let Ok(a) = store.decode::<DeadLetterAudit>(v) {
-                        ix.audit(a);
-                    }
-                } else if let Ok(l) = store.decode::<DeadLetter>(v) {
-                    ix.add(m.topic(), l);
-                } else {
-                    tracing::warn!(topic = m.topic(), "undecodable dead letter skipped");
-                }
+            } else if let Ok(l) = store.decode::<DeadLetter>(value) {
+                ix.add(topic, l);
+            } else {
+                tracing::warn!(topic, "undecodable dead letter skipped");
             }
         }
-    }
+    })?;
     Ok(())
 }
 
@@ -308,15 +287,16 @@ pub async fn run(cfg: Config, shutdown: Shutdown, health: Health) -> anyhow::Res
     let ready = health.service(SERVICE);
     let store = sluice_runtime::stage::schema_store(&cfg.runtime)?;
     sluice_runtime::stage::register_with_retry(&store, SERVICE, &shutdown).await?;
-    let mut pcfg = kafka::idempotent_producer(&cfg.runtime.kafka, "dead-letter");
-    pcfg.set("transactional.id", format!("sluice-dead-letter-{}", cfg.runtime.instance_id));
-    let producer: BaseProducer = pcfg.create()?;
-    let producer = tokio::task::spawn_blocking(move || producer.init_transactions(Duration::from_secs(30)).map(|_| producer)).await??;
+    let (rt, sd) = (cfg.runtime.clone(), shutdown.clone());
+    // retried until the brokers accept this client: not ready meanwhile
+    let Some(writer) = tokio::task::spawn_blocking(move || TransactionalWriter::start(&rt, SERVICE, &sd)).await?? else {
+        return Ok(());
+    };
     let index = Arc::new(Mutex::new(Index::default()));
     let api = Api {
         index: index.clone(),
         store: store.clone(),
-        producer: Arc::new(Mutex::new(producer)),
+        writer: Arc::new(writer),
     };
     let listener = tokio::net::TcpListener::bind(&cfg.api_addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "dead-letter api listening");

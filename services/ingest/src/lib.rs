@@ -16,16 +16,16 @@ pub mod fhir_http;
 pub mod limits;
 pub mod mllp;
 
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde::{Deserialize, Serialize};
 use sluice_hl7::Message;
 use sluice_model::topology::names;
 use sluice_model::{DeadLetter, MshSummary, RawMessage};
 use sluice_registry::SchemaStore;
 use sluice_runtime::config::RuntimeConfig;
+use sluice_runtime::kafka::{AckedProducer, SendError};
 use sluice_runtime::shutdown::Shutdown;
 use sluice_runtime::telemetry::{self, Health, Readiness};
-use sluice_runtime::{kafka, now_micros, trace};
+use sluice_runtime::{now_micros, trace};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -120,18 +120,13 @@ pub fn metrics() -> &'static Metrics {
 /// What the listener needs to answer one message.
 pub struct Ingest {
     pub(crate) cfg: Config,
-    /// Replaced when librdkafka reports a fatal producer error (an idempotent producer is
-    /// unusable after one, for example when fenced after its in-flight writes timed out).
-    producer: std::sync::RwLock<FutureProducer>,
+    producer: AckedProducer,
     pub(crate) store: Arc<SchemaStore>,
     readiness: Readiness,
     pub(crate) budget: limits::Budget,
     /// One FHIR parse per core at a time, on blocking threads.
     pub(crate) parse_slots: Arc<tokio::sync::Semaphore>,
 }
-
-/// Headers, key framing and batch overhead of one record, kept free under the size limit.
-pub(crate) const RECORD_OVERHEAD: usize = 1024;
 
 /// Whether a record was written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,12 +177,17 @@ impl Ingest {
         }
         let fds = limits::check_file_descriptors(2 * cfg.max_connections).map_err(|e| anyhow::anyhow!(e))?;
         tracing::info!(limit = fds, "open-file limit");
-        let producer = make_producer(&cfg)?;
+        let producer = AckedProducer::new(
+            &cfg.runtime.kafka,
+            SERVICE,
+            &format!("ingest-{}", cfg.runtime.instance_id),
+            Duration::from_millis(cfg.ack_timeout_ms),
+        )?;
         let readiness = health.service(SERVICE);
         let budget = limits::Budget::new(cfg.buffer_budget_bytes);
         Ok(Arc::new(Ingest {
             cfg,
-            producer: std::sync::RwLock::new(producer),
+            producer,
             store,
             readiness,
             budget,
@@ -201,73 +201,21 @@ impl Ingest {
     /// record may be (`runtime.kafka.max_record_bytes`, or the broker's limit) is
     /// [`Written::TooLarge`] without being tried: no resend could ever succeed.
     pub(crate) async fn produce(&self, topic: &str, key: &[u8], value: &[u8], tp: &str) -> Written {
-        if value.len() + key.len() + RECORD_OVERHEAD > self.cfg.runtime.kafka.max_record_bytes {
-            return Written::TooLarge;
-        }
-        let headers = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
-            key: trace::HEADER,
-            value: Some(tp.as_bytes()),
-        });
-        let rec = FutureRecord::to(topic).key(key).payload(value).headers(headers);
-        let producer = self.producer();
-        match producer.send(rec, Duration::from_millis(self.cfg.ack_timeout_ms)).await {
-            Ok(_) => {
+        match self.producer.send(topic, key, value, &[(trace::HEADER, tp.as_bytes())]).await {
+            Ok(()) => {
                 self.readiness.set(true);
                 Written::Yes
             }
-            Err((e, _)) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge) => {
-                tracing::warn!(topic, "record larger than the broker accepts");
+            Err(SendError::TooLarge) => {
+                tracing::warn!(topic, "record larger than a kafka record may be");
                 Written::TooLarge
             }
-            Err((e, _)) => {
+            Err(e) => {
                 // the error names the broker-side cause only; the record is not logged
                 tracing::warn!(topic, error = %e, "write to kafka failed, answering AR 207");
-                self.replace_if_broken(&producer, &e);
                 self.readiness.set(false);
                 Written::No
             }
-        }
-    }
-
-    fn producer(&self) -> FutureProducer {
-        self.producer.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// After a fatal error librdkafka refuses every further write from that producer, and a
-    /// producer whose identity the broker no longer accepts (fenced, stale epoch, unknown id,
-    /// sequence out of order; seen after writes timed out during a broker outage) keeps
-    /// failing: build a new one (once, whichever connection notices first). The senders whose
-    /// writes failed got AR 207 and resend; a resend that was in fact written is
-    /// de-duplicated downstream by its event id.
-    fn replace_if_broken(&self, failed: &FutureProducer, error: &rdkafka::error::KafkaError) {
-        use rdkafka::types::RDKafkaErrorCode as Code;
-        let identity_lost = matches!(
-            error.rdkafka_error_code(),
-            Some(
-                Code::ProducerFenced
-                    | Code::InvalidProducerEpoch
-                    | Code::OutOfOrderSequenceNumber
-                    | Code::UnknownProducerId
-                    | Code::InvalidProducerIdMapping
-            )
-        );
-        if !identity_lost && failed.client().fatal_error().is_none() {
-            return;
-        }
-        let mut current = self.producer.write().unwrap_or_else(|e| e.into_inner());
-        if !std::ptr::eq(current.client(), failed.client()) {
-            return; // another connection already replaced it
-        }
-        match make_producer(&self.cfg) {
-            Ok(p) => {
-                tracing::warn!(code = ?error.rdkafka_error_code(), "kafka producer lost its identity, replaced it with a new one");
-                sluice_runtime::telemetry::runtime_metrics()
-                    .infrastructure_errors
-                    .with_label_values(&[SERVICE, "producer_replaced"])
-                    .inc();
-                *current = p;
-            }
-            Err(e) => tracing::error!(error = %e, "kafka producer could not be recreated"),
         }
     }
 
@@ -469,7 +417,8 @@ pub async fn serve(ingest: Arc<Ingest>, listener: TcpListener, shutdown: Shutdow
     let refusers = Arc::new(tokio::sync::Semaphore::new(REFUSERS));
     let peers = limits::PeerLimits::new(ingest.cfg.max_connections_per_peer);
     let mut tasks = tokio::task::JoinSet::new();
-    ingest.readiness.set(true);
+    // ready only once the brokers answered (probe_broker): a listener whose brokers refuse its
+    // credentials must not take traffic
     loop {
         tokio::select! {
             _ = shutdown.wait() => break,
@@ -564,14 +513,6 @@ fn failed(msg: &Message<'_>, listener: &str) -> Handled {
     }
 }
 
-fn make_producer(cfg: &Config) -> anyhow::Result<FutureProducer> {
-    Ok(
-        kafka::idempotent_producer(&cfg.runtime.kafka, &format!("ingest-{}", cfg.runtime.instance_id))
-            .set("message.timeout.ms", cfg.ack_timeout_ms.to_string())
-            .create()?,
-    )
-}
-
 pub async fn run(cfg: Config, shutdown: Shutdown, health: Health) -> anyhow::Result<()> {
     let listener = TcpListener::bind(&cfg.listen_addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "mllp listener bound");
@@ -599,14 +540,9 @@ pub async fn run(cfg: Config, shutdown: Shutdown, health: Health) -> anyhow::Res
 async fn probe_broker(ingest: Arc<Ingest>, shutdown: Shutdown) {
     while !shutdown.is_triggered() {
         let ing = ingest.clone();
-        let reachable = tokio::task::spawn_blocking(move || {
-            ing.producer()
-                .client()
-                .fetch_metadata(Some(names::RAW), Duration::from_secs(2))
-                .is_ok_and(|m| m.topics().iter().any(|t| t.error().is_none() && !t.partitions().is_empty()))
-        })
-        .await
-        .unwrap_or(false);
+        let reachable = tokio::task::spawn_blocking(move || ing.producer.reachable(names::RAW, Duration::from_secs(2)))
+            .await
+            .unwrap_or(false);
         // nearly out of file descriptors: new senders would be refused, so say not ready
         let fds_left = limits::file_descriptors().is_none_or(|(limit, open)| open < limit / 10 * 9);
         if !fds_left {

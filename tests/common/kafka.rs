@@ -1,0 +1,274 @@
+//! A real Apache Kafka cluster for the tests: three combined broker+controller KRaft nodes on
+//! loopback, prepared by `scripts/kafka/cluster.py` (jars from `scripts/setup-kafka.sh`,
+//! installed on first use) in a temporary folder, each node a child process of the test so a
+//! test can SIGKILL one and start it again on its data, or pause them all.
+//!
+//! Topics get replication factor 3 and `min.insync.replicas=2`; the cluster's own defaults are
+//! the same. With `sasl_ssl` (SCRAM-SHA-512) or `mtls` each service connects as its own user
+//! (`User:<service>`); until the ACL tooling exists, [`KafkaCluster::grant_all`] lets every
+//! service user do everything. The admin user (a super user) creates topics and reads results.
+//!
+//! One cluster runs at a time in a test process (three JVMs are most of what 2 cores can give):
+//! a cluster holds a process-wide slot until it is dropped, and dropping it SIGKILLs its nodes.
+
+use super::{Proc, repo, tool};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How clients authenticate on the CLIENT listener (`cluster.py --security`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Security {
+    Plaintext,
+    /// SASL_SSL with SCRAM-SHA-512
+    SaslSsl,
+    /// SSL with client certificates (`ssl.client.auth=required`)
+    Mtls,
+}
+
+impl Security {
+    fn arg(self) -> &'static str {
+        match self {
+            Security::Plaintext => "plaintext",
+            Security::SaslSsl => "sasl_ssl",
+            Security::Mtls => "mtls",
+        }
+    }
+}
+
+/// librdkafka settings of one user, as `cluster.py` prints them.
+pub type Settings = BTreeMap<String, String>;
+
+pub struct Node {
+    pub id: u64,
+    pub port: u16,
+    cmd: Vec<String>,
+    console: PathBuf,
+    log: PathBuf,
+    proc: Option<Proc>,
+}
+
+impl Node {
+    fn spawn(&mut self) {
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&self.console).unwrap();
+        let child = Command::new(&self.cmd[0])
+            .args(&self.cmd[1..])
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        self.proc = Some(Proc { child });
+    }
+}
+
+pub struct KafkaCluster {
+    pub bootstrap: String,
+    pub security: Security,
+    /// What `cluster.py prepare` printed.
+    pub prepared: serde_json::Value,
+    /// Seconds from spawning the nodes until every client listener accepted connections.
+    pub started_in: Duration,
+    // fields drop in order: the nodes stop before their folder goes and the slot is freed
+    pub nodes: Vec<Node>,
+    dir: tempfile::TempDir,
+    _slot: Slot,
+}
+
+/// The right to run a cluster in this process, given back on drop (a `MutexGuard` would do,
+/// but a cluster is started on a blocking thread and handed to the test's).
+struct Slot;
+
+static BUSY: Mutex<bool> = Mutex::new(false);
+static FREED: Condvar = Condvar::new();
+
+fn slot() -> Slot {
+    let mut busy = BUSY.lock().unwrap_or_else(|e| e.into_inner());
+    while *busy {
+        busy = FREED.wait(busy).unwrap_or_else(|e| e.into_inner());
+    }
+    *busy = true;
+    Slot
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        *BUSY.lock().unwrap_or_else(|e| e.into_inner()) = false;
+        FREED.notify_one();
+    }
+}
+
+/// Installs the pinned Kafka jars once per test process (a no-op taking 0.1 s when they are
+/// there and verified).
+fn install() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let st = Command::new("bash").arg(repo().join("scripts/setup-kafka.sh")).status().unwrap();
+        assert!(st.success(), "scripts/setup-kafka.sh failed");
+    });
+}
+
+impl KafkaCluster {
+    /// Prepares and starts a three-node cluster and waits until every node listens.
+    pub fn start(security: Security) -> KafkaCluster {
+        let slot = slot();
+        install();
+        let dir = tempfile::Builder::new().prefix("sluice-kafka-").tempdir().unwrap();
+        let out = super::run_ok(
+            Command::new("python3")
+                .arg(repo().join("scripts/kafka/cluster.py"))
+                .args(["prepare", "--brokers", "3", "--security", security.arg(), "--dir"])
+                .arg(dir.path()),
+        );
+        let prepared: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let mut nodes: Vec<Node> = prepared["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| Node {
+                id: n["id"].as_u64().unwrap(),
+                port: n["port"].as_u64().unwrap() as u16,
+                cmd: n["cmd"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|a| a.as_str().unwrap().to_owned())
+                    .collect(),
+                console: PathBuf::from(n["log"].as_str().unwrap()).with_file_name("console.log"),
+                log: PathBuf::from(n["log"].as_str().unwrap()),
+                proc: None,
+            })
+            .collect();
+        let started = Instant::now();
+        for n in &mut nodes {
+            n.spawn();
+        }
+        let cluster = KafkaCluster {
+            bootstrap: prepared["bootstrap"].as_str().unwrap().to_owned(),
+            security,
+            prepared,
+            started_in: Duration::ZERO,
+            nodes,
+            dir,
+            _slot: slot,
+        };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        for n in &cluster.nodes {
+            while std::net::TcpStream::connect(("127.0.0.1", n.port)).is_err() {
+                assert!(Instant::now() < deadline, "kafka node {} did not listen on {}", n.id, n.port);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        KafkaCluster {
+            started_in: started.elapsed(),
+            ..cluster
+        }
+    }
+
+    /// SIGKILLs node `i` (an index into `nodes`) and waits for it to die.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut p) = self.nodes[i].proc.take() {
+            p.signal("KILL");
+            let _ = p.child.wait();
+        }
+    }
+
+    /// Starts node `i` again with the same command line, on its data.
+    pub fn restart(&mut self, i: usize) {
+        assert!(self.nodes[i].proc.is_none(), "node {i} is running");
+        self.nodes[i].spawn();
+    }
+
+    /// Sends a signal (STOP, CONT, ...) to every running node.
+    pub fn signal_all(&self, sig: &str) {
+        for p in self.nodes.iter().filter_map(|n| n.proc.as_ref()) {
+            p.signal(sig);
+        }
+    }
+
+    /// The librdkafka settings of `user` (`admin` or a service name).
+    pub fn user(&self, user: &str) -> Settings {
+        settings(&self.prepared["security"]["users"][user])
+    }
+
+    /// Deliberately wrong settings: `wrong_password` (sasl_ssl) or `untrusted_cert` (mtls).
+    pub fn negative(&self, which: &str) -> Settings {
+        let s = settings(&self.prepared["security"]["negative"][which]);
+        assert!(
+            !s.is_empty(),
+            "cluster.py prepared no negative case {which} for {:?}",
+            self.security
+        );
+        s
+    }
+
+    /// An rdkafka client configuration for `user`.
+    pub fn client_config(&self, user: &str) -> rdkafka::ClientConfig {
+        let mut c = rdkafka::ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap);
+        for (k, v) in self.user(user) {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// The runtime's Kafka settings for `user`.
+    pub fn kafka_config(&self, user: &str) -> sluice_runtime::config::KafkaConfig {
+        let mut m: serde_json::Map<String, serde_json::Value> = self
+            .user(user)
+            .into_iter()
+            .map(|(k, v)| (k.replace('.', "_"), serde_json::Value::String(v)))
+            .collect();
+        m.insert("bootstrap_servers".into(), self.bootstrap.clone().into());
+        serde_json::from_value(serde_json::Value::Object(m)).unwrap()
+    }
+
+    /// Lets every service user do everything on every topic, group and transactional id (the
+    /// test stand-in for per-service ACLs, which come from the topology later). No-op without
+    /// an authorizer.
+    pub fn grant_all(&self) {
+        if self.security == Security::Plaintext {
+            return;
+        }
+        super::run_ok(
+            Command::new(tool("venv/bin/python"))
+                .arg(repo().join("tests/python/kafka_grant_all.py"))
+                .arg(&self.bootstrap)
+                .arg(serde_json::to_string(&self.user("admin")).unwrap())
+                .args(super::SERVICES),
+        );
+    }
+
+    /// The last ERROR lines each node logged (printed when a test fails).
+    pub fn error_tail(&self) -> String {
+        let mut out = String::new();
+        for n in &self.nodes {
+            let log = std::fs::read_to_string(&n.log).unwrap_or_default();
+            let errors: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
+            for l in errors.iter().rev().take(5).rev() {
+                out.push_str(&format!("node {}: {l}\n", n.id));
+            }
+        }
+        out
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+/// `SLUICE_RUNTIME__KAFKA__*` variables carrying librdkafka settings
+/// (`sasl.password` -> `SLUICE_RUNTIME__KAFKA__SASL_PASSWORD`).
+pub fn service_env(s: &Settings) -> Vec<(String, String)> {
+    s.iter()
+        .map(|(k, v)| (format!("SLUICE_RUNTIME__KAFKA__{}", k.replace('.', "_").to_uppercase()), v.clone()))
+        .collect()
+}
+
+fn settings(v: &serde_json::Value) -> Settings {
+    v.as_object()
+        .map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned())).collect())
+        .unwrap_or_default()
+}

@@ -1,0 +1,127 @@
+//! Kafka security that connects, on the real three-node cluster with its authorizer on:
+//! - SASL_SSL with SCRAM-SHA-512, and mutual TLS with client certificates (made at test time by
+//!   `scripts/kafka/cluster.py`): every service connects as its own user (`User:<service>`) and
+//!   the pipeline carries HL7 v2 over MLLP and FHIR over HTTP end to end exactly once, with a
+//!   malformed message dead-lettered and indexed;
+//! - a wrong SCRAM password, and a client certificate from a CA the brokers do not trust, are
+//!   refused: every service logs the refusal as an ERROR naming the cause and its `/readyz`
+//!   stays not ready.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::kafka::service_env;
+use common::{BrokerKind, Pipeline, SERVICES, Security, send_all};
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+const REFUSED_LOG: &str = "kafka refused this client's credentials or certificate";
+
+async fn end_to_end(p: &Pipeline) {
+    let good = sluice::generate::messages(40, 7);
+    let bad = sluice::generate::malformed(2);
+    let mut all = good.clone();
+    all.extend(bad.iter().cloned());
+    let acks = send_all(p.mllp_port, &all).await;
+    for (i, (code, _)) in acks.iter().enumerate() {
+        assert_eq!(code, if i < good.len() { "AA" } else { "AR" }, "message {i}");
+    }
+    let mut expected: HashSet<String> = common::hl7_event_ids(&good);
+    let bundle = sluice::generate::fhir_bundles(1, 8).remove(0);
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+    let url = format!("http://127.0.0.1:{}/fhir", p.fhir_port);
+    assert_eq!(sluice::send::post_fhir(&client, &url, bundle.clone()).await.unwrap().0, 202);
+    expected.extend(common::fhir_event_ids(&bundle));
+    let routed = p.wait_routed(&expected, Duration::from_secs(120)).await;
+    routed.assert_exactly_once(&expected);
+    // dead-letter reads over the secured connection too
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = p.dead_letters("").await;
+        if list["count"].as_u64() == Some(bad.len() as u64) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "dead letters not indexed: {list}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Starts every service once more with `settings` (a refused identity) and checks each logs
+/// the refusal as an ERROR and answers `/readyz` with 503; returns the first refusal logged.
+async fn refused(p: &mut Pipeline, case: &'static str, settings: &common::kafka::Settings) -> String {
+    let keys: [(&'static str, &'static str); 5] = match case {
+        "wrong_password" => [
+            ("ingest-wrong-password", "ingest"),
+            ("normalise-wrong-password", "normalise"),
+            ("identifier-match-wrong-password", "identifier-match"),
+            ("route-wrong-password", "route"),
+            ("dead-letter-wrong-password", "dead-letter"),
+        ],
+        _ => [
+            ("ingest-untrusted-cert", "ingest"),
+            ("normalise-untrusted-cert", "normalise"),
+            ("identifier-match-untrusted-cert", "identifier-match"),
+            ("route-untrusted-cert", "route"),
+            ("dead-letter-untrusted-cert", "dead-letter"),
+        ],
+    };
+    let env = service_env(settings);
+    for (key, service) in keys {
+        p.start_instance(key, service, &env);
+    }
+    let mut first = String::new();
+    for (key, _) in keys {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let line = loop {
+            if let Some(l) = p.log_of(key).lines().find(|l| l.contains(REFUSED_LOG)) {
+                break l.to_owned();
+            }
+            assert!(Instant::now() < deadline, "{key} did not log the refusal:\n{}", p.log_of(key));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert!(line.contains("ERROR"), "a refused identity is an ERROR: {line}");
+        let url = format!("http://127.0.0.1:{}/readyz", p.http_port(key));
+        let status = reqwest::get(&url).await.unwrap().status().as_u16();
+        assert_eq!(status, 503, "{key} says ready with a refused identity");
+        if first.is_empty() {
+            first = line;
+        }
+    }
+    // still refused, still not ready, a few seconds later (nothing flips it)
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for (key, _) in keys {
+        let url = format!("http://127.0.0.1:{}/readyz", p.http_port(key));
+        assert_eq!(reqwest::get(&url).await.unwrap().status().as_u16(), 503, "{key}");
+        p.kill(key);
+    }
+    first
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sasl_ssl_with_scram_sha_512_carries_every_service_and_a_wrong_password_is_refused() {
+    let mut p = Pipeline::start_on(BrokerKind::Kafka(Security::SaslSsl), &[]).await;
+    let cluster = p.broker.kafka().unwrap();
+    for s in SERVICES {
+        assert_eq!(cluster.user(s)["sasl.username"], s, "each service is its own user");
+    }
+    let wrong = cluster.negative("wrong_password");
+    end_to_end(&p).await;
+    let line = refused(&mut p, "wrong_password", &wrong).await;
+    assert!(line.contains("SASL authentication error"), "{line}");
+    println!("sasl_ssl refusal: {line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mutual_tls_carries_every_service_and_an_untrusted_certificate_is_refused() {
+    let mut p = Pipeline::start_on(BrokerKind::Kafka(Security::Mtls), &[]).await;
+    let cluster = p.broker.kafka().unwrap();
+    for s in SERVICES {
+        assert!(cluster.user(s)["ssl.certificate.location"].ends_with(&format!("client-{s}.pem")));
+    }
+    let untrusted = cluster.negative("untrusted_cert");
+    end_to_end(&p).await;
+    let line = refused(&mut p, "untrusted_cert", &untrusted).await;
+    assert!(line.contains("certificate"), "{line}");
+    println!("mtls refusal: {line}");
+}
