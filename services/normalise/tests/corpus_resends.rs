@@ -54,7 +54,9 @@ fn resend_form(m: &[u8]) -> Vec<u8> {
 
 #[tokio::test]
 async fn corpus_resends_and_reused_control_ids_are_counted_and_every_skip_is_a_true_resend() {
-    let Some(hl7_files) = sluice_hl7::corpus::hl7v2_files() else { return };
+    let Some(hl7_files) = sluice_hl7::corpus::hl7v2_files() else {
+        return;
+    };
     let fhir_files = sluice_hl7::corpus::fhir_files().unwrap_or_default();
     let store = store().await;
     let mut n = Normaliser::new(store.clone(), Seen::default());
@@ -97,7 +99,10 @@ async fn corpus_resends_and_reused_control_ids_are_counted_and_every_skip_is_a_t
                 skipped += 1;
                 *by_topic.entry((topic.to_owned(), "skipped")).or_default() += 1;
                 // a skip is a true resend: an earlier input was the same message
-                assert!(first.values().any(|f| *f == form), "a skipped input was not a resend of any earlier one");
+                assert!(
+                    first.values().any(|f| *f == form),
+                    "a skipped input was not a resend of any earlier one"
+                );
             }
             Outcome::Reject { .. } | Outcome::Retry { .. } => {}
         }
