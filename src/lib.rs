@@ -5,6 +5,7 @@
 //! `sluice broker`, `sluice registry`, `sluice topology`, `sluice send` and `sluice generate`
 //! are the tools around it. The library half is what the end-to-end tests drive.
 
+pub mod acls;
 pub mod broker;
 pub mod generate;
 pub mod load;

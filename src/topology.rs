@@ -22,6 +22,8 @@ pub enum Command {
         #[arg(long, default_value_t = 1)]
         replication_factor: i32,
     },
+    /// Print (or apply) the least-privilege ACLs of every service
+    Acls(crate::acls::Args),
     /// Check topology, schemas, route rules and service configuration against each other
     Check {
         /// Route rules file to check (the built-in one when absent)
@@ -153,6 +155,7 @@ pub async fn run(c: Command) -> anyhow::Result<()> {
             println!("topology applied: {n} topics created");
             Ok(())
         }
+        Command::Acls(a) => crate::acls::run(a),
         Command::Check { rules } => {
             let problems = check(rules.as_deref())?;
             if problems.is_empty() {

@@ -125,3 +125,60 @@ async fn mutual_tls_carries_every_service_and_an_untrusted_certificate_is_refuse
     assert!(line.contains("certificate"), "{line}");
     println!("mtls refusal: {line}");
 }
+
+/// A client with one service's credentials, straight to the cluster.
+fn as_service(p: &mut Pipeline, service: &str) -> rdkafka::ClientConfig {
+    let cluster = p.broker.kafka().unwrap();
+    let mut c = cluster.client_config(service);
+    c.set("group.id", format!("sluice-{service}-probe"))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("message.timeout.ms", "10000");
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_service_may_do_its_job_and_is_refused_everything_else() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let mut p = Pipeline::start_on(BrokerKind::Kafka(Security::SaslSsl), &[]).await;
+    // least privilege is what the pipeline runs with: it still carries everything
+    end_to_end(&p).await;
+    // route cannot write the identity index
+    let route: FutureProducer = as_service(&mut p, "route").create().unwrap();
+    let refused = route
+        .send(
+            FutureRecord::to(sluice_model::topology::names::LINKS).key("k").payload("v"),
+            Duration::from_secs(15),
+        )
+        .await
+        .err()
+        .map(|(e, _)| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        refused.contains("authoriz") || refused.contains("Authoriz"),
+        "route wrote identity.links.v1: {refused:?}"
+    );
+    // ingest cannot read a routed topic
+    let ingest: BaseConsumer = as_service(&mut p, "ingest").create().unwrap();
+    ingest.subscribe(&["routed.adt.v1"]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut error = None;
+    while error.is_none() && Instant::now() < deadline {
+        if let Some(Err(e)) = ingest.poll(Duration::from_millis(500)) {
+            error = Some(e.to_string());
+        }
+    }
+    let error = error.unwrap_or_default();
+    assert!(error.contains("uthoriz"), "ingest read routed.adt.v1: {error:?}");
+    // normalise cannot take route's transactional id
+    let mut c = as_service(&mut p, "normalise");
+    c.set("transactional.id", "sluice-route-stolen");
+    let thief: rdkafka::producer::BaseProducer = c.create().unwrap();
+    let init = rdkafka::producer::Producer::init_transactions(&thief, Duration::from_secs(15));
+    assert!(
+        init.as_ref().is_err_and(|e| e.to_string().contains("uthoriz")),
+        "normalise used route's transactional id: {init:?}"
+    );
+    println!("refusals: route -> identity.links.v1: {refused}; ingest <- routed.adt.v1: {error}");
+}

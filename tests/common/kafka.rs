@@ -225,9 +225,40 @@ impl KafkaCluster {
         serde_json::from_value(serde_json::Value::Object(m)).unwrap()
     }
 
-    /// Lets every service user do everything on every topic, group and transactional id (the
-    /// test stand-in for per-service ACLs, which come from the topology later). No-op without
-    /// an authorizer.
+    /// Grants each service user exactly its least-privilege ACLs, derived from the topology and
+    /// applied with `sluice topology acls --apply` (Kafka's AclCommand on the admin's
+    /// credentials), and waits until every broker lists them. No-op without an authorizer.
+    pub fn grant_least_privilege(&self) {
+        if self.security == Security::Plaintext {
+            return;
+        }
+        let out = super::run_ok(
+            Command::new(env!("CARGO_BIN_EXE_sluice"))
+                .args([
+                    "topology",
+                    "acls",
+                    "--apply",
+                    "--bootstrap-server",
+                    &self.bootstrap,
+                    "--command-config",
+                ])
+                .arg(self.prepared["admin_properties"].as_str().unwrap())
+                .arg("--kafka-libs")
+                .arg(tool("kafka/lib")),
+        );
+        let want: usize = sluice::acls::all(&[], "User:").unwrap().iter().map(|(_, a)| a.len()).sum();
+        assert!(out.contains(&format!("{want} ACL bindings")), "{out}");
+        super::run_ok(
+            Command::new(tool("venv/bin/python"))
+                .arg(repo().join("tests/python/kafka_wait_acls.py"))
+                .arg(&self.bootstrap)
+                .arg(serde_json::to_string(&self.user("admin")).unwrap())
+                .arg(want.to_string()),
+        );
+    }
+
+    /// Lets every service user do everything on every topic, group and transactional id (for a
+    /// test that needs a permissive cluster). No-op without an authorizer.
     pub fn grant_all(&self) {
         if self.security == Security::Plaintext {
             return;

@@ -257,7 +257,7 @@ impl Pipeline {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         if let Broker::Kafka(k) = &broker {
-            k.grant_all();
+            k.grant_least_privilege();
         }
         let mut p = Pipeline {
             bootstrap: admin.bootstrap_servers.clone(),
