@@ -208,3 +208,50 @@ async fn mllp_to_routed_topics_exactly_once_through_kill_restart_and_resend() {
     );
     println!("{text}");
 }
+
+/// Readiness means consuming: a SIGKILLed stage restarted onto a backlog reports ready only once
+/// the group has given it its partitions (all of them: it is the only member) and it knows where
+/// to resume on each, not while it waits to join. It rejoins at once (static membership), and
+/// its first transaction follows; both times are printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_stage_is_ready_only_once_it_consumes_its_partitions() {
+    let mut p = Pipeline::start_on(BrokerKind::exactly_once(), &[]).await;
+    let topology = sluice_model::topology::Topology::load().unwrap();
+    let inputs: f64 = topology.consumed_by("route").map(|t| f64::from(t.partitions)).sum();
+    let warm = sluice::generate::messages(50, 30);
+    for (code, _) in send_phase(p.mllp_port, &warm, 2).await {
+        assert_eq!(code, "AA");
+    }
+    let _ = p.wait_routed(&hl7_event_ids(&warm), Duration::from_secs(120)).await;
+    // killed mid-membership: the broker still counts the dead process in route's group
+    p.kill("route");
+    let backlog = sluice::generate::messages(300, 31);
+    for (code, _) in send_phase(p.mllp_port, &backlog, 4).await {
+        assert_eq!(code, "AA");
+    }
+    p.start_service("route");
+    let started = Instant::now();
+    let url = p.metrics_url("route").replace("/metrics", "/readyz");
+    loop {
+        if reqwest::get(&url).await.is_ok_and(|r| r.status().is_success()) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(90), "route never became ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ready_after = started.elapsed();
+    let assigned = p.metric("route", r#"sluice_runtime_assigned_partitions{service="route"}"#).await;
+    assert_eq!(assigned, inputs, "ready before it held its partitions");
+    let committed = r#"sluice_runtime_transactions_total{result="committed",service="route"}"#;
+    while p.metric("route", committed).await < 1.0 {
+        assert!(started.elapsed() < Duration::from_secs(90), "route ready but never committed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let committed_after = started.elapsed();
+    let mut all = warm.clone();
+    all.extend(backlog);
+    p.wait_routed(&hl7_event_ids(&all), Duration::from_secs(120))
+        .await
+        .assert_exactly_once(&hl7_event_ids(&all));
+    println!("restarted route: ready after {ready_after:?}, first commit after {committed_after:?} ({inputs} partitions)");
+}

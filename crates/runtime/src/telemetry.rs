@@ -60,6 +60,7 @@ pub struct RuntimeMetrics {
     pub process_seconds: HistogramVec,
     pub infrastructure_errors: IntCounterVec,
     pub ready: IntGaugeVec,
+    pub assigned_partitions: IntGaugeVec,
 }
 
 pub fn runtime_metrics() -> &'static RuntimeMetrics {
@@ -108,6 +109,11 @@ pub fn runtime_metrics() -> &'static RuntimeMetrics {
             &["service", "kind"],
         ),
         ready: gauge("sluice_runtime_ready", "1 when the service is ready", &["service"]),
+        assigned_partitions: gauge(
+            "sluice_runtime_assigned_partitions",
+            "input partitions the consumer group gave this instance",
+            &["service"],
+        ),
     })
 }
 

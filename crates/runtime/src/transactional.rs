@@ -67,9 +67,12 @@ pub struct Stage<'a> {
 }
 
 /// Sets a flag when partitions are revoked, so an open batch holding records of a revoked
-/// partition is aborted instead of committed under a stale assignment.
+/// partition is aborted instead of committed under a stale assignment; and another while this
+/// member holds an assignment from the group (possibly empty: an idle spare member), so the
+/// stage reports ready only once it consumes its partitions, not while it waits to join.
 struct RebalanceFlag {
     revoked: Arc<AtomicBool>,
+    assigned: Arc<AtomicBool>,
     service: &'static str,
 }
 
@@ -83,6 +86,19 @@ impl ConsumerContext for RebalanceFlag {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(_) = rebalance {
             self.revoked.store(true, Ordering::SeqCst);
+            self.assigned.store(false, Ordering::SeqCst);
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(partitions) = rebalance {
+            runtime_metrics()
+                .assigned_partitions
+                .with_label_values(&[self.service])
+                .set(i64::try_from(partitions.count()).unwrap_or(i64::MAX));
+            self.assigned.store(true, Ordering::SeqCst);
+        } else {
+            runtime_metrics().assigned_partitions.with_label_values(&[self.service]).set(0);
         }
     }
 }
@@ -167,9 +183,14 @@ pub fn run<P: Processor>(stage: Stage<'_>, make: impl FnOnce() -> anyhow::Result
         .create_with_context(kafka::ClientLog { service: svc })
         .map_err(RuntimeError::Client)?;
     let revoked = Arc::new(AtomicBool::new(false));
+    let assigned = Arc::new(AtomicBool::new(false));
     let consumer: BaseConsumer<RebalanceFlag> = kafka::read_committed_consumer(&cfg.kafka, &instance, &crate::group_id(svc))
+        // static membership: a restarted instance (same stable id) takes its partitions back
+        // at once instead of waiting out the session of its killed incarnation
+        .set("group.instance.id", &instance)
         .create_with_context(RebalanceFlag {
             revoked: revoked.clone(),
+            assigned: assigned.clone(),
             service: svc,
         })
         .map_err(RuntimeError::Client)?;
@@ -192,6 +213,8 @@ pub fn run<P: Processor>(stage: Stage<'_>, make: impl FnOnce() -> anyhow::Result
     let mut committed_here: HashMap<(String, i32), i64> = HashMap::new();
     let batch_max = Duration::from_millis(cfg.batch_max_ms);
     let mut draining_since: Option<Instant> = None;
+    // the committed offsets of the current assignment were read (readiness)
+    let mut resumable = false;
     let grace = Duration::from_secs(cfg.drain_grace_secs);
 
     loop {
@@ -216,14 +239,22 @@ pub fn run<P: Processor>(stage: Stage<'_>, make: impl FnOnce() -> anyhow::Result
             if rebalanced {
                 // another member may own (and advance) these partitions now
                 committed_here.clear();
+                resumable = false;
             }
             if rebalanced && batch.is_some() {
                 failed = Some(("rebalance", None));
             } else {
                 match polled {
                     None => {
-                        if batch.is_none() {
-                            stage.readiness.set(true);
+                        // nothing waiting, the group has given it its partitions and the
+                        // coordinator has said where to resume on each of them: it is consuming
+                        if batch.is_none() && assigned.load(Ordering::SeqCst) {
+                            if !resumable {
+                                resumable = consumer.committed(Duration::from_secs(5)).is_ok();
+                            }
+                            if resumable {
+                                stage.readiness.set(true);
+                            }
                         }
                     }
                     Some(Err(e)) => {
