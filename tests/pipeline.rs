@@ -211,8 +211,8 @@ async fn mllp_to_routed_topics_exactly_once_through_kill_restart_and_resend() {
 
 /// Readiness means consuming: a SIGKILLed stage restarted onto a backlog reports ready only once
 /// the group has given it its partitions (all of them: it is the only member) and it knows where
-/// to resume on each, not while it waits to join. It rejoins at once (static membership), and
-/// its first transaction follows; both times are printed.
+/// to resume on each, not while it waits to join (the group holds the killed member's partitions
+/// until its session times out). Both times, to ready and to the first transaction, are printed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_restarted_stage_is_ready_only_once_it_consumes_its_partitions() {
     let mut p = Pipeline::start_on(BrokerKind::exactly_once(), &[]).await;

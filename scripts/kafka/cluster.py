@@ -165,7 +165,7 @@ def node_properties(a, i: int, nodes: list[dict], dirs: dict, store_pw: str | No
         "controller.quorum.bootstrap.servers": ",".join(f"127.0.0.1:{x['controller_port']}" for x in nodes),
         "listeners": f"CLIENT://127.0.0.1:{me['port']},INTERNAL://127.0.0.1:{me['internal_port']},"
                      f"CONTROLLER://127.0.0.1:{me['controller_port']}",
-        "advertised.listeners": f"CLIENT://127.0.0.1:{me['port']},INTERNAL://127.0.0.1:{me['internal_port']},"
+        "advertised.listeners": f"CLIENT://127.0.0.1:{me['advertised_port']},INTERNAL://127.0.0.1:{me['internal_port']},"
                                 f"CONTROLLER://127.0.0.1:{me['controller_port']}",
         "listener.security.protocol.map": f"CLIENT:{client_proto},INTERNAL:{internal_proto},"
                                           f"CONTROLLER:{internal_proto}",
@@ -317,7 +317,7 @@ def prepare(a) -> dict:
     root = Path(a.dir).resolve()
     lib = Path(a.lib).resolve() if a.lib else default_lib().resolve()
     key = {"brokers": a.brokers, "security": a.security, "base_port": a.base_port, "lib": str(lib),
-           "heap": a.heap, "heap_min": a.heap_min, "jit": a.jit}
+           "heap": a.heap, "heap_min": a.heap_min, "jit": a.jit, "advertise": a.client_advertised_ports}
     state = root / "cluster.json"
     if state.exists():
         prev = json.loads(state.read_text())
@@ -339,7 +339,10 @@ def prepare(a) -> dict:
             check_free(p)
     else:
         ports = free_ports(3 * n)
-    nodes = [{"id": i + 1, "port": ports[i], "internal_port": ports[n + i],
+    advertised = [int(x) for x in a.client_advertised_ports.split(",")] if a.client_advertised_ports else ports[:n]
+    if len(advertised) != n:
+        raise Fail(f"--client-advertised-ports names {len(advertised)} ports for {n} brokers")
+    nodes = [{"id": i + 1, "port": ports[i], "internal_port": ports[n + i], "advertised_port": advertised[i],
               "controller_port": ports[2 * n + i], "directory_id": kafka_uuid()} for i in range(n)]
 
     dirs = {"root": root}
@@ -385,12 +388,12 @@ def prepare(a) -> dict:
             fmt += ["--add-scram", f"{SCRAM}=[name={u},password={pw}]"]
         formats.append(fmt)
         out_nodes.append({"id": nd["id"], "cmd": cmd, "log": str(log), "data": str(ndirs["data"]),
-                          "port": nd["port"], "internal_port": nd["internal_port"],
+                          "port": nd["port"], "advertised_port": nd["advertised_port"], "internal_port": nd["internal_port"],
                           "controller_port": nd["controller_port"], "config": str(props)})
     with ThreadPoolExecutor(max_workers=min(n, 3)) as ex:
         list(ex.map(run, formats))
     result = {
-        "bootstrap": ",".join(f"127.0.0.1:{x['port']}" for x in nodes),
+        "bootstrap": ",".join(f"127.0.0.1:{x['advertised_port']}" for x in nodes),
         "cluster_id": cluster_id,
         "kafka_version": kafka_version(lib),
         "nodes": out_nodes,
@@ -465,6 +468,9 @@ def main() -> int:
         s.add_argument("--security", choices=["plaintext", "sasl_ssl", "mtls"], default="plaintext")
         s.add_argument("--base-port", type=int, default=0,
                        help="client ports N.., inter-broker N+brokers.., controller N+2*brokers..")
+        s.add_argument("--client-advertised-ports", default="",
+                       help="comma-separated: the ports clients are told to use (a TCP proxy in front of "
+                            "each node's client listener, which a test can cut); default the listeners' own")
         s.add_argument("--lib", help="Kafka jars (default ${SLUICE_TOOLS_DIR:-<repo>/.tools}/kafka/lib)")
         s.add_argument("--java", help="java 17+ (default $SLUICE_JAVA, $JAVA_HOME/bin/java, PATH)")
         s.add_argument("--heap", default="512m", help="-Xmx per node")

@@ -113,13 +113,32 @@ fn install() {
 impl KafkaCluster {
     /// Prepares and starts a three-node cluster and waits until every node listens.
     pub fn start(security: Security) -> KafkaCluster {
+        KafkaCluster::start_advertising(security, &[])
+    }
+
+    /// A cluster whose client listeners sit behind `proxies` (one per node, in node order):
+    /// the nodes advertise the proxies' ports and each proxy forwards to its node.
+    pub fn start_behind(security: Security, proxies: &[super::proxy::Proxy]) -> KafkaCluster {
+        let ports: Vec<u16> = proxies.iter().map(|p| p.port).collect();
+        let cluster = KafkaCluster::start_advertising(security, &ports);
+        let rt = tokio::runtime::Handle::current();
+        for (proxy, node) in proxies.iter().zip(&cluster.nodes) {
+            proxy.forward_to(node.port, &rt);
+        }
+        cluster
+    }
+
+    fn start_advertising(security: Security, advertised: &[u16]) -> KafkaCluster {
         let slot = slot();
         install();
         let dir = tempfile::Builder::new().prefix("sluice-kafka-").tempdir().unwrap();
+        let advertised: Vec<String> = advertised.iter().map(u16::to_string).collect();
         let out = super::run_ok(
             Command::new("python3")
                 .arg(repo().join("scripts/kafka/cluster.py"))
-                .args(["prepare", "--brokers", "3", "--security", security.arg(), "--dir"])
+                .args(["prepare", "--brokers", "3", "--security", security.arg()])
+                .args(["--client-advertised-ports", &advertised.join(",")])
+                .arg("--dir")
                 .arg(dir.path()),
         );
         let prepared: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -179,6 +198,77 @@ impl KafkaCluster {
     pub fn restart(&mut self, i: usize) {
         assert!(self.nodes[i].proc.is_none(), "node {i} is running");
         self.nodes[i].spawn();
+    }
+
+    /// Moves the leadership of every partition with more than one replica (the pipeline's
+    /// topics and Kafka's own offsets and transaction-state topics) to another node: the
+    /// replica lists are reordered (no data moves) and a preferred-leader election is run, with
+    /// Kafka's own tools. Returns how many partitions changed leader.
+    pub fn move_leaders(&self) -> usize {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let admin: BaseConsumer = self.client_config("admin").create().unwrap();
+        let leaders = |c: &BaseConsumer| -> BTreeMap<(String, i32), (i32, Vec<i32>)> {
+            let meta = c.fetch_metadata(None, Duration::from_secs(20)).unwrap();
+            meta.topics()
+                .iter()
+                .flat_map(|t| {
+                    t.partitions()
+                        .iter()
+                        .map(|p| ((t.name().to_owned(), p.id()), (p.leader(), p.replicas().to_vec())))
+                })
+                .collect()
+        };
+        let before = leaders(&admin);
+        let moves: Vec<serde_json::Value> = before
+            .iter()
+            .filter(|(_, (_, r))| r.len() > 1)
+            .map(|((topic, partition), (leader, replicas))| {
+                let mut r = replicas.clone();
+                while r[0] == *leader {
+                    r.rotate_left(1);
+                }
+                serde_json::json!({"topic": topic, "partition": partition, "replicas": r})
+            })
+            .collect();
+        let plan = self.dir.path().join("leader-moves.json");
+        std::fs::write(&plan, serde_json::json!({"version": 1, "partitions": moves}).to_string()).unwrap();
+        let tool = |class: &str, args: &[&str]| {
+            super::run_ok(
+                Command::new("java")
+                    .args(["-Xmx256m", "-XX:TieredStopAtLevel=1", "-cp"])
+                    .arg(self.prepared["classpath"].as_str().unwrap())
+                    .arg(class)
+                    .args(["--bootstrap-server", &self.bootstrap, "--command-config"])
+                    .arg(self.prepared["admin_properties"].as_str().unwrap())
+                    .args(args),
+            )
+        };
+        let plan = plan.to_str().unwrap();
+        tool(
+            "org.apache.kafka.tools.reassign.ReassignPartitionsCommand",
+            &["--reassignment-json-file", plan, "--execute"],
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !tool(
+            "org.apache.kafka.tools.reassign.ReassignPartitionsCommand",
+            &["--reassignment-json-file", plan, "--verify"],
+        )
+        .lines()
+        .filter(|l| l.starts_with("Reassignment of partition"))
+        .all(|l| l.contains("is completed"))
+        {
+            assert!(Instant::now() < deadline, "replica reordering did not complete");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        tool(
+            "org.apache.kafka.tools.LeaderElectionCommand",
+            &["--election-type", "preferred", "--all-topic-partitions"],
+        );
+        let after = leaders(&admin);
+        before
+            .iter()
+            .filter(|(k, (l, _))| after.get(*k).is_some_and(|(l2, _)| l2 != l))
+            .count()
     }
 
     /// Sends a signal (STOP, CONT, ...) to every running node.

@@ -18,7 +18,9 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod abuse;
+pub mod chaos;
 pub mod kafka;
+pub mod proxy;
 
 pub use kafka::{KafkaCluster, Security};
 
@@ -58,6 +60,22 @@ pub fn corpus_messages() -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// Removes every inherited variable whose name starts with a prefix.
+trait EnvsRemovePrefixed {
+    fn envs_remove_prefixed(&mut self, prefix: &str) -> &mut Self;
+}
+
+impl EnvsRemovePrefixed for Command {
+    fn envs_remove_prefixed(&mut self, prefix: &str) -> &mut Self {
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with(prefix) {
+                self.env_remove(k);
+            }
+        }
+        self
+    }
+}
+
 pub struct Proc {
     pub child: Child,
 }
@@ -85,6 +103,9 @@ impl Proc {
 pub enum BrokerKind {
     Tansu,
     Kafka(Security),
+    /// Apache Kafka (plaintext) with a [`proxy::Proxy`] in front of each node's client listener
+    /// ([`Pipeline::proxies`]), so a test can cut every client connection.
+    KafkaBehindProxies,
 }
 
 impl BrokerKind {
@@ -155,6 +176,8 @@ pub struct Pipeline {
     logs: tempfile::TempDir,
     pub registry: Proc,
     pub broker: Broker,
+    /// With [`BrokerKind::KafkaBehindProxies`]: one per node.
+    pub proxies: Vec<proxy::Proxy>,
     http_ports: HashMap<&'static str, u16>,
     /// Per service: the `SLUICE_RUNTIME__KAFKA__*` variables of its Kafka user.
     kafka_env: HashMap<&'static str, Vec<(String, String)>>,
@@ -220,6 +243,7 @@ impl Pipeline {
     /// Starts the broker, the registry, the topics and every service, and waits until all are
     /// ready.
     pub async fn start_on(kind: BrokerKind, env: &[(&'static str, &str, &str)]) -> Pipeline {
+        let mut proxies = Vec::new();
         let (broker, admin, replication, kafka_env) = match kind {
             BrokerKind::Tansu => {
                 let bport = free_port();
@@ -238,6 +262,18 @@ impl Pipeline {
                 let admin = cluster.kafka_config("admin");
                 let envs = SERVICES.iter().map(|s| (*s, kafka::service_env(&cluster.user(s)))).collect();
                 (Broker::Kafka(cluster), admin, 3, envs)
+            }
+            BrokerKind::KafkaBehindProxies => {
+                let ps: Vec<proxy::Proxy> = (0..3).map(|_| proxy::Proxy::bind()).collect();
+                let (cluster, ps) = tokio::task::spawn_blocking(move || {
+                    let c = KafkaCluster::start_behind(Security::Plaintext, &ps);
+                    (c, ps)
+                })
+                .await
+                .unwrap();
+                proxies = ps;
+                let admin = cluster.kafka_config("admin");
+                (Broker::Kafka(cluster), admin, 3, HashMap::new())
             }
         };
         let rport = free_port();
@@ -271,6 +307,7 @@ impl Pipeline {
             logs: tempfile::tempdir().unwrap(),
             registry,
             broker,
+            proxies,
             http_ports: HashMap::new(),
             kafka_env,
         };
@@ -310,8 +347,7 @@ impl Pipeline {
         let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .args(["run", service])
             // the harness's own SLUICE_TEST_* variables are not service settings
-            .env_remove("SLUICE_TEST_LOG")
-            .env_remove("SLUICE_TEST_BROKER")
+            .envs_remove_prefixed("SLUICE_TEST_")
             .env("SLUICE_RUNTIME__KAFKA__BOOTSTRAP_SERVERS", &self.bootstrap)
             .env("SLUICE_RUNTIME__SCHEMA_REGISTRY_URL", &self.registry_url)
             .env("SLUICE_RUNTIME__HTTP_ADDR", format!("127.0.0.1:{http}"))
@@ -362,6 +398,14 @@ impl Pipeline {
     /// What one process (by its key) logged so far.
     pub fn log_of(&self, key: &str) -> String {
         std::fs::read_to_string(self.logs.path().join(format!("{key}.log"))).unwrap_or_default()
+    }
+
+    /// Copies every process's log into `to` (kept after the test, for a long run's analysis).
+    pub fn copy_logs(&self, to: &std::path::Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(self.logs.path()).unwrap().flatten() {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
     }
 
     /// Everything the services logged so far.

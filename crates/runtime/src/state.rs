@@ -27,6 +27,10 @@ impl rdkafka::consumer::ConsumerContext for QuietEof {}
 /// moving) before giving up and letting the process exit.
 const RETRY_FOR: Duration = Duration::from_secs(60);
 
+/// How long the loader goes on reading after every partition has reached its end once, when
+/// records keep arriving (another instance writing).
+const SETTLE: Duration = Duration::from_secs(2);
+
 /// Calls `f` until it succeeds or [`RETRY_FOR`] has passed.
 fn retrying<T>(what: &str, mut f: impl FnMut() -> Result<T, rdkafka::error::KafkaError>) -> anyhow::Result<T> {
     let deadline = Instant::now() + RETRY_FOR;
@@ -54,10 +58,14 @@ fn refused(e: &rdkafka::error::KafkaError) -> bool {
 }
 
 /// Reads every committed record of `topic` from the beginning and hands each (key, value) to
-/// `apply`, in partition order. It stops when every partition has reached its end and nothing
-/// new arrived for a short quiet period (end offsets alone can read low right after a write on
-/// some brokers). Callers must have fenced their previous producer first (init_transactions),
-/// so no open transaction of theirs holds the read back.
+/// `apply`, in partition order. It stops once every partition has reached its end at least once
+/// (with `read_committed`, the end is the last stable offset at that moment, so everything
+/// committed before the call has been read) and then either nothing new arrived for a short
+/// quiet period or [`SETTLE`] has passed: another instance writing to the topic all the time
+/// must not keep a restarting one loading forever, and a broker whose end offsets read low
+/// right after a write still gets a moment to show the write. Callers must have fenced their
+/// previous producer first (init_transactions), so no open transaction of theirs holds the
+/// read back.
 pub fn read_topic(cfg: &KafkaConfig, topic: &str, mut apply: impl FnMut(Option<&[u8]>, Option<&[u8]>)) -> anyhow::Result<u64> {
     let mut c = kafka::base(cfg, "sluice-state-loader");
     c.set("group.id", "sluice-state-loader")
@@ -78,6 +86,8 @@ pub fn read_topic(cfg: &KafkaConfig, topic: &str, mut apply: impl FnMut(Option<&
     }
     consumer.assign(&tpl)?;
     let mut at_end: std::collections::HashSet<i32> = std::collections::HashSet::new();
+    let mut reached: std::collections::HashSet<i32> = std::collections::HashSet::new();
+    let mut all_reached: Option<Instant> = None;
     let mut last_record = Instant::now();
     let quiet = Duration::from_millis(500);
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -92,13 +102,18 @@ pub fn read_topic(cfg: &KafkaConfig, topic: &str, mut apply: impl FnMut(Option<&
             }
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
                 at_end.insert(p);
+                reached.insert(p);
+                if reached.len() == partitions.len() && all_reached.is_none() {
+                    all_reached = Some(Instant::now());
+                }
             }
             Some(Err(e)) if refused(&e) => anyhow::bail!("reading {topic} failed: {e}"),
             // a broker restarting or a leader moving: the consumer reconnects on its own
             Some(Err(e)) => tracing::debug!(error = %e, topic, "state loader consumer error"),
             None => {}
         }
-        if at_end.len() == partitions.len() && last_record.elapsed() > quiet {
+        let settled = all_reached.is_some_and(|t| t.elapsed() > SETTLE);
+        if all_reached.is_some() && ((at_end.len() == partitions.len() && last_record.elapsed() > quiet) || settled) {
             return Ok(n);
         }
     }

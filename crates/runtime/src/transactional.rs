@@ -185,9 +185,9 @@ pub fn run<P: Processor>(stage: Stage<'_>, make: impl FnOnce() -> anyhow::Result
     let revoked = Arc::new(AtomicBool::new(false));
     let assigned = Arc::new(AtomicBool::new(false));
     let consumer: BaseConsumer<RebalanceFlag> = kafka::read_committed_consumer(&cfg.kafka, &instance, &crate::group_id(svc))
-        // static membership: a restarted instance (same stable id) takes its partitions back
-        // at once instead of waiting out the session of its killed incarnation
-        .set("group.instance.id", &instance)
+        // dynamic membership on purpose: with a static group.instance.id, librdkafka turns a
+        // session timeout during a network cut into a fatal "fenced by other consumer with
+        // the same group.instance.id" (measured in the chaos suite; confluentinc/librdkafka#3437)
         .create_with_context(RebalanceFlag {
             revoked: revoked.clone(),
             assigned: assigned.clone(),
@@ -260,6 +260,15 @@ pub fn run<P: Processor>(stage: Stage<'_>, make: impl FnOnce() -> anyhow::Result
                     Some(Err(e)) => {
                         metrics.infrastructure_errors.with_label_values(&[svc, "consume"]).inc();
                         tracing::debug!(service = svc, error = %e, "consumer error");
+                        // a consumer librdkafka has given up on never recovers: stop, so the
+                        // process exits and its supervisor starts a fresh one
+                        if let Some((code, reason)) = consumer.client().fatal_error() {
+                            tracing::error!(service = svc, ?code, reason, "fatal consumer error, stopping");
+                            if batch.is_some() {
+                                let _ = abort(&producer, svc);
+                            }
+                            return Err(RuntimeError::Fatal { op: "consume", source: e });
+                        }
                     }
                     Some(Ok(msg)) => {
                         metrics.consumed.with_label_values(&[svc]).inc();
