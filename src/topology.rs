@@ -24,6 +24,10 @@ pub enum Command {
     },
     /// Print (or apply) the least-privilege ACLs of every service
     Acls(crate::acls::Args),
+    /// Print the topics and each service's ACLs as the Helm chart reads them
+    /// (`helm/sluice/files/topology.json`, from which it renders Strimzi KafkaTopic and
+    /// KafkaUser objects)
+    ChartData,
     /// Check topology, schemas, route rules and service configuration against each other
     Check {
         /// Route rules file to check (the built-in one when absent)
@@ -72,6 +76,51 @@ pub async fn apply(cfg: &KafkaConfig, replication: i32) -> anyhow::Result<usize>
         }
     }
     Ok(created)
+}
+
+/// The topics (name, partitions, topic configuration) and every service's ACLs in Strimzi's
+/// terms, for the chart. Config values are strings, as Helm would print large numbers read
+/// from JSON in exponent notation.
+pub fn chart_data() -> anyhow::Result<serde_json::Value> {
+    use sluice_model::topology::AclPattern;
+    let topology = Topology::load()?;
+    let topics: Vec<serde_json::Value> = topology
+        .topics
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "name": t.name,
+                "partitions": t.partitions,
+                "config": {"cleanup.policy": t.cleanup_policy, "retention.ms": t.retention_ms.to_string()},
+            })
+        })
+        .collect();
+    let users: Vec<serde_json::Value> = sluice_model::topology::SERVICES
+        .iter()
+        .map(|service| {
+            // one Strimzi ACL rule per resource, with all its operations
+            let mut rules: std::collections::BTreeMap<(String, String, String), Vec<&str>> = Default::default();
+            for a in topology.acls(service, "") {
+                let pattern = if a.pattern == AclPattern::Prefixed { "prefix" } else { "literal" };
+                rules
+                    .entry((a.resource.as_str().to_owned(), a.name.clone(), pattern.to_owned()))
+                    .or_default()
+                    .push(a.operation);
+            }
+            let acls: Vec<serde_json::Value> = rules
+                .into_iter()
+                .map(|((kind, name, pattern), ops)| {
+                    serde_json::json!({"resource": {"type": kind, "name": name, "patternType": pattern}, "operations": ops})
+                })
+                .collect();
+            serde_json::json!({"service": service, "acls": acls})
+        })
+        .collect();
+    Ok(serde_json::json!({
+        "generated_by": "sluice topology chart-data (from topology/topics.yaml); tests/helm.rs checks it is current",
+        "topics": topics,
+        "users": users,
+    }))
 }
 
 /// Every disagreement found, as readable lines. Empty means all agree.
@@ -156,6 +205,10 @@ pub async fn run(c: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Acls(a) => crate::acls::run(a),
+        Command::ChartData => {
+            println!("{}", serde_json::to_string_pretty(&chart_data()?)?);
+            Ok(())
+        }
         Command::Check { rules } => {
             let problems = check(rules.as_deref())?;
             if problems.is_empty() {

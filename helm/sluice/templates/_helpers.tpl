@@ -25,6 +25,13 @@ containers:
       {{- with .root.Values.kafka.saslMechanism }}
       - {name: SLUICE_RUNTIME__KAFKA__SASL_MECHANISM, value: {{ . | quote }}}
       {{- end }}
+      {{- $user := printf "%s%s" .root.Values.kafka.userPrefix .name }}
+      {{- $sasl := hasPrefix "sasl" .root.Values.kafka.securityProtocol }}
+      {{- if and .root.Values.kafka.perServiceUsers $sasl }}
+      - {name: SLUICE_RUNTIME__KAFKA__SASL_USERNAME, value: {{ $user | quote }}}
+      - name: SLUICE_RUNTIME__KAFKA__SASL_PASSWORD
+        valueFrom: {secretKeyRef: {name: {{ $user | quote }}, key: password}}
+      {{- else if not .root.Values.kafka.perServiceUsers }}
       {{- with .root.Values.kafka.saslUsername }}
       - {name: SLUICE_RUNTIME__KAFKA__SASL_USERNAME, value: {{ . | quote }}}
       {{- end }}
@@ -32,11 +39,13 @@ containers:
       - name: SLUICE_RUNTIME__KAFKA__SASL_PASSWORD
         valueFrom: {secretKeyRef: {name: {{ . | quote }}, key: password}}
       {{- end }}
+      {{- end }}
       {{- if .root.Values.kafka.tls.secret }}
       - {name: SLUICE_RUNTIME__KAFKA__SSL_CA_LOCATION, value: /etc/sluice/kafka-tls/ca.crt}
       {{- if .root.Values.kafka.tls.clientCertificate }}
-      - {name: SLUICE_RUNTIME__KAFKA__SSL_CERTIFICATE_LOCATION, value: /etc/sluice/kafka-tls/user.crt}
-      - {name: SLUICE_RUNTIME__KAFKA__SSL_KEY_LOCATION, value: /etc/sluice/kafka-tls/user.key}
+      {{- $dir := ternary "/etc/sluice/kafka-user" "/etc/sluice/kafka-tls" .root.Values.kafka.perServiceUsers }}
+      - {name: SLUICE_RUNTIME__KAFKA__SSL_CERTIFICATE_LOCATION, value: {{ printf "%s/user.crt" $dir }}}
+      - {name: SLUICE_RUNTIME__KAFKA__SSL_KEY_LOCATION, value: {{ printf "%s/user.key" $dir }}}
       {{- end }}
       {{- end }}
       - {name: SLUICE_RUNTIME__SCHEMA_REGISTRY_URL, value: {{ .root.Values.schemaRegistryUrl | quote }}}
@@ -59,13 +68,21 @@ containers:
     readinessProbe: {httpGet: {path: /readyz, port: metrics}, periodSeconds: 5}
     resources: {{ toJson .root.Values.resources }}
     securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}}
+    {{- $userCert := and .root.Values.kafka.perServiceUsers .root.Values.kafka.tls.clientCertificate }}
     {{- if .root.Values.kafka.tls.secret }}
     volumeMounts:
       - {name: kafka-tls, mountPath: /etc/sluice/kafka-tls, readOnly: true}
+      {{- if $userCert }}
+      - {name: kafka-user, mountPath: /etc/sluice/kafka-user, readOnly: true}
+      {{- end }}
     {{- end }}
 {{- if .root.Values.kafka.tls.secret }}
 volumes:
   - name: kafka-tls
     secret: {secretName: {{ .root.Values.kafka.tls.secret | quote }}}
+  {{- if and .root.Values.kafka.perServiceUsers .root.Values.kafka.tls.clientCertificate }}
+  - name: kafka-user
+    secret: {secretName: {{ printf "%s%s" .root.Values.kafka.userPrefix .name | quote }}}
+  {{- end }}
 {{- end }}
 {{- end }}
