@@ -121,6 +121,9 @@ pub struct Patient {
     pub addresses: Vec<Address>,
     pub death_time: Option<Timestamp>,
     pub deceased: Option<String>,
+    /// PID-9: other names the patient is known by (PID-5 repetitions are in `names`).
+    #[serde(default)]
+    pub aliases: Vec<PersonName>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
