@@ -7,8 +7,10 @@
 
 pub mod broker;
 pub mod generate;
+pub mod identity;
 pub mod load;
 pub mod pathological;
+pub mod population;
 pub mod send;
 pub mod topology;
 pub mod up;

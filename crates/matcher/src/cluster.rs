@@ -91,8 +91,11 @@ pub struct Observation {
     /// The strongest edge that holds the record in its enterprise id, or the best candidate.
     pub best: Option<Edge>,
     pub candidates: Vec<Candidate>,
-    /// The message must be held for review.
+    /// The message must be held for review: the record is new to its enterprise id and
+    /// scores in the review band against another (or it is already held and still does).
     pub hold: bool,
+    /// The record was held (subject of an open review item) before this message.
+    pub was_held: bool,
     pub changes: Vec<Change>,
 }
 
@@ -392,7 +395,10 @@ impl Index {
         }
         let mut candidates: Vec<Candidate> = by_epi.into_values().collect();
         candidates.sort_by(|x, y| y.score.total_cmp(&x.score).then_with(|| x.key.cmp(&y.key)));
-        let hold = self.node(id).held() || (group.len() == 1 && !candidates.is_empty());
+        // held while the question stands: alone, with a candidate in the review band; a
+        // record already held whose new evidence answered the question is released
+        let was_held = self.node(id).held();
+        let hold = group.len() == 1 && !candidates.is_empty();
         let merged = r.changes.iter().any(|c| c.kind == "merged");
         let (outcome, rule) = match (&best, existing.is_some(), merged) {
             (_, _, true) => ("merged", best.as_ref().map(|b| b.kind.rule()).unwrap_or("exact_key")),
@@ -419,6 +425,7 @@ impl Index {
             best,
             candidates,
             hold,
+            was_held,
             changes: r.changes,
         })
     }

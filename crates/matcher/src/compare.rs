@@ -134,9 +134,9 @@ impl Index {
         }
         let authorities =
             |n: &crate::index::Node| -> Vec<String> { n.keys().filter_map(crate::profile::authority_of).map(str::to_owned).collect() };
-        let ax = authorities(x);
-        if !ax.is_empty() && authorities(y).iter().any(|a| ax.contains(a)) {
-            l[MRN] = 0;
+        let (ax, ay) = (authorities(x), authorities(y));
+        if !ax.is_empty() && !ay.is_empty() {
+            l[MRN] = if ay.iter().any(|a| ax.contains(a)) { 0 } else { 1 };
         }
         Levels(l)
     }

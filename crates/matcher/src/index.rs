@@ -318,32 +318,17 @@ impl Index {
 
     /// The open transaction aborted: every change since the last commit is undone.
     pub fn abort(&mut self) {
-        while let Some(u) = self.journal.pop() {
-            match u {
-                Undo::Pushed => {
-                    self.nodes.pop();
-                }
-                Undo::Node(id, node) => {
-                    if let Some(n) = self.nodes.get_mut(id as usize) {
-                        *n = *node;
-                    }
-                }
-                Undo::Posting(h, Some(p)) => {
-                    self.postings.insert(h, p);
-                }
-                Undo::Posting(h, None) => {
-                    self.postings.remove(&h);
-                }
-                Undo::Arena(len) => self.arena.truncate(len),
-            }
-        }
+        let all = std::mem::take(&mut self.journal);
+        self.journal_undo(all);
         self.saved.clear();
         self.dirty.clear();
     }
 
     /// Records changed since the last call, by key order of their ids.
     pub fn take_dirty(&mut self) -> Vec<NodeId> {
-        std::mem::take(&mut self.dirty).into_iter().collect()
+        let len = self.nodes.len() as NodeId;
+        // a record added and rolled back is gone
+        std::mem::take(&mut self.dirty).into_iter().filter(|n| *n < len).collect()
     }
 
     pub(crate) fn node(&self, id: NodeId) -> &Node {
@@ -665,5 +650,44 @@ impl Index {
         self.absorb(id, keys, profile);
         self.take_dirty();
         Some(id)
+    }
+}
+
+impl Index {
+    /// A point inside the open transaction to roll back to (for one input whose changes must
+    /// be undone while the rest of the transaction stays).
+    pub fn savepoint(&mut self) -> usize {
+        // changes after this point journal the state they start from again
+        self.saved.clear();
+        self.journal.len()
+    }
+
+    /// Undoes every change since [`Index::savepoint`] returned `at`.
+    pub fn rollback(&mut self, at: usize) {
+        let tail = self.journal.split_off(at.min(self.journal.len()));
+        self.journal_undo(tail);
+        self.saved.clear();
+    }
+
+    fn journal_undo(&mut self, mut tail: Vec<Undo>) {
+        while let Some(u) = tail.pop() {
+            match u {
+                Undo::Pushed => {
+                    self.nodes.pop();
+                }
+                Undo::Node(id, node) => {
+                    if let Some(n) = self.nodes.get_mut(id as usize) {
+                        *n = *node;
+                    }
+                }
+                Undo::Posting(h, Some(p)) => {
+                    self.postings.insert(h, p);
+                }
+                Undo::Posting(h, None) => {
+                    self.postings.remove(&h);
+                }
+                Undo::Arena(len) => self.arena.truncate(len),
+            }
+        }
     }
 }

@@ -31,7 +31,7 @@ pub const LEVELS: [&[&str]; 8] = [
     &["exact", "same_district", "different"],
     &["exact", "same_house_and_street", "different"],
     &["same", "different"],
-    &["same_authority_other_number"],
+    &["same_authority_other_number", "other_authority"],
 ];
 
 /// The level code of a value missing on either side.

@@ -864,6 +864,41 @@ mod tests {
             },
         );
         round_trip(&set, &DeadLetterAudit::default());
+        round_trip(
+            &set,
+            &IdentityState {
+                key: "record|mrn|A|1".into(),
+                record: Some(IdentityRecord {
+                    key: "mrn|A|1".into(),
+                    names: vec![RecordName {
+                        family: "X".into(),
+                        given: "Y".into(),
+                        other: true,
+                    }],
+                    birth_dates: vec![19800101],
+                    held: true,
+                    ..Default::default()
+                }),
+                item: Some(ReviewItem {
+                    held: vec![vec![0, 1, 2]],
+                    subject: Some(PersonSummary::default()),
+                    candidates: vec![ReviewCandidate {
+                        comparisons: vec![Comparison {
+                            field: "sex".into(),
+                            level: "same".into(),
+                            weight: 1.0,
+                        }],
+                        person: Some(PersonSummary::default()),
+                        ..Default::default()
+                    }],
+                    decisions: vec![AppliedDecision::default()],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        );
+        round_trip(&set, &IdentityChange::default());
+        round_trip(&set, &IdentityDecision::default());
     }
 
     #[test]
