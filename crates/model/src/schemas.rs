@@ -151,7 +151,10 @@ fn inline(v: &Value, ns: &str, defs: &BTreeMap<String, Value>, seen: &mut HashSe
             if let (Some(Value::String(t)), Some(Value::String(n))) = (o.get("type"), o.get("name"))
                 && matches!(t.as_str(), "record" | "enum" | "fixed")
             {
-                seen.insert(full_name(n, &ns));
+                // a type defined where it is used, already defined earlier: named, not again
+                if !seen.insert(full_name(n, &ns)) {
+                    return Ok(Value::String(full_name(n, &ns)));
+                }
             }
             for (k, child) in o {
                 let child = match k.as_str() {
