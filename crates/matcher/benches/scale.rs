@@ -53,7 +53,8 @@ fn nhs(rng: &mut Rng) -> u64 {
 fn message(person: u64, site: u64, seed: u64) -> (Vec<Key>, Profile) {
     let mut rng = Rng(person.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ seed ^ 0x1234_5678);
     rng.next();
-    let family = word(&mut rng, 2 + rng.below(2));
+    let parts = 2 + rng.below(2);
+    let family = word(&mut rng, parts);
     let given = word(&mut rng, 2);
     let dob = 1930_0000 + rng.below(90) as u32 * 10_000 + (1 + rng.below(12) as u32) * 100 + 1 + rng.below(28) as u32;
     let sex = if rng.below(2) == 0 { b'F' } else { b'M' };
@@ -173,13 +174,25 @@ fn run(patients: u64) {
     let bytes: usize = encoded.iter().map(Vec::len).sum();
     drop(ix);
     let t = Instant::now();
-    let states: Vec<IdentityState> = encoded
-        .iter()
-        .map(|v| {
-            let (_, body) = wire::split(v).unwrap();
-            wire::decode(schema, schema, body).unwrap()
-        })
-        .collect();
+    // decoded on every core, as identifier-match does at start-up
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let chunk = encoded.len().div_ceil(threads).max(1);
+    let states: Vec<IdentityState> = std::thread::scope(|s| {
+        let parts: Vec<_> = encoded
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|v| {
+                            let (_, body) = wire::split(v).unwrap();
+                            wire::decode::<IdentityState>(schema, schema, body).unwrap()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        parts.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
     let decoded = t.elapsed();
     let mut loaded = Index::new(weights);
     loaded.load(states.into_iter().filter_map(|s| s.record));

@@ -29,7 +29,8 @@ pub(crate) const NONE: u32 = u32::MAX;
 pub(crate) const RETIRED: u8 = 1;
 pub(crate) const HELD: u8 = 2;
 
-/// Keys of the posting map are already hashes.
+/// Keys of the posting maps are already hashes; 32-bit ones are spread over the 64 bits
+/// hashbrown looks at.
 #[derive(Default)]
 pub(crate) struct PassHasher(u64);
 
@@ -42,12 +43,15 @@ impl Hasher for PassHasher {
             self.0 = self.0.rotate_left(8) ^ u64::from(*b);
         }
     }
+    fn write_u32(&mut self, v: u32) {
+        self.0 = u64::from(v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
     fn write_u64(&mut self, v: u64) {
-        self.0 = v;
+        self.0 = v.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
 }
 
-type Postings = HashMap<u64, Posting, BuildHasherDefault<PassHasher>>;
+type Pass = BuildHasherDefault<PassHasher>;
 
 /// The records under one hash: a key, an NHS number, an enterprise id or a block.
 #[derive(Debug, Clone)]
@@ -68,6 +72,78 @@ impl Posting {
     }
 }
 
+const OVERFLOW: u32 = u32::MAX - 1;
+
+/// Every lookup structure, compact: one map per kind (keys, NHS numbers, enterprise ids,
+/// blocks) from a 32-bit hash to the first record there (9 bytes a slot), and a side map for
+/// the few hashes with more than one record. A 32-bit hash can collide: every lookup checks the
+/// records it finds (keys, NHS numbers, ids), and a block collision only adds a candidate.
+#[derive(Default)]
+pub(crate) struct Postings {
+    one: [HashMap<u32, u32, Pass>; 4],
+    many: [HashMap<u32, Box<[u32]>, Pass>; 4],
+}
+
+fn split(h: u64) -> (usize, u32) {
+    (((h >> 56) as usize).min(3), h as u32)
+}
+
+impl Postings {
+    pub(crate) fn get(&self, h: u64) -> Option<Posting> {
+        let (m, k) = split(h);
+        let first = *self.one[m].get(&k)?;
+        Some(if first == OVERFLOW {
+            Posting::Overflow
+        } else if let Some(v) = self.many[m].get(&k) {
+            Posting::Many(v.clone())
+        } else {
+            Posting::One(first)
+        })
+    }
+
+    pub(crate) fn ids(&self, h: u64) -> &[NodeId] {
+        let (m, k) = split(h);
+        if let Some(v) = self.many[m].get(&k) {
+            return v;
+        }
+        match self.one[m].get(&k) {
+            Some(x) if *x != OVERFLOW => std::slice::from_ref(x),
+            _ => &[],
+        }
+    }
+
+    pub(crate) fn set(&mut self, h: u64, p: Option<Posting>) {
+        let (m, k) = split(h);
+        match p {
+            None => {
+                self.one[m].remove(&k);
+                self.many[m].remove(&k);
+            }
+            Some(Posting::One(x)) => {
+                self.one[m].insert(k, x);
+                self.many[m].remove(&k);
+            }
+            Some(Posting::Many(v)) => {
+                self.one[m].insert(k, v.first().copied().unwrap_or(OVERFLOW));
+                self.many[m].insert(k, v);
+            }
+            Some(Posting::Overflow) => {
+                self.one[m].insert(k, OVERFLOW);
+                self.many[m].remove(&k);
+            }
+        }
+    }
+
+    pub(crate) fn approx_bytes(&self) -> usize {
+        self.one.iter().map(|m| m.capacity() * 9).sum::<usize>()
+            + self
+                .many
+                .iter()
+                .map(|m| m.capacity() * 25 + m.values().map(|v| v.len() * 4).sum::<usize>())
+                .sum::<usize>()
+    }
+}
+
 /// What kind of thing a posting hash is of.
 #[derive(Clone, Copy)]
 pub(crate) enum Of {
@@ -77,18 +153,22 @@ pub(crate) enum Of {
     Block(u8),
 }
 
+/// A posting hash: the map (top byte) and 32 bits of hash.
 pub(crate) fn hash_of(of: Of, parts: &[&[u8]]) -> u64 {
     let mut h = std::hash::DefaultHasher::new();
-    match of {
-        Of::Key => 1u8.hash(&mut h),
-        Of::Nhs => 2u8.hash(&mut h),
-        Of::Epi => 3u8.hash(&mut h),
-        Of::Block(b) => (10 + b).hash(&mut h),
-    }
+    let map: u64 = match of {
+        Of::Key => 0,
+        Of::Nhs => 1,
+        Of::Epi => 2,
+        Of::Block(b) => {
+            (10 + b).hash(&mut h);
+            3
+        }
+    };
     for p in parts {
         p.hash(&mut h);
     }
-    h.finish()
+    (map << 56) | u64::from(h.finish() as u32)
 }
 
 /// One source record. Fixed size; rare extras live in `more`.
@@ -362,14 +442,14 @@ impl Index {
 
     fn save_posting(&mut self, h: u64) {
         if self.journalling {
-            let before = self.postings.get(&h).cloned();
+            let before = self.postings.get(h);
             self.journal.push(Undo::Posting(h, before));
         }
     }
 
     /// Adds a record to a posting; a posting longer than `limit` becomes [`Posting::Overflow`].
     pub(crate) fn post(&mut self, h: u64, id: NodeId, limit: usize) {
-        let next = match self.postings.get(&h) {
+        let next = match self.postings.get(h) {
             None => Posting::One(id),
             Some(Posting::Overflow) => return,
             Some(p) if p.ids().contains(&id) => return,
@@ -381,11 +461,11 @@ impl Index {
             }
         };
         self.save_posting(h);
-        self.postings.insert(h, next);
+        self.postings.set(h, Some(next));
     }
 
     pub(crate) fn unpost(&mut self, h: u64, id: NodeId) {
-        let next = match self.postings.get(&h) {
+        let next = match self.postings.get(h) {
             Some(p @ (Posting::One(_) | Posting::Many(_))) if p.ids().contains(&id) => {
                 let v: Vec<NodeId> = p.ids().iter().copied().filter(|x| *x != id).collect();
                 match v.as_slice() {
@@ -397,14 +477,11 @@ impl Index {
             _ => return,
         };
         self.save_posting(h);
-        match next {
-            Some(p) => self.postings.insert(h, p),
-            None => self.postings.remove(&h),
-        };
+        self.postings.set(h, next);
     }
 
     pub(crate) fn posting(&self, h: u64) -> &[NodeId] {
-        self.postings.get(&h).map(Posting::ids).unwrap_or(&[])
+        self.postings.ids(h)
     }
 
     /// The live record that holds `key` (following merges).
@@ -629,12 +706,7 @@ impl Index {
                 .iter()
                 .map(|n| n.key.len() + n.more.as_ref().map_or(0, |_| 160))
                 .sum::<usize>();
-        let postings = self.postings.capacity() * (8 + std::mem::size_of::<Posting>() + 1)
-            + self
-                .postings
-                .values()
-                .map(|p| if let Posting::Many(v) = p { v.len() * 4 } else { 0 })
-                .sum::<usize>();
+        let postings = self.postings.approx_bytes();
         nodes + postings + self.arena.capacity() + self.names.strs.iter().map(|s| s.len() + 48).sum::<usize>()
     }
 }
@@ -680,12 +752,7 @@ impl Index {
                         *n = *node;
                     }
                 }
-                Undo::Posting(h, Some(p)) => {
-                    self.postings.insert(h, p);
-                }
-                Undo::Posting(h, None) => {
-                    self.postings.remove(&h);
-                }
+                Undo::Posting(h, p) => self.postings.set(h, p),
                 Undo::Arena(len) => self.arena.truncate(len),
             }
         }

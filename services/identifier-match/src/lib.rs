@@ -244,7 +244,7 @@ pub fn latest_trusted(
 /// Reads the matcher's records and open review items back from `identity.records.v1`.
 pub fn load(cfg: &Config, store: Arc<SchemaStore>, handle: &tokio::runtime::Handle) -> anyhow::Result<Resolver> {
     let started = std::time::Instant::now();
-    let mut states = Vec::new();
+    let mut raw: Vec<Vec<u8>> = Vec::new();
     let mut bad = 0u64;
     sluice_runtime::state::read_topic(&cfg.runtime.kafka, names::RECORDS, |_, value| {
         let Some(v) = value else { return };
@@ -252,11 +252,24 @@ pub fn load(cfg: &Config, store: Arc<SchemaStore>, handle: &tokio::runtime::Hand
             bad += 1;
             return;
         }
-        match store.decode::<IdentityState>(v) {
-            Ok(s) => states.push(s),
-            Err(_) => bad += 1,
-        }
+        raw.push(v.to_vec());
     })?;
+    // decoding is most of a start-up at a million records: every core takes a share
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let chunk = raw.len().div_ceil(threads).max(1);
+    let decoded: Vec<Option<IdentityState>> = std::thread::scope(|s| {
+        let parts: Vec<_> = raw
+            .chunks(chunk)
+            .map(|part| {
+                let store = &store;
+                s.spawn(move || part.iter().map(|v| store.decode::<IdentityState>(v).ok()).collect::<Vec<_>>())
+            })
+            .collect();
+        parts.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+    });
+    drop(raw);
+    bad += decoded.iter().filter(|s| s.is_none()).count() as u64;
+    let states: Vec<IdentityState> = decoded.into_iter().flatten().collect();
     if bad > 0 {
         anyhow::bail!("{bad} identity records could not be read: refusing to match on a partial index");
     }
