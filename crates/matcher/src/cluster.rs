@@ -244,8 +244,8 @@ impl Index {
 
         // ids: the NHS number's for the cluster holding the smallest-keyed record with it
         let mut nhs_owner: BTreeMap<u64, (Box<str>, usize)> = BTreeMap::new();
-        for i in 0..set.len() {
-            let n = self.node(set[i]);
+        for (i, id) in set.iter().enumerate() {
+            let n = self.node(*id);
             if n.nhs != 0 {
                 let r = root(&mut parent, i);
                 let e = nhs_owner.entry(n.nhs).or_insert_with(|| (n.key.clone(), r));

@@ -65,7 +65,9 @@ impl Index {
     pub fn load(&mut self, records: impl IntoIterator<Item = IdentityRecord>) {
         let journalling = self.journalling();
         self.set_journalling(false);
-        let mut pending: Vec<(NodeId, Vec<String>, Vec<String>, Option<String>)> = Vec::new();
+        // decisions and merges name other records: resolved once every record is in
+        type Later = (NodeId, Vec<String>, Vec<String>, Option<String>);
+        let mut pending: Vec<Later> = Vec::new();
         for r in records {
             let id = match self.find_key_exact(&r.key) {
                 Some(id) => id,

@@ -148,14 +148,14 @@ fn refuse(status: StatusCode, route: &'static str, message: &str) -> Response {
 }
 
 impl Api {
-    fn caller(&self, headers: &HeaderMap, route: &'static str, need_reviewer: bool) -> Result<Caller, Response> {
+    fn caller(&self, headers: &HeaderMap, route: &'static str, need_reviewer: bool) -> Result<Caller, Box<Response>> {
         let presented = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
         let Some(presented) = presented else {
-            return Err(refuse(StatusCode::UNAUTHORIZED, route, "a bearer token is required"));
+            return Err(Box::new(refuse(StatusCode::UNAUTHORIZED, route, "a bearer token is required")));
         };
         // every token is compared, in time independent of where they differ
         let mut found = None;
@@ -165,10 +165,10 @@ impl Api {
             }
         }
         let Some(t) = found else {
-            return Err(refuse(StatusCode::UNAUTHORIZED, route, "unknown token"));
+            return Err(Box::new(refuse(StatusCode::UNAUTHORIZED, route, "unknown token")));
         };
         if need_reviewer && t.role != "reviewer" {
-            return Err(refuse(StatusCode::FORBIDDEN, route, "deciding needs the reviewer role"));
+            return Err(Box::new(refuse(StatusCode::FORBIDDEN, route, "deciding needs the reviewer role")));
         }
         Ok(Caller {
             actor: t.actor.clone(),
@@ -176,29 +176,31 @@ impl Api {
         })
     }
 
-    fn items(&self, route: &'static str) -> Result<ReviewView, Response> {
-        self.view
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .ok_or_else(|| refuse(StatusCode::SERVICE_UNAVAILABLE, route, "the identity index is still loading"))
+    fn items(&self, route: &'static str) -> Result<ReviewView, Box<Response>> {
+        self.view.lock().unwrap_or_else(|e| e.into_inner()).clone().ok_or_else(|| {
+            Box::new(refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                route,
+                "the identity index is still loading",
+            ))
+        })
     }
 
-    async fn write(&self, d: &IdentityDecision, route: &'static str) -> Result<(), Response> {
+    async fn write(&self, d: &IdentityDecision, route: &'static str) -> Result<(), Box<Response>> {
         let value = self
             .store
             .encode(names::DECISIONS, d)
-            .map_err(|_| refuse(StatusCode::INTERNAL_SERVER_ERROR, route, "decision could not be encoded"))?;
+            .map_err(|_| Box::new(refuse(StatusCode::INTERNAL_SERVER_ERROR, route, "decision could not be encoded")))?;
         let key = d.item_id.clone().or(d.record_key.clone()).unwrap_or_default();
         self.producer
             .send(names::DECISIONS, key.as_bytes(), &value, &[])
             .await
             .map_err(|_| {
-                refuse(
+                Box::new(refuse(
                     StatusCode::SERVICE_UNAVAILABLE,
                     route,
                     "kafka did not confirm the decision: nothing changed, try again",
-                )
+                ))
             })
     }
 }
@@ -221,11 +223,11 @@ fn summary(i: &ReviewItem) -> Value {
 async fn list(State(api): State<Api>, headers: HeaderMap, Query(f): Query<Filter>) -> Response {
     const ROUTE: &str = "list";
     if let Err(r) = api.caller(&headers, ROUTE, false) {
-        return r;
+        return *r;
     }
     let view = match api.items(ROUTE) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let items = view.read().unwrap_or_else(|e| e.into_inner());
     let mut out: Vec<&ReviewItem> = items
@@ -246,11 +248,11 @@ async fn list(State(api): State<Api>, headers: HeaderMap, Query(f): Query<Filter
 async fn show(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     const ROUTE: &str = "show";
     if let Err(r) = api.caller(&headers, ROUTE, false) {
-        return r;
+        return *r;
     }
     let view = match api.items(ROUTE) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let items = view.read().unwrap_or_else(|e| e.into_inner());
     let Some(i) = items.get(&id) else {
@@ -293,7 +295,7 @@ async fn decide(State(api): State<Api>, headers: HeaderMap, Path(id): Path<Strin
     const ROUTE: &str = "decide";
     let caller = match api.caller(&headers, ROUTE, true) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if b.reason.trim().is_empty() {
         return refuse(StatusCode::BAD_REQUEST, ROUTE, "a reason is required");
@@ -306,7 +308,7 @@ async fn decide(State(api): State<Api>, headers: HeaderMap, Path(id): Path<Strin
     }
     let view = match api.items(ROUTE) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let item = view.read().unwrap_or_else(|e| e.into_inner()).get(&id).cloned();
     let Some(item) = item else {
@@ -333,7 +335,7 @@ async fn decide(State(api): State<Api>, headers: HeaderMap, Path(id): Path<Strin
         at: sluice_runtime::now_micros(),
     };
     if let Err(r) = api.write(&d, ROUTE).await {
-        return r;
+        return *r;
     }
     tracing::info!(action = %d.action, "review decision accepted");
     metrics().api_requests.with_label_values(&[ROUTE, "202"]).inc();
@@ -356,7 +358,7 @@ async fn not_same(State(api): State<Api>, headers: HeaderMap, Json(b): Json<NotS
     const ROUTE: &str = "not_same";
     let caller = match api.caller(&headers, ROUTE, true) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if b.reason.trim().is_empty() || b.record_key.trim().is_empty() || b.target_enterprise_id.trim().is_empty() {
         return refuse(
@@ -377,7 +379,7 @@ async fn not_same(State(api): State<Api>, headers: HeaderMap, Json(b): Json<NotS
         at: sluice_runtime::now_micros(),
     };
     if let Err(r) = api.write(&d, ROUTE).await {
-        return r;
+        return *r;
     }
     metrics().api_requests.with_label_values(&[ROUTE, "202"]).inc();
     (
