@@ -210,9 +210,37 @@ impl std::fmt::Display for Report {
     }
 }
 
+/// The messages through the identity decisions in time order, in process, with the compiled-in
+/// weights: every record's enterprise id at the end (by record key) and which messages were held.
+pub fn run_in_process(pop: &Population, review_rounds: usize) -> anyhow::Result<(HashMap<String, String>, Vec<bool>)> {
+    let (r, held, _) = drive(pop, Arc::new(Weights::default_weights()), review_rounds)?;
+    let mut out = HashMap::new();
+    for m in &pop.messages {
+        let key = format!("mrn|{}|{}", m.site, m.mrn);
+        if let Some(n) = r.index.find_key(&key) {
+            out.insert(key, r.index.epi_of(n));
+        }
+    }
+    Ok((out, held))
+}
+
 /// Runs the messages through the identity decisions in order and scores the result. A
 /// simulated reviewer decides every open item `review_rounds` times over the run, by the truth.
 pub fn bench(pop: &Population, weights: Arc<Weights>, review_rounds: usize) -> anyhow::Result<Report> {
+    let (r, held, decisions) = drive(pop, weights, review_rounds)?;
+    // the final enterprise id of every record
+    let final_epi = |key: &str| r.index.find_key(key).map(|n| r.index.epi_of(n));
+    let mut report = score(pop, &held, final_epi);
+    report.decisions = decisions;
+    report.still_held = r
+        .view()
+        .read()
+        .map(|v| v.values().map(|i| i.held_event_ids.len()).sum())
+        .unwrap_or(0);
+    Ok(report)
+}
+
+fn drive(pop: &Population, weights: Arc<Weights>, review_rounds: usize) -> anyhow::Result<(Resolver, Vec<bool>, usize)> {
     let mut r = Resolver::new(Index::new(weights), Box::new(JsonCodec));
     let mut held: Vec<bool> = Vec::with_capacity(pop.messages.len());
     let person_of: HashMap<String, usize> = pop
@@ -238,16 +266,7 @@ pub fn bench(pop: &Population, weights: Arc<Weights>, review_rounds: usize) -> a
             decisions += review(&mut r, &person_of, i as i64);
         }
     }
-    // the final enterprise id of every record
-    let final_epi = |key: &str| r.index.find_key(key).map(|n| r.index.epi_of(n));
-    let mut report = score(pop, &held, final_epi);
-    report.decisions = decisions;
-    report.still_held = r
-        .view()
-        .read()
-        .map(|v| v.values().map(|i| i.held_event_ids.len()).sum())
-        .unwrap_or(0);
-    Ok(report)
+    Ok((r, held, decisions))
 }
 
 /// The simulated reviewer: every open item about a record is decided by the truth (link to the
