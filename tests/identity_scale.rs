@@ -27,14 +27,10 @@ fn profile(p: u64, site: u64) -> (Vec<Key>, Profile) {
         "AB", "AL", "AN", "BRO", "CHA", "DON", "EL", "GER", "HIL", "KE", "LIN", "MOR", "NOR", "PE", "RO", "SON", "TON", "WIL",
     ];
     let w = |salt: u64, n: u64| (0..n).map(|i| syl[(h(salt + i) % syl.len() as u64) as usize]).collect::<String>();
-    let nhs = loop {
-        let nine = 100_000_000 + h(7) % 899_999_999;
-        let d: Vec<u32> = format!("{nine:09}").chars().filter_map(|c| c.to_digit(10)).collect();
-        if let Some(c) = sluice_model::nhs::check_digit(&d) {
-            break nine * 10 + u64::from(c);
-        }
-        break 0;
-    };
+    // a valid NHS number, or none when the nine digits have no check digit (1 in 11)
+    let nine = 100_000_000 + h(7) % 899_999_999;
+    let d: Vec<u32> = format!("{nine:09}").chars().filter_map(|c| c.to_digit(10)).collect();
+    let nhs = sluice_model::nhs::check_digit(&d).map_or(0, |c| nine * 10 + u64::from(c));
     let carries = nhs != 0 && (h(site + 11) % 10) < 6;
     let mut keys = vec![Key {
         key: format!("mrn|S{site}|{p:08}"),
