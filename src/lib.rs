@@ -8,8 +8,10 @@
 pub mod acls;
 pub mod broker;
 pub mod generate;
+pub mod identity;
 pub mod load;
 pub mod pathological;
+pub mod population;
 pub mod send;
 pub mod topology;
 pub mod up;

@@ -1,7 +1,7 @@
 //! `sluice`: the command line. The logic lives in the library half (`src/lib.rs`).
 
 use clap::{Parser, Subcommand};
-use sluice::{broker, generate, load, send, topology, up};
+use sluice::{broker, generate, identity, load, send, topology, up};
 
 #[derive(Parser)]
 #[command(name = "sluice", version, about = "clinical integration pipeline on Kafka")]
@@ -40,6 +40,9 @@ enum Command {
     Send(send::Args),
     /// Write realistic synthetic HL7 v2 messages (NHS numbers from the 999 test range)
     Generate(generate::Args),
+    /// Patient matching tools: estimate weights, score a synthetic population
+    #[command(subcommand)]
+    Identity(identity::Command),
     /// Offer synthetic HL7 v2 traffic over MLLP at a fixed rate (open loop) and report ACK latency
     Load(load::Args),
 }
@@ -68,5 +71,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Send(a) => send::run(a).await,
         Command::Generate(a) => generate::run(a),
         Command::Load(a) => load::run(a).await,
+        Command::Identity(c) => identity::run(c),
     }
 }

@@ -117,7 +117,10 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let (sd, h, c) = (
         shutdown.clone(),
         health.clone(),
-        sluice_identifier_match::Config { runtime: rt.clone() },
+        sluice_identifier_match::Config {
+            runtime: rt.clone(),
+            ..Default::default()
+        },
     );
     services.spawn(async move { ("identifier-match", sluice_identifier_match::run(c, sd, h).await) });
     let (sd, h, c) = (

@@ -121,6 +121,9 @@ pub struct Patient {
     pub addresses: Vec<Address>,
     pub death_time: Option<Timestamp>,
     pub deceased: Option<String>,
+    /// PID-9: other names the patient is known by (PID-5 repetitions are in `names`).
+    #[serde(default)]
+    pub aliases: Vec<PersonName>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -393,15 +396,168 @@ pub struct Immunisation {
     pub site: Option<Coded>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct MatchResult {
     pub outcome: String,
     pub rule: String,
     pub evidence: Vec<String>,
     pub ignored: Vec<String>,
+    #[serde(default)]
+    pub score: Option<f64>,
+    #[serde(default)]
+    pub comparisons: Vec<Comparison>,
+    #[serde(default)]
+    pub candidates: Vec<ReviewCandidate>,
+    #[serde(default)]
+    pub record_key: Option<String>,
+    #[serde(default)]
+    pub review_item: Option<String>,
+    #[serde(default)]
+    pub decision_id: Option<String>,
+    #[serde(default)]
+    pub weights_version: String,
+}
+
+/// One field of a comparison between two records: its level and weight.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Comparison {
+    pub field: String,
+    pub level: String,
+    pub weight: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ReviewCandidate {
+    pub enterprise_id: String,
+    pub record_key: String,
+    pub score: f64,
+    pub comparisons: Vec<Comparison>,
+    pub person: Option<PersonSummary>,
+}
+
+/// What the matcher knows of a record, folded, for a reviewer to compare side by side.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct PersonSummary {
+    pub record_keys: Vec<String>,
+    pub nhs_number: Option<String>,
+    pub names: Vec<String>,
+    pub birth_dates: Vec<String>,
+    pub sex: Option<String>,
+    pub postcodes: Vec<String>,
+    pub addresses: Vec<String>,
+}
+
+/// identifier-match's state (identity.records.v1): a record or a review item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct IdentityState {
+    pub key: String,
+    pub record: Option<IdentityRecord>,
+    pub item: Option<ReviewItem>,
+    pub input_topic: String,
+    pub input_partition: i32,
+    pub input_offset: i64,
+    pub updated_at: Micros,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct RecordName {
+    pub family: String,
+    pub given: String,
+    pub other: bool,
+}
+
+/// One source record as the matcher keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct IdentityRecord {
+    pub key: String,
+    pub enterprise_id: String,
+    pub keys: Vec<String>,
+    pub nhs_number: Option<String>,
+    pub names: Vec<RecordName>,
+    pub birth_dates: Vec<i32>,
+    pub sex: Option<String>,
+    pub postcodes: Vec<String>,
+    pub addresses: Vec<String>,
+    pub not_same: Vec<String>,
+    pub linked: Vec<String>,
+    pub merged_into: Option<String>,
+    #[serde(default)]
+    pub held: bool,
+}
+
+/// A question for a person: the held events and what the matcher found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ReviewItem {
+    pub item_id: String,
+    pub status: String,
+    pub rule: String,
+    pub record_key: Option<String>,
+    pub enterprise_id: Option<String>,
+    pub subject: Option<PersonSummary>,
+    pub candidates: Vec<ReviewCandidate>,
+    #[serde(with = "byte_vecs")]
+    pub held: Vec<Vec<u8>>,
+    pub held_event_ids: Vec<String>,
+    pub opened_at: Micros,
+    pub closed_at: Option<Micros>,
+    pub decisions: Vec<AppliedDecision>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct AppliedDecision {
+    pub decision_id: String,
+    pub action: String,
+    pub target_enterprise_id: Option<String>,
+    pub actor: String,
+    pub reason: String,
+    pub at: Micros,
+    pub outcome: String,
+}
+
+/// An enterprise id that changed (identity.changes.v1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct IdentityChange {
+    pub change_id: String,
+    pub kind: String,
+    pub from_enterprise_id: String,
+    pub to_enterprise_id: String,
+    pub records: Vec<String>,
+    pub rule: String,
+    pub source_event_id: Option<String>,
+    pub decision_id: Option<String>,
+    pub at: Micros,
+}
+
+/// A reviewer's decision (identity.decisions.v1), the audit record of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct IdentityDecision {
+    pub decision_id: String,
+    pub action: String,
+    pub item_id: Option<String>,
+    pub record_key: Option<String>,
+    pub target_enterprise_id: Option<String>,
+    pub reason: String,
+    pub actor: String,
+    pub role: String,
+    pub at: Micros,
+}
+
+/// `Vec<Vec<u8>>` as an Avro array of bytes.
+mod byte_vecs {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
+        let wrapped: Vec<serde_bytes::ByteBuf> = v.iter().map(|b| serde_bytes::ByteBuf::from(b.clone())).collect();
+        wrapped.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
+        let wrapped: Vec<serde_bytes::ByteBuf> = Vec::deserialize(d)?;
+        Ok(wrapped.into_iter().map(serde_bytes::ByteBuf::into_vec).collect())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct MatchedEvent {
     pub event: ClinicalEvent,
     pub enterprise_id: Option<String>,
@@ -504,7 +660,10 @@ record!(
     SeenEvent,
     FhirBundle,
     DeadLetter,
-    DeadLetterAudit
+    DeadLetterAudit,
+    IdentityState,
+    IdentityChange,
+    IdentityDecision
 );
 
 #[cfg(test)]
@@ -705,6 +864,41 @@ mod tests {
             },
         );
         round_trip(&set, &DeadLetterAudit::default());
+        round_trip(
+            &set,
+            &IdentityState {
+                key: "record|mrn|A|1".into(),
+                record: Some(IdentityRecord {
+                    key: "mrn|A|1".into(),
+                    names: vec![RecordName {
+                        family: "X".into(),
+                        given: "Y".into(),
+                        other: true,
+                    }],
+                    birth_dates: vec![19800101],
+                    held: true,
+                    ..Default::default()
+                }),
+                item: Some(ReviewItem {
+                    held: vec![vec![0, 1, 2]],
+                    subject: Some(PersonSummary::default()),
+                    candidates: vec![ReviewCandidate {
+                        comparisons: vec![Comparison {
+                            field: "sex".into(),
+                            level: "same".into(),
+                            weight: 1.0,
+                        }],
+                        person: Some(PersonSummary::default()),
+                        ..Default::default()
+                    }],
+                    decisions: vec![AppliedDecision::default()],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        );
+        round_trip(&set, &IdentityChange::default());
+        round_trip(&set, &IdentityDecision::default());
     }
 
     #[test]

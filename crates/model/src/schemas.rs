@@ -17,6 +17,9 @@ pub const FILES: &[(&str, &str)] = &[
     ("fhir_bundle.avsc", include_str!("../../../schemas/fhir_bundle.avsc")),
     ("dead_letter.avsc", include_str!("../../../schemas/dead_letter.avsc")),
     ("dead_letter_audit.avsc", include_str!("../../../schemas/dead_letter_audit.avsc")),
+    ("identity_state.avsc", include_str!("../../../schemas/identity_state.avsc")),
+    ("identity_change.avsc", include_str!("../../../schemas/identity_change.avsc")),
+    ("identity_decision.avsc", include_str!("../../../schemas/identity_decision.avsc")),
 ];
 
 const NAMESPACE: &str = "sluice.v1";
@@ -32,10 +35,13 @@ pub enum RecordType {
     FhirBundle,
     DeadLetter,
     DeadLetterAudit,
+    IdentityState,
+    IdentityChange,
+    IdentityDecision,
 }
 
 impl RecordType {
-    pub const ALL: [RecordType; 8] = [
+    pub const ALL: [RecordType; 11] = [
         RecordType::RawMessage,
         RecordType::ClinicalEvent,
         RecordType::MatchedEvent,
@@ -44,6 +50,9 @@ impl RecordType {
         RecordType::FhirBundle,
         RecordType::DeadLetter,
         RecordType::DeadLetterAudit,
+        RecordType::IdentityState,
+        RecordType::IdentityChange,
+        RecordType::IdentityDecision,
     ];
 
     pub fn name(self) -> &'static str {
@@ -56,6 +65,9 @@ impl RecordType {
             RecordType::FhirBundle => "FhirBundle",
             RecordType::DeadLetter => "DeadLetter",
             RecordType::DeadLetterAudit => "DeadLetterAudit",
+            RecordType::IdentityState => "IdentityState",
+            RecordType::IdentityChange => "IdentityChange",
+            RecordType::IdentityDecision => "IdentityDecision",
         }
     }
 
@@ -139,7 +151,10 @@ fn inline(v: &Value, ns: &str, defs: &BTreeMap<String, Value>, seen: &mut HashSe
             if let (Some(Value::String(t)), Some(Value::String(n))) = (o.get("type"), o.get("name"))
                 && matches!(t.as_str(), "record" | "enum" | "fixed")
             {
-                seen.insert(full_name(n, &ns));
+                // a type defined where it is used, already defined earlier: named, not again
+                if !seen.insert(full_name(n, &ns)) {
+                    return Ok(Value::String(full_name(n, &ns)));
+                }
             }
             for (k, child) in o {
                 let child = match k.as_str() {

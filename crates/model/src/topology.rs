@@ -172,6 +172,9 @@ pub mod names {
     pub const MATCHED: &str = "clinical.matched.v1";
     pub const LINKS: &str = "identity.links.v1";
     pub const REVIEW: &str = "identity.review.v1";
+    pub const RECORDS: &str = "identity.records.v1";
+    pub const CHANGES: &str = "identity.changes.v1";
+    pub const DECISIONS: &str = "identity.decisions.v1";
     pub const DL_INGEST: &str = "deadletter.ingest.v1";
     pub const DL_NORMALISE: &str = "deadletter.normalise.v1";
     pub const DL_MATCH: &str = "deadletter.identifier-match.v1";
@@ -186,6 +189,9 @@ pub mod names {
         MATCHED,
         LINKS,
         REVIEW,
+        RECORDS,
+        CHANGES,
+        DECISIONS,
         DL_INGEST,
         DL_NORMALISE,
         DL_MATCH,

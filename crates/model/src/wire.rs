@@ -56,6 +56,8 @@ pub fn encode<T: Serialize>(schema: &Schema, id: u32, record: &T) -> Result<Vec<
 /// Decodes an Avro body written with `writer` into the reader's shape.
 pub fn decode<T: DeserializeOwned>(writer: &Schema, reader: &Schema, body: &[u8]) -> Result<T, WireError> {
     let mut cursor = body;
-    let value = from_avro_datum(writer, &mut cursor, Some(reader)).map_err(|e| WireError::Decode(Box::new(e)))?;
+    // the same schema needs no resolution (most reads: a record written by this version)
+    let reader = if std::ptr::eq(writer, reader) { None } else { Some(reader) };
+    let value = from_avro_datum(writer, &mut cursor, reader).map_err(|e| WireError::Decode(Box::new(e)))?;
     from_value(&value).map_err(|e| WireError::Decode(Box::new(e)))
 }

@@ -31,6 +31,8 @@ pub struct SchemaStore {
     own: SchemaSet,
     by_id: RwLock<HashMap<u32, Arc<Schema>>>,
     writer_ids: RwLock<HashMap<String, u32>>,
+    /// Whether a writer schema is this build's own schema of a record type (then no resolution).
+    same_as_own: RwLock<HashMap<(u32, sluice_model::schemas::RecordType), bool>>,
 }
 
 impl SchemaStore {
@@ -40,6 +42,7 @@ impl SchemaStore {
             own: SchemaSet::load()?,
             by_id: RwLock::default(),
             writer_ids: RwLock::default(),
+            same_as_own: RwLock::default(),
         })
     }
 
@@ -93,7 +96,25 @@ impl SchemaStore {
             .get(&id)
             .cloned()
             .ok_or(DecodeError::UnknownSchema(id))?;
-        Ok(wire::decode(&writer, self.own.get(T::TYPE), body)?)
+        let own = self.own.get(T::TYPE);
+        let cached = self
+            .same_as_own
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(id, T::TYPE))
+            .copied();
+        let same = match cached {
+            Some(same) => same,
+            None => {
+                let same = writer.canonical_form() == own.canonical_form();
+                self.same_as_own
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert((id, T::TYPE), same);
+                same
+            }
+        };
+        Ok(wire::decode(if same { own } else { &writer }, own, body)?)
     }
 }
 

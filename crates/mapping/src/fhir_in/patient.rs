@@ -49,5 +49,6 @@ pub(super) fn patient(r: &Value) -> Patient {
         addresses,
         deceased: deceased.or_else(|| death_time.as_ref().map(|_| "Y".to_owned())),
         death_time,
+        aliases: Vec::new(),
     }
 }

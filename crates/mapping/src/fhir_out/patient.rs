@@ -66,8 +66,10 @@ pub(super) fn patient(ev: &ClinicalEvent) -> Option<Map<String, Value>> {
 
 /// The patient's names as HumanNames; a name with nothing FHIR carries is left out.
 fn names(p: &Patient) -> Vec<Value> {
+    // PID-9 aliases are further names (v2-to-FHIR: PID-9 to Patient.name)
     p.names
         .iter()
+        .chain(&p.aliases)
         .map(|n| {
             let mut v = Map::new();
             if let Some(f) = &n.family {

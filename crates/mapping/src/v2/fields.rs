@@ -32,6 +32,7 @@ const PID_MAP: FieldMap = &[
     (5, &[1, 2, 3, 4, 5, 7]),
     (7, &[]),
     (8, &[]),
+    (9, &[1, 2, 3, 4, 5, 7]),
     (11, &[1, 2, 3, 4, 5, 6, 7]),
     // PID-19 is an ST, but some feeds send components (a health card number^version): the
     // first is the number, anything after it travels in unmapped_fields

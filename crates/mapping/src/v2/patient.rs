@@ -69,22 +69,7 @@ impl<'a> Mapper<'_, 'a> {
                 ..Default::default()
             });
         }
-        let names = pid
-            .field(5)
-            .repetitions()
-            .filter(|r| super::values::present(r.raw()))
-            .map(|r| {
-                let c = |n| self.text(r.component(n).raw());
-                PersonName {
-                    family: self.text(r.component(1).subcomponent(1)),
-                    given: c(2),
-                    middle: c(3),
-                    suffix: c(4),
-                    prefix: c(5),
-                    type_code: c(7),
-                }
-            })
-            .collect();
+        let names = self.person_names(pid, 5);
         let addresses = pid
             .field(11)
             .repetitions()
@@ -109,7 +94,27 @@ impl<'a> Mapper<'_, 'a> {
             addresses,
             death_time: self.ts(pid, 29),
             deceased: self.field_text(pid, 30),
+            aliases: self.person_names(pid, 9),
         }
+    }
+
+    /// The XPN repetitions of a field (PID-5 names, PID-9 aliases).
+    fn person_names(&self, pid: &Segment<'a>, field: usize) -> Vec<PersonName> {
+        pid.field(field)
+            .repetitions()
+            .filter(|r| super::values::present(r.raw()))
+            .map(|r| {
+                let c = |n| self.text(r.component(n).raw());
+                PersonName {
+                    family: self.text(r.component(1).subcomponent(1)),
+                    given: c(2),
+                    middle: c(3),
+                    suffix: c(4),
+                    prefix: c(5),
+                    type_code: c(7),
+                }
+            })
+            .collect()
     }
 
     pub(super) fn encounter(&self, pv1: &Segment<'a>) -> Encounter {
