@@ -97,7 +97,13 @@ async fn every_accepted_message_once_and_in_order_through_kills_failovers_and_cu
         traffic.expected.len(),
         "every well-formed message is accepted in the end"
     );
-    let routed = p.wait_routed(&traffic.expected, Duration::from_secs(600)).await;
+    // the stages' consumer lag first (cheap), then the routed topics once
+    let drained = chaos::wait_drained(&p, Duration::from_secs(1200)).await;
+    println!(
+        "chaos: drained {drained:?} after the last message was accepted; lag {:?}",
+        tokio::task::block_in_place(|| chaos::lags(&p))
+    );
+    let routed = p.wait_routed(&traffic.expected, Duration::from_secs(120)).await;
     let drained_secs = started.elapsed().as_secs_f64();
     routed.assert_exactly_once(&traffic.expected);
     let ordered = chaos::assert_patient_order(&p).await;

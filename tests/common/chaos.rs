@@ -330,3 +330,65 @@ pub async fn dead_letter_reasons(p: &Pipeline) -> BTreeMap<(String, String), usi
     }
     out
 }
+
+/// The stages' consumer groups and their input topics.
+const STAGE_INPUTS: [(&str, &[&str]); 3] = [
+    ("normalise", &[names::RAW, names::FHIR_RAW]),
+    ("identifier-match", &[names::NORMALISED]),
+    ("route", &[names::MATCHED]),
+];
+
+/// Each stage's lag: records on its inputs past its group's committed offsets, less the one
+/// transaction marker a partition may end with. Blocking (admin requests).
+pub fn lags(p: &Pipeline) -> Vec<(&'static str, i64)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let mut out = Vec::new();
+    for (stage, topics) in STAGE_INPUTS {
+        let c: BaseConsumer = p
+            .client_config()
+            .set("group.id", sluice_runtime::group_id(stage))
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for t in topics {
+            let meta = c.fetch_metadata(Some(t), Duration::from_secs(10)).unwrap();
+            for part in meta.topics()[0].partitions() {
+                tpl.add_partition(t, part.id());
+            }
+        }
+        let committed = c.committed_offsets(tpl.clone(), Duration::from_secs(10)).unwrap();
+        let mut lag = 0;
+        for e in committed.elements() {
+            let (_, high) = c.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(10)).unwrap();
+            let done = match e.offset() {
+                rdkafka::Offset::Offset(o) => o,
+                _ => 0,
+            };
+            lag += (high - done - 1).max(0);
+        }
+        out.push((stage, lag));
+    }
+    out
+}
+
+/// Waits until every stage has caught up (no lag twice in a row), printing the lags every 30 s;
+/// returns how long it took, or `None` after `limit`.
+pub async fn wait_drained(p: &Pipeline, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut printed = Instant::now();
+    let mut clear = 0;
+    while started.elapsed() < limit {
+        let l = tokio::task::block_in_place(|| lags(p));
+        if printed.elapsed() > Duration::from_secs(30) {
+            println!("chaos: draining, lag {l:?}");
+            printed = Instant::now();
+        }
+        clear = if l.iter().all(|(_, n)| *n == 0) { clear + 1 } else { 0 };
+        if clear >= 2 {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    None
+}
