@@ -6,9 +6,11 @@
 //! are the tools around it. The library half is what the end-to-end tests drive.
 
 pub mod acls;
+pub mod bench;
 pub mod broker;
 pub mod generate;
 pub mod identity;
+pub mod known;
 pub mod load;
 pub mod pathological;
 pub mod population;

@@ -1,7 +1,7 @@
 //! `sluice`: the command line. The logic lives in the library half (`src/lib.rs`).
 
 use clap::{Parser, Subcommand};
-use sluice::{broker, generate, identity, load, send, topology, up};
+use sluice::{bench, broker, generate, identity, load, send, topology, up};
 
 #[derive(Parser)]
 #[command(name = "sluice", version, about = "clinical integration pipeline on Kafka")]
@@ -45,6 +45,10 @@ enum Command {
     Identity(identity::Command),
     /// Offer synthetic HL7 v2 traffic over MLLP at a fixed rate (open loop) and report ACK latency
     Load(load::Args),
+    /// Benchmarks: the whole pipeline against a pass-through chain on the same broker, and each
+    /// stage's processing alone
+    #[command(subcommand)]
+    Bench(bench::Command),
 }
 
 #[tokio::main]
@@ -71,6 +75,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Send(a) => send::run(a).await,
         Command::Generate(a) => generate::run(a),
         Command::Load(a) => load::run(a).await,
+        Command::Bench(c) => bench::run(c).await,
         Command::Identity(c) => identity::run(c),
     }
 }

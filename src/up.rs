@@ -103,44 +103,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let http = telemetry::serve_http(&a.http_addr, health.router(), shutdown.clone()).await?;
     tracing::info!(%http, "metrics on /metrics, health on /healthz and /readyz");
 
-    let mut services = tokio::task::JoinSet::new();
-    let (sd, h) = (shutdown.clone(), health.clone());
-    let ingest = sluice_ingest::Config {
-        runtime: rt.clone(),
-        listen_addr: a.mllp_addr.clone(),
-        fhir_listen_addr: a.fhir_addr.clone(),
-        ..Default::default()
-    };
-    services.spawn(async move { ("ingest", sluice_ingest::run(ingest, sd, h).await) });
-    let (sd, h, c) = (shutdown.clone(), health.clone(), sluice_normalise::Config { runtime: rt.clone() });
-    services.spawn(async move { ("normalise", sluice_normalise::run(c, sd, h).await) });
-    let (sd, h, c) = (
-        shutdown.clone(),
-        health.clone(),
-        sluice_identifier_match::Config {
-            runtime: rt.clone(),
-            ..Default::default()
-        },
-    );
-    services.spawn(async move { ("identifier-match", sluice_identifier_match::run(c, sd, h).await) });
-    let (sd, h, c) = (
-        shutdown.clone(),
-        health.clone(),
-        sluice_route::Config {
-            runtime: rt.clone(),
-            rules_file: None,
-        },
-    );
-    services.spawn(async move { ("route", sluice_route::run(c, sd, h).await) });
-    let (sd, h, c) = (
-        shutdown.clone(),
-        health.clone(),
-        sluice_dead_letter::Config {
-            runtime: rt.clone(),
-            api_addr: a.dead_letter_addr.clone(),
-        },
-    );
-    services.spawn(async move { ("dead-letter", sluice_dead_letter::run(c, sd, h).await) });
+    let mut services = spawn_services(&rt, &a.mllp_addr, &a.fhir_addr, &a.dead_letter_addr, &shutdown, &health);
 
     if let Some(n) = a.demo {
         let (addr, dl, http_s, exit) = (a.mllp_addr.clone(), a.dead_letter_addr.clone(), http.to_string(), a.exit_after_demo);
@@ -175,6 +138,59 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// What each service's task returns: its name and how it ended.
+pub type ServiceSet = tokio::task::JoinSet<(&'static str, anyhow::Result<()>)>;
+
+/// Starts the five services as tasks of this process, all on one runtime configuration.
+pub fn spawn_services(
+    rt: &RuntimeConfig,
+    mllp_addr: &str,
+    fhir_addr: &str,
+    dead_letter_addr: &str,
+    shutdown: &Shutdown,
+    health: &Health,
+) -> ServiceSet {
+    let mut services = tokio::task::JoinSet::new();
+    let (sd, h) = (shutdown.clone(), health.clone());
+    let ingest = sluice_ingest::Config {
+        runtime: rt.clone(),
+        listen_addr: mllp_addr.to_owned(),
+        fhir_listen_addr: fhir_addr.to_owned(),
+        ..Default::default()
+    };
+    services.spawn(async move { ("ingest", sluice_ingest::run(ingest, sd, h).await) });
+    let (sd, h, c) = (shutdown.clone(), health.clone(), sluice_normalise::Config { runtime: rt.clone() });
+    services.spawn(async move { ("normalise", sluice_normalise::run(c, sd, h).await) });
+    let (sd, h, c) = (
+        shutdown.clone(),
+        health.clone(),
+        sluice_identifier_match::Config {
+            runtime: rt.clone(),
+            ..Default::default()
+        },
+    );
+    services.spawn(async move { ("identifier-match", sluice_identifier_match::run(c, sd, h).await) });
+    let (sd, h, c) = (
+        shutdown.clone(),
+        health.clone(),
+        sluice_route::Config {
+            runtime: rt.clone(),
+            rules_file: None,
+        },
+    );
+    services.spawn(async move { ("route", sluice_route::run(c, sd, h).await) });
+    let (sd, h, c) = (
+        shutdown.clone(),
+        health.clone(),
+        sluice_dead_letter::Config {
+            runtime: rt.clone(),
+            api_addr: dead_letter_addr.to_owned(),
+        },
+    );
+    services.spawn(async move { ("dead-letter", sluice_dead_letter::run(c, sd, h).await) });
+    services
 }
 
 async fn demo(

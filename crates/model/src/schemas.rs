@@ -210,15 +210,31 @@ pub fn schema(record: RecordType) -> Result<Schema, SchemaError> {
 #[derive(Debug, Clone)]
 pub struct SchemaSet {
     schemas: BTreeMap<RecordType, Schema>,
+    /// The same schemas with every named reference replaced by its definition, for
+    /// [`crate::wire::encode_direct`].
+    expanded: BTreeMap<RecordType, Schema>,
 }
 
 impl SchemaSet {
     pub fn load() -> Result<SchemaSet, SchemaError> {
         let mut schemas = BTreeMap::new();
+        let mut expanded = BTreeMap::new();
         for r in RecordType::ALL {
-            schemas.insert(r, schema(r)?);
+            let s = schema(r)?;
+            let e = crate::wire::expand(&s).map_err(|e| SchemaError::Avro {
+                name: r.name().to_owned(),
+                source: Box::new(e),
+            })?;
+            expanded.insert(r, e);
+            schemas.insert(r, s);
         }
-        Ok(SchemaSet { schemas })
+        Ok(SchemaSet { schemas, expanded })
+    }
+
+    /// The schema of `r` for encoding: no named references (see [`crate::wire::encode_direct`]).
+    pub fn for_encoding(&self, r: RecordType) -> &Schema {
+        #[allow(clippy::indexing_slicing)]
+        &self.expanded[&r]
     }
 
     pub fn get(&self, r: RecordType) -> &Schema {

@@ -53,6 +53,72 @@ pub fn encode<T: Serialize>(schema: &Schema, id: u32, record: &T) -> Result<Vec<
     Ok(out)
 }
 
+/// Encodes like [`encode`], but serialises the record straight into Avro against `expanded` (a
+/// schema from [`expand`]) instead of building a `Value` tree, resolving it against the schema
+/// and then writing it: the same bytes (the tests compare both) for a fraction of the work and
+/// allocations. A record that does not fit the schema is still refused.
+pub fn encode_direct<T: Serialize>(expanded: &Schema, id: u32, record: &T) -> Result<Vec<u8>, WireError> {
+    let mut out = Vec::with_capacity(512);
+    out.push(MAGIC);
+    out.extend_from_slice(&id.to_be_bytes());
+    apache_avro::write_avro_datum_ref(expanded, record, &mut out).map_err(|e| WireError::Encode(Box::new(e)))?;
+    Ok(out)
+}
+
+/// `schema` with every named reference replaced by the definition it names, so a serialiser
+/// without a table of names can follow it. Our schemas are not recursive, so this ends.
+pub fn expand(schema: &Schema) -> Result<Schema, apache_avro::Error> {
+    let resolved = apache_avro::schema::ResolvedSchema::try_from(schema)?;
+    expand_with(schema, resolved.get_names(), 0)
+}
+
+fn expand_with(schema: &Schema, names: &apache_avro::schema::NamesRef<'_>, depth: usize) -> Result<Schema, apache_avro::Error> {
+    use apache_avro::schema::{ArraySchema, MapSchema, RecordField, RecordSchema, UnionSchema};
+    if depth > 64 {
+        return Err(apache_avro::Error::new(apache_avro::error::Details::SchemaResolutionError(
+            apache_avro::schema::Name::new("recursive").map_err(|_| apache_avro::Error::new(apache_avro::error::Details::GetNameField))?,
+        )));
+    }
+    Ok(match schema {
+        Schema::Ref { name } => match names.get(name) {
+            Some(s) => expand_with(s, names, depth + 1)?,
+            None => {
+                return Err(apache_avro::Error::new(apache_avro::error::Details::SchemaResolutionError(
+                    name.clone(),
+                )));
+            }
+        },
+        Schema::Record(r) => {
+            let fields = r
+                .fields
+                .iter()
+                .map(|f| {
+                    Ok(RecordField {
+                        schema: expand_with(&f.schema, names, depth + 1)?,
+                        ..f.clone()
+                    })
+                })
+                .collect::<Result<Vec<_>, apache_avro::Error>>()?;
+            Schema::Record(RecordSchema { fields, ..r.clone() })
+        }
+        Schema::Array(a) => Schema::Array(ArraySchema {
+            items: Box::new(expand_with(&a.items, names, depth + 1)?),
+            attributes: a.attributes.clone(),
+        }),
+        Schema::Map(m) => Schema::Map(MapSchema {
+            types: Box::new(expand_with(&m.types, names, depth + 1)?),
+            attributes: m.attributes.clone(),
+        }),
+        Schema::Union(u) => Schema::Union(UnionSchema::new(
+            u.variants()
+                .iter()
+                .map(|v| expand_with(v, names, depth + 1))
+                .collect::<Result<Vec<_>, _>>()?,
+        )?),
+        other => other.clone(),
+    })
+}
+
 /// Decodes an Avro body written with `writer` into the reader's shape.
 pub fn decode<T: DeserializeOwned>(writer: &Schema, reader: &Schema, body: &[u8]) -> Result<T, WireError> {
     let mut cursor = body;

@@ -64,7 +64,7 @@ pub fn idempotent_producer(cfg: &KafkaConfig, client_id: &str) -> ClientConfig {
     let mut c = base(cfg, client_id);
     c.set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("linger.ms", "2")
+        .set("linger.ms", cfg.linger_ms.to_string())
         .set("message.timeout.ms", "30000");
     c
 }
@@ -86,6 +86,7 @@ pub fn read_committed_consumer(cfg: &KafkaConfig, client_id: &str, group_id: &st
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", cfg.fetch_wait_max_ms.to_string())
         .set("session.timeout.ms", cfg.session_timeout_ms.to_string())
         .set("heartbeat.interval.ms", (cfg.session_timeout_ms / 3).max(100).to_string());
     c

@@ -1,0 +1,769 @@
+//! `sluice bench`: what the pipeline costs, measured against what the broker itself costs in the
+//! same run.
+//!
+//! `sluice bench pipeline` starts a broker (the embedded one, or `--bootstrap-servers`), the
+//! schema registry and the five services with exactly-once on, and measures:
+//! - **pipeline**: HL7 v2 over MLLP into ingest (durable ACK), through normalise,
+//!   identifier-match and route, to the routed topics;
+//! - **pass-through**: the same hops with no work in them, on the same broker: an idempotent
+//!   `acks=all` produce of the same raw records (byte for byte) and three transactional
+//!   consume-copy-produce stages on the same runtime loop and batch settings as the services.
+//!
+//! Each is run twice: flat out (closed loop, `--conns` writers each waiting for its ACK or
+//! delivery report), for throughput; and open loop at `--rate` messages a second for
+//! `--seconds`, for latency (from each message's scheduled send time, so a stall shows as latency
+//! rather than as a lower offered rate). ACK latency is the sender's; end-to-end latency is from
+//! ingest's receipt (`RawMessage.received_at`; the produce time for pass-through) to the moment
+//! a `read_committed` reader sees the last routed record of that message, i.e. after route's
+//! transaction committed. It prints both and their ratio, for each `--known-patients` size
+//! (identity records produced before the services start, as after a restart).
+//!
+//! `sluice bench stages` runs each stage's processor in this process on inputs made by the stage
+//! before it, without Kafka, and prints the time per message; `scripts/bench-cpu.sh` runs it under
+//! callgrind to count instructions per message, which a noisy machine cannot blur.
+
+use crate::{broker, generate, known, up};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use sluice_model::topology::{Topology, names};
+use sluice_model::{MatchedEvent, RawMessage};
+use sluice_registry::SchemaStore;
+use sluice_runtime::config::RuntimeConfig;
+use sluice_runtime::processor::{Context, Input, Outcome, Output, Processor};
+use sluice_runtime::shutdown::Shutdown;
+use sluice_runtime::telemetry::Health;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// The whole pipeline against a pass-through chain of the same hops on the same broker
+    Pipeline(PipelineArgs),
+    /// Each stage's processing alone, in this process, without Kafka (time per message)
+    Stages(StagesArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct PipelineArgs {
+    /// Messages for the flat-out run
+    #[arg(long, default_value_t = 10_000)]
+    pub messages: usize,
+    /// MLLP connections (and pass-through writers)
+    #[arg(long, default_value_t = 16)]
+    pub conns: usize,
+    /// Offered rate of the open-loop run, messages a second
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+    /// Length of the open-loop run
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Known patients before the run, one measurement each (comma-separated)
+    #[arg(long, value_delimiter = ',', default_value = "1000")]
+    pub known_patients: Vec<u64>,
+    /// An external Kafka cluster (plaintext); without it a fresh embedded broker per size
+    #[arg(long)]
+    pub bootstrap_servers: Option<String>,
+    /// Skip the pass-through chain
+    #[arg(long)]
+    pub no_baseline: bool,
+    /// Settings to try (default: the services' defaults): runtime.batch_max_records,
+    /// runtime.batch_max_ms, runtime.kafka.fetch_wait_max_ms, runtime.kafka.linger_ms
+    #[arg(long)]
+    pub batch_max_records: Option<usize>,
+    #[arg(long)]
+    pub batch_max_ms: Option<u64>,
+    #[arg(long)]
+    pub fetch_wait_max_ms: Option<u32>,
+    #[arg(long)]
+    pub linger_ms: Option<u32>,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct StagesArgs {
+    #[arg(long, default_value_t = 2_000)]
+    pub messages: usize,
+    #[arg(long, default_value_t = 1000)]
+    pub known_patients: u64,
+    /// Only this stage (normalise, identifier-match or route): what callgrind measures
+    #[arg(long)]
+    pub only: Option<String>,
+}
+
+pub async fn run(c: Command) -> anyhow::Result<()> {
+    match c {
+        Command::Pipeline(a) => pipeline(a).await,
+        Command::Stages(a) => stages(a).await,
+    }
+}
+
+/// One run's figures.
+#[derive(Debug, Default, Clone)]
+pub struct Figures {
+    pub messages: usize,
+    pub per_sec: f64,
+    pub ack: Vec<Duration>,
+    pub e2e: Vec<Duration>,
+    /// accepted but never seen at the end
+    pub missing: usize,
+}
+
+fn pct(v: &[Duration], p: f64) -> Duration {
+    let mut v = v.to_vec();
+    v.sort();
+    v.get(((v.len().max(1) - 1) as f64 * p).round() as usize)
+        .copied()
+        .unwrap_or_default()
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1000.0)
+}
+
+impl Figures {
+    /// `messages` seen at the end over `span_micros` from the first send, of `expected`.
+    fn of(messages: usize, span_micros: i64, ack: Vec<Duration>, e2e: Vec<Duration>, expected: usize) -> Figures {
+        let secs = (span_micros as f64 / 1e6).max(1e-6);
+        Figures {
+            messages,
+            per_sec: messages as f64 / secs,
+            ack,
+            e2e,
+            missing: expected.saturating_sub(messages),
+        }
+    }
+
+    fn line(&self, what: &str) -> String {
+        format!(
+            "{what:<34} {:>7} msgs {:>8.0} msg/s  ACK p50 {:>6} p99 {:>6} ms  e2e p50 {:>7} p99 {:>7} ms{}",
+            self.messages,
+            self.per_sec,
+            ms(pct(&self.ack, 0.5)),
+            ms(pct(&self.ack, 0.99)),
+            ms(pct(&self.e2e, 0.5)),
+            ms(pct(&self.e2e, 0.99)),
+            if self.missing > 0 {
+                format!("  MISSING {}", self.missing)
+            } else {
+                String::new()
+            }
+        )
+    }
+}
+
+fn micros_now() -> i64 {
+    sluice_runtime::now_micros()
+}
+
+/// A record as the collector saw it: key, value, and when (µs since the epoch).
+type Seen = (Vec<u8>, Vec<u8>, i64);
+
+/// Reads topics with `read_committed` from their current ends and keeps (key, value, seen at).
+struct Collector {
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Collector {
+    fn start(rt: &RuntimeConfig, topics: &[String]) -> anyhow::Result<Collector> {
+        let consumer: BaseConsumer = sluice_runtime::kafka::base(&rt.kafka, "sluice-bench-collector")
+            .set("group.id", "sluice-bench-collector")
+            .set("isolation.level", "read_committed")
+            .set("enable.auto.commit", "false")
+            .set("fetch.wait.max.ms", "5")
+            .create()?;
+        let mut tpl = TopicPartitionList::new();
+        for t in topics {
+            let md = consumer.fetch_metadata(Some(t), Duration::from_secs(10))?;
+            for p in md.topics().iter().flat_map(|t| t.partitions()) {
+                let (_, high) = consumer.fetch_watermarks(t, p.id(), Duration::from_secs(10))?;
+                tpl.add_partition_offset(t, p.id(), Offset::Offset(high))?;
+            }
+        }
+        consumer.assign(&tpl)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (s, v) = (stop.clone(), seen.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                if let Some(Ok(m)) = consumer.poll(Duration::from_millis(20)) {
+                    let at = micros_now();
+                    let rec = (m.key().unwrap_or_default().to_vec(), m.payload().unwrap_or_default().to_vec(), at);
+                    v.lock().unwrap_or_else(|e| e.into_inner()).push(rec);
+                }
+            }
+        });
+        Ok(Collector { stop, seen, thread })
+    }
+
+    fn len(&self) -> usize {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Waits until nothing new arrived for `quiet` (or `limit` passed), then stops.
+    async fn finish(self, quiet: Duration, limit: Duration) -> Vec<Seen> {
+        let started = Instant::now();
+        let (mut last, mut since) = (usize::MAX, Instant::now());
+        while started.elapsed() < limit {
+            let n = self.len();
+            if n != last {
+                (last, since) = (n, Instant::now());
+            } else if since.elapsed() >= quiet {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.thread.join();
+        std::mem::take(&mut *self.seen.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// Closed loop: `conns` MLLP connections, each sending its share and waiting for each ACK.
+async fn closed_loop_mllp(addr: &str, msgs: &[Vec<u8>], conns: usize) -> anyhow::Result<(Vec<Duration>, usize)> {
+    let mut tasks = Vec::new();
+    for c in 0..conns {
+        let share: Vec<Vec<u8>> = msgs.iter().skip(c).step_by(conns).cloned().collect();
+        let addr = addr.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let mut s = tokio::net::TcpStream::connect(&addr).await?;
+            s.set_nodelay(true)?;
+            let (mut lat, mut aa) = (Vec::with_capacity(share.len()), 0usize);
+            for m in &share {
+                let t = Instant::now();
+                let ack = sluice_ingest::mllp::send_one(&mut s, m, Duration::from_secs(60)).await?;
+                lat.push(t.elapsed());
+                aa += usize::from(sluice_ingest::mllp::ack_code(&ack) == "AA");
+            }
+            anyhow::Ok((lat, aa))
+        }));
+    }
+    let (mut lat, mut aa) = (Vec::new(), 0);
+    for t in tasks {
+        let (l, a) = t.await??;
+        lat.extend(l);
+        aa += a;
+    }
+    Ok((lat, aa))
+}
+
+/// Per message (raw id), the last time a routed record of it was seen; and each raw id's receipt.
+async fn pipeline_figures(
+    store: &SchemaStore,
+    seen: &[Seen],
+    received: &HashMap<String, i64>,
+    sent: &[Vec<u8>],
+    first_send: i64,
+    ack: Vec<Duration>,
+    accepted: usize,
+) -> Figures {
+    let ours: std::collections::HashSet<String> = sent.iter().map(|m| sluice_model::ids::sha256_hex(m)).collect();
+    let mut last: HashMap<String, i64> = HashMap::new();
+    for (_, v, at) in seen {
+        if store.prefetch(v).await.is_err() {
+            continue;
+        }
+        if let Ok(m) = store.decode::<MatchedEvent>(v)
+            && ours.contains(&m.event.source.raw_id)
+        {
+            let e = last.entry(m.event.source.raw_id).or_insert(*at);
+            *e = (*e).max(*at);
+        }
+    }
+    let mut e2e = Vec::new();
+    let mut end = first_send;
+    for (raw, at) in &last {
+        end = end.max(*at);
+        if let Some(r) = received.get(raw) {
+            e2e.push(Duration::from_micros(u64::try_from(at - r).unwrap_or(0)));
+        }
+    }
+    Figures::of(last.len(), end - first_send, ack, e2e, accepted)
+}
+
+/// Raw id -> received_at, for every raw record written so far.
+async fn receipts(rt: &RuntimeConfig, store: &SchemaStore) -> anyhow::Result<(HashMap<String, i64>, Vec<Vec<u8>>)> {
+    let kafka = rt.kafka.clone();
+    let values = tokio::task::spawn_blocking(move || {
+        let mut values = Vec::new();
+        sluice_runtime::state::read_topic(&kafka, names::RAW, |_, v| values.extend(v.map(<[u8]>::to_vec)))?;
+        anyhow::Ok(values)
+    })
+    .await??;
+    let mut map = HashMap::new();
+    for v in &values {
+        store.prefetch(v).await?;
+        let r = store.decode::<RawMessage>(v)?;
+        map.insert(r.raw_id, r.received_at);
+    }
+    Ok((map, values))
+}
+
+/// A stage that copies its input to the next topic: the hop without the work.
+struct Copy {
+    to: String,
+}
+
+impl Processor for Copy {
+    fn process(&mut self, input: &Input<'_>, _: &Context) -> Outcome {
+        Outcome::Emit(vec![Output {
+            topic: self.to.clone(),
+            key: input.key.unwrap_or_default().to_vec(),
+            value: input.value.to_vec(),
+        }])
+    }
+}
+
+const PASS: [&str; 4] = ["bench.pass.0", "bench.pass.1", "bench.pass.2", "bench.pass.3"];
+const PASS_STAGES: [&str; 3] = ["bench-copy-1", "bench-copy-2", "bench-copy-3"];
+
+/// The pass-through chain: three copy stages on the services' own transactional loop.
+fn start_copies(rt: &RuntimeConfig, store: &Arc<SchemaStore>, shutdown: &Shutdown, health: &Health) -> Vec<std::thread::JoinHandle<()>> {
+    let handle = tokio::runtime::Handle::current();
+    (0..3)
+        .map(|i| {
+            let (rt, store, shutdown, readiness, handle) = (
+                rt.clone(),
+                store.clone(),
+                shutdown.clone(),
+                health.service(PASS_STAGES[i]),
+                handle.clone(),
+            );
+            std::thread::spawn(move || {
+                let stage = sluice_runtime::transactional::Stage {
+                    name: PASS_STAGES[i],
+                    inputs: vec![PASS[i].to_owned()],
+                    dead_letter_topic: names::DL_ROUTE.to_owned(),
+                    config: &rt,
+                    store,
+                    shutdown,
+                    readiness,
+                    handle,
+                };
+                let to = PASS[i + 1].to_owned();
+                if let Err(e) = sluice_runtime::transactional::run(stage, || Ok(Copy { to })) {
+                    eprintln!("pass-through stage {} failed: {e}", PASS_STAGES[i]);
+                }
+            })
+        })
+        .collect()
+}
+
+/// A pass-through record's key: the run, the send time and the record's number.
+fn pass_key(run: u8, sent_micros: i64, n: usize) -> Vec<u8> {
+    let mut k = vec![run];
+    k.extend_from_slice(&sent_micros.to_be_bytes());
+    k.extend_from_slice(&(n as u64).to_be_bytes());
+    k
+}
+
+fn pass_figures(run: u8, seen: &[Seen], first_send: i64, ack: Vec<Duration>, sent: usize) -> Figures {
+    let mut e2e = Vec::with_capacity(seen.len());
+    let mut end = first_send;
+    let mut ids = std::collections::HashSet::new();
+    for (k, _, at) in seen {
+        if k.len() == 17 && k[0] == run {
+            let sent_at = i64::from_be_bytes(k[1..9].try_into().unwrap_or_default());
+            if ids.insert(k.clone()) {
+                e2e.push(Duration::from_micros(u64::try_from(at - sent_at).unwrap_or(0)));
+                end = end.max(*at);
+            }
+        }
+    }
+    Figures::of(ids.len(), end - first_send, ack, e2e, sent)
+}
+
+/// Flat out: `writers` tasks, each producing its share and waiting for each delivery report.
+async fn pass_closed(
+    run: u8,
+    producer: &FutureProducer,
+    values: &[Vec<u8>],
+    count: usize,
+    writers: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let (p, values) = (producer.clone(), values.to_vec());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            for n in (w..count).step_by(writers) {
+                let t = Instant::now();
+                let key = pass_key(run, micros_now(), n);
+                let rec = FutureRecord::to(PASS[0]).key(&key).payload(&values[n % values.len()]);
+                p.send(rec, Duration::from_secs(30)).await.map_err(|(e, _)| e)?;
+                lat.push(t.elapsed());
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await??);
+    }
+    Ok(lat)
+}
+
+/// Open loop: one record every 1/rate seconds whatever the delivery reports do; latency from the
+/// scheduled time.
+async fn pass_open(run: u8, producer: &FutureProducer, values: &[Vec<u8>], rate: f64, seconds: f64) -> anyhow::Result<Vec<Duration>> {
+    let total = (rate * seconds).round() as usize;
+    let start = Instant::now() + Duration::from_millis(100);
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let mut pending = tokio::task::JoinSet::new();
+    for n in 0..total {
+        let at = start + interval.mul_f64(n as f64);
+        tokio::time::sleep_until(at.into()).await;
+        let (p, v) = (producer.clone(), values[n % values.len()].clone());
+        pending.spawn(async move {
+            let key = pass_key(run, micros_now(), n);
+            let r = p
+                .send(FutureRecord::to(PASS[0]).key(&key).payload(&v), Duration::from_secs(30))
+                .await;
+            r.map(|_| at.elapsed()).map_err(|(e, _)| anyhow::anyhow!(e))
+        });
+    }
+    let mut lat = Vec::new();
+    while let Some(r) = pending.join_next().await {
+        lat.push(r??);
+    }
+    Ok(lat)
+}
+
+async fn create_pass_topics(rt: &RuntimeConfig, partitions: i32) -> anyhow::Result<()> {
+    let admin: AdminClient<_> = sluice_runtime::kafka::base(&rt.kafka, "sluice-bench").create()?;
+    let new: Vec<NewTopic<'_>> = PASS
+        .iter()
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    for r in admin.create_topics(new.iter(), &AdminOptions::new()).await? {
+        if let Err((t, code)) = r
+            && code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists
+        {
+            anyhow::bail!("topic {t} could not be created: {code}");
+        }
+    }
+    Ok(())
+}
+
+fn free_addr() -> anyhow::Result<String> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.to_string())
+}
+
+struct Measured {
+    known: u64,
+    pipeline_max: Figures,
+    pipeline_rate: Figures,
+    pass_max: Option<Figures>,
+    pass_rate: Option<Figures>,
+}
+
+async fn one_size(a: &PipelineArgs, known_patients: u64) -> anyhow::Result<Measured> {
+    let shutdown = Shutdown::new();
+    let mut broker_child = None;
+    let bootstrap = match &a.bootstrap_servers {
+        Some(b) => b.clone(),
+        None => {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+            broker_child = Some(broker::start(port).await?);
+            format!("127.0.0.1:{port}")
+        }
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let registry_url = format!("http://{}", listener.local_addr()?);
+    let sd = shutdown.clone();
+    tokio::spawn(sluice_registry::server::serve(listener, async move { sd.wait().await }));
+    let mut rt = RuntimeConfig {
+        kafka: sluice_runtime::config::KafkaConfig {
+            bootstrap_servers: bootstrap,
+            ..Default::default()
+        },
+        schema_registry_url: registry_url,
+        http_addr: free_addr()?,
+        ..Default::default()
+    };
+    rt.batch_max_records = a.batch_max_records.unwrap_or(rt.batch_max_records);
+    rt.batch_max_ms = a.batch_max_ms.unwrap_or(rt.batch_max_ms);
+    rt.kafka.fetch_wait_max_ms = a.fetch_wait_max_ms.unwrap_or(rt.kafka.fetch_wait_max_ms);
+    rt.kafka.linger_ms = a.linger_ms.unwrap_or(rt.kafka.linger_ms);
+    rt.validate()?;
+    eprintln!(
+        "batch_max_records {} batch_max_ms {} fetch_wait_max_ms {} linger_ms {}",
+        rt.batch_max_records, rt.batch_max_ms, rt.kafka.fetch_wait_max_ms, rt.kafka.linger_ms
+    );
+    crate::topology::apply(&rt.kafka, 1).await?;
+    let store = sluice_runtime::stage::schema_store(&rt)?;
+    for (t, ty) in [
+        (names::RECORDS, sluice_model::schemas::RecordType::IdentityState),
+        (names::RAW, sluice_model::schemas::RecordType::RawMessage),
+        (PASS[0], sluice_model::schemas::RecordType::RawMessage),
+    ] {
+        store.register(t, ty).await?;
+    }
+    if known_patients > 0 {
+        let t = Instant::now();
+        let (kafka, st) = (rt.kafka.clone(), store.clone());
+        let n = tokio::task::spawn_blocking(move || known::produce(&kafka, &st, &known::index(known_patients))).await??;
+        eprintln!(
+            "{known_patients} known patients: {n} identity records produced in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+    }
+
+    let health = Health::new();
+    let mllp = free_addr()?;
+    let mut services = up::spawn_services(&rt, &mllp, "", &free_addr()?, &shutdown, &health);
+    let ready = Instant::now();
+    while !health.is_ready() {
+        if let Some(Ok((name, r))) = services.try_join_next() {
+            anyhow::bail!("{name} ended before it was ready: {r:?}");
+        }
+        anyhow::ensure!(
+            ready.elapsed() < Duration::from_secs(300),
+            "the services were not ready in 5 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("services ready in {:.1} s", ready.elapsed().as_secs_f64());
+    let routed = sluice_route::load_rules(&sluice_route::Config::default())?.destinations();
+
+    // warm-up: connections, schema caches, the first transactions
+    let warm = generate::messages_for(200, 100, 1);
+    let c = Collector::start(&rt, &routed)?;
+    closed_loop_mllp(&mllp, &warm, 4).await?;
+    c.finish(Duration::from_secs(5), Duration::from_secs(120)).await;
+
+    // flat out
+    let msgs = generate::messages_for(a.messages, a.messages, 2);
+    let c = Collector::start(&rt, &routed)?;
+    let first = micros_now();
+    let (ack, accepted) = closed_loop_mllp(&mllp, &msgs, a.conns).await?;
+    let seen = c.finish(Duration::from_secs(10), Duration::from_secs(900)).await;
+    let (received, raw_values) = receipts(&rt, &store).await?;
+    let pipeline_max = pipeline_figures(&store, &seen, &received, &msgs, first, ack, accepted).await;
+    eprintln!("{}", pipeline_max.line("pipeline, flat out"));
+
+    // open loop at the offered rate
+    let count = (a.rate * a.seconds).round() as usize;
+    let msgs = Arc::new(generate::messages_for(count, count, 3));
+    let c = Collector::start(&rt, &routed)?;
+    let first = micros_now();
+    let report = crate::load::load(&mllp, msgs.clone(), a.rate, a.conns.min(8), a.seconds).await?;
+    let seen = c.finish(Duration::from_secs(10), Duration::from_secs(900)).await;
+    let (received, _) = receipts(&rt, &store).await?;
+    let pipeline_rate = pipeline_figures(&store, &seen, &received, &msgs, first, report.latencies, report.accepted).await;
+    eprintln!("{}", pipeline_rate.line(&format!("pipeline, {:.0} msg/s offered", a.rate)));
+
+    let (mut pass_max, mut pass_rate) = (None, None);
+    if !a.no_baseline {
+        let partitions = Topology::load()?.topic(names::RAW)?.partitions;
+        create_pass_topics(&rt, partitions).await?;
+        let copies = Shutdown::new();
+        let threads = start_copies(&rt, &store, &copies, &health);
+        let producer: FutureProducer = sluice_runtime::kafka::idempotent_producer(&rt.kafka, "sluice-bench-pass").create()?;
+        let c = Collector::start(&rt, &[PASS[3].to_owned()])?;
+        // warm-up, as for the pipeline
+        pass_closed(0, &producer, &raw_values, 200, 4).await?;
+        c.finish(Duration::from_secs(5), Duration::from_secs(60)).await;
+
+        let c = Collector::start(&rt, &[PASS[3].to_owned()])?;
+        let first = micros_now();
+        let ack = pass_closed(1, &producer, &raw_values, a.messages, a.conns).await?;
+        let seen = c.finish(Duration::from_secs(5), Duration::from_secs(600)).await;
+        let f = pass_figures(1, &seen, first, ack, a.messages);
+        eprintln!("{}", f.line("pass-through, flat out"));
+        pass_max = Some(f);
+
+        let c = Collector::start(&rt, &[PASS[3].to_owned()])?;
+        let first = micros_now();
+        let ack = pass_open(2, &producer, &raw_values, a.rate, a.seconds).await?;
+        let seen = c.finish(Duration::from_secs(5), Duration::from_secs(600)).await;
+        let f = pass_figures(2, &seen, first, ack, count);
+        eprintln!("{}", f.line(&format!("pass-through, {:.0} msg/s offered", a.rate)));
+        pass_rate = Some(f);
+        copies.trigger();
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+
+    shutdown.trigger();
+    while services.join_next().await.is_some() {}
+    if let Some(mut child) = broker_child {
+        let _ = child.kill().await;
+    }
+    Ok(Measured {
+        known: known_patients,
+        pipeline_max,
+        pipeline_rate,
+        pass_max,
+        pass_rate,
+    })
+}
+
+async fn pipeline(a: PipelineArgs) -> anyhow::Result<()> {
+    sluice_runtime::telemetry::init_logging("text");
+    let mut all = Vec::new();
+    for &k in &a.known_patients {
+        all.push(one_size(&a, k).await?);
+    }
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    println!(
+        "\nsluice bench pipeline: {} messages flat out over {} connections, then {:.0} msg/s for {:.0} s; {cpus} CPUs; broker {}",
+        a.messages,
+        a.conns,
+        a.rate,
+        a.seconds,
+        a.bootstrap_servers.as_deref().unwrap_or("embedded (Tansu, in memory)")
+    );
+    for m in &all {
+        println!("\nknown patients: {}", m.known);
+        println!("{}", m.pipeline_max.line("pipeline, flat out"));
+        if let Some(p) = &m.pass_max {
+            println!("{}", p.line("pass-through, flat out"));
+            println!(
+                "  throughput ratio pipeline/pass-through: {:.2}",
+                m.pipeline_max.per_sec / p.per_sec.max(1e-9)
+            );
+        }
+        println!("{}", m.pipeline_rate.line(&format!("pipeline, {:.0} msg/s offered", a.rate)));
+        if let Some(p) = &m.pass_rate {
+            println!("{}", p.line(&format!("pass-through, {:.0} msg/s offered", a.rate)));
+            let r = |x: Duration, y: Duration| x.as_secs_f64() / y.as_secs_f64().max(1e-9);
+            println!(
+                "  latency ratio pipeline/pass-through: ACK p99 {:.2}, e2e p99 {:.2}",
+                r(pct(&m.pipeline_rate.ack, 0.99), pct(&p.ack, 0.99)),
+                r(pct(&m.pipeline_rate.e2e, 0.99), pct(&p.e2e, 0.99))
+            );
+        }
+    }
+    Ok(())
+}
+
+// ---- stages alone ----
+
+/// A record between stages: topic, key, value.
+type Rec = (String, Vec<u8>, Vec<u8>);
+
+/// The raw record ingest would write for an MLLP payload.
+fn raw_record(payload: &[u8], n: usize) -> RawMessage {
+    RawMessage {
+        raw_id: sluice_model::ids::sha256_hex(payload),
+        transport: "mllp".into(),
+        listener: "bench".into(),
+        peer: "127.0.0.1".into(),
+        received_at: i64::try_from(n).unwrap_or(0),
+        detected_charset: "ASCII".into(),
+        payload: payload.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn feed<P: Processor>(p: &mut P, inputs: &[Rec]) -> Vec<Rec> {
+    let ctx = Context {
+        now_micros: 1_700_000_000_000_000,
+    };
+    let mut out = Vec::new();
+    for (i, (topic, key, value)) in inputs.iter().enumerate() {
+        let input = Input {
+            topic,
+            partition: 0,
+            offset: i64::try_from(i).unwrap_or(0),
+            key: Some(key),
+            value,
+            replay: false,
+        };
+        if let Outcome::Emit(o) = p.process(&input, &ctx) {
+            out.extend(o.into_iter().map(|o| (o.topic, o.key, o.value)));
+        }
+        if i % 500 == 499 {
+            p.committed();
+        }
+    }
+    p.committed();
+    out
+}
+
+// one function per stage, never inlined, so callgrind can count each alone (--toggle-collect)
+#[inline(never)]
+fn stage_normalise(p: &mut sluice_normalise::Normaliser, inputs: &[Rec]) -> Vec<Rec> {
+    feed(p, inputs)
+}
+
+#[inline(never)]
+fn stage_identifier_match(p: &mut sluice_identifier_match::Stage, inputs: &[Rec]) -> Vec<Rec> {
+    feed(p, inputs)
+}
+
+#[inline(never)]
+fn stage_route(p: &mut sluice_route::Router, inputs: &[Rec]) -> Vec<Rec> {
+    feed(p, inputs)
+}
+
+async fn stages(a: StagesArgs) -> anyhow::Result<()> {
+    let shutdown = Shutdown::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let rt = RuntimeConfig {
+        schema_registry_url: format!("http://{}", listener.local_addr()?),
+        ..Default::default()
+    };
+    let sd = shutdown.clone();
+    tokio::spawn(sluice_registry::server::serve(listener, async move { sd.wait().await }));
+    let store = sluice_runtime::stage::schema_store(&rt)?;
+    store.register(names::RAW, sluice_model::schemas::RecordType::RawMessage).await?;
+    for s in ["normalise", "identifier-match", "route"] {
+        sluice_runtime::register_produced(&store, s).await?;
+    }
+    let rules = sluice_route::load_rules(&sluice_route::Config::default())?;
+    for d in rules.destinations() {
+        store.register(&d, sluice_model::schemas::RecordType::MatchedEvent).await?;
+    }
+    let raws: Vec<Rec> = generate::messages_for(a.messages, a.messages, 2)
+        .iter()
+        .enumerate()
+        .map(|(n, m)| {
+            let r = raw_record(m, n);
+            let v = store.encode(names::RAW, &r)?;
+            anyhow::Ok((names::RAW.to_owned(), r.raw_id.into_bytes(), v))
+        })
+        .collect::<Result<_, _>>()?;
+    let only = a.only.as_deref();
+    let report = |what: &str, n: usize, out: usize, took: Duration| {
+        println!(
+            "{what:<18} {n:>6} inputs -> {out:>6} outputs  {:>8.1} µs per input",
+            took.as_secs_f64() * 1e6 / n.max(1) as f64
+        );
+    };
+
+    let mut normaliser = sluice_normalise::Normaliser::new(store.clone(), Default::default());
+    let t = Instant::now();
+    let normalised = stage_normalise(&mut normaliser, &raws);
+    if only.is_none_or(|o| o == "normalise") {
+        report("normalise", raws.len(), normalised.len(), t.elapsed());
+    }
+    let normalised: Vec<_> = normalised.into_iter().filter(|(t, _, _)| t == names::NORMALISED).collect();
+
+    let index = known::index(a.known_patients);
+    let resolver = sluice_identifier_match::resolve::Resolver::new(index, Box::new(sluice_identifier_match::AvroCodec(store.clone())));
+    let mut matcher = sluice_identifier_match::Stage::new(store.clone(), resolver);
+    let t = Instant::now();
+    let matched = stage_identifier_match(&mut matcher, &normalised);
+    if only.is_none_or(|o| o == "identifier-match") {
+        report("identifier-match", normalised.len(), matched.len(), t.elapsed());
+    }
+    let matched: Vec<_> = matched.into_iter().filter(|(t, _, _)| t == names::MATCHED).collect();
+
+    let mut router = sluice_route::Router::new(store.clone(), rules);
+    let t = Instant::now();
+    let routed = stage_route(&mut router, &matched);
+    if only.is_none_or(|o| o == "route") {
+        report("route", matched.len(), routed.len(), t.elapsed());
+    }
+    anyhow::ensure!(!routed.is_empty(), "nothing came out of route");
+    shutdown.trigger();
+    Ok(())
+}
