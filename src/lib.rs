@@ -7,6 +7,8 @@
 
 pub mod acls;
 pub mod broker;
+pub mod client;
+pub mod devcert;
 pub mod generate;
 pub mod identity;
 pub mod load;
