@@ -194,6 +194,10 @@ async fn inspect(State(api): State<Api>, Path(id): Path<String>) -> Answer {
     Ok(Json(v))
 }
 
+/// How long a payload view waits for Kafka to commit its audit record: someone is waiting at a
+/// screen, and without the record they see nothing anyway.
+const VIEW_AUDIT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The payload, for an operator, once the view is audited.
 async fn payload(
     State(api): State<Api>,
@@ -241,7 +245,7 @@ async fn payload(
                 value: &value,
                 headers: Vec::new(),
             }],
-            Duration::from_secs(30),
+            VIEW_AUDIT_TIMEOUT,
         )
     })
     .await;
