@@ -18,7 +18,6 @@
 mod common;
 
 use common::*;
-use rdkafka::producer::{BaseRecord, Producer};
 use sluice_model::topology::names;
 use std::collections::HashSet;
 use std::process::{Command, Stdio};
@@ -243,12 +242,7 @@ async fn broker_pause_naks_then_recovers_exactly_once_and_replay_goes_back_throu
     );
 
     // a poison record on normalise's input: dead-lettered by normalise, in its transaction
-    let producer = p.producer();
-    producer
-        .send(BaseRecord::to(names::RAW).key("poison").payload("not an avro record"))
-        .map_err(|(e, _)| e)
-        .unwrap();
-    producer.flush(Duration::from_secs(10)).unwrap();
+    p.poison(names::RAW);
     let deadline = Instant::now() + Duration::from_secs(60);
     let first = loop {
         let l = p.dead_letters("stage=normalise").await;

@@ -368,6 +368,18 @@ impl Pipeline {
         self.client_config().create().unwrap()
     }
 
+    /// Puts a record that is not Avro on `topic`: poison for the stage that reads it, which
+    /// dead-letters it (replayable to `topic`).
+    pub fn poison(&self, topic: &str) {
+        use rdkafka::producer::{BaseRecord, Producer};
+        let producer = self.producer();
+        producer
+            .send(BaseRecord::to(topic).key("poison").payload("not an avro record"))
+            .map_err(|(e, _)| e)
+            .unwrap();
+        producer.flush(Duration::from_secs(10)).unwrap();
+    }
+
     pub fn start_service(&mut self, name: &'static str) {
         self.start_instance(name, name, &[]);
     }
