@@ -80,13 +80,28 @@ async fn every_accepted_message_once_and_in_order_through_kills_failovers_and_cu
     let mut at: Vec<f64> = (0..faults.len()).map(|_| rng.random_range(2.0..span.max(3.0))).collect();
     at.sort_by(f64::total_cmp);
     let mut recoveries = Vec::new();
+    // a process that exits on its own is a crash: noted, and started again as a supervisor
+    // (Kubernetes) would; the suite fails if there was any
+    let mut crashes = Vec::new();
     for (fault, when) in faults.iter().zip(at) {
-        tokio::time::sleep_until((started + Duration::from_secs_f64(when)).into()).await;
+        let due = started + Duration::from_secs_f64(when);
+        while Instant::now() < due {
+            supervise(&mut p, &mut crashes, started);
+            tokio::time::sleep(Duration::from_millis(500).min(due.saturating_duration_since(Instant::now()))).await;
+        }
         recoveries.push(inject(&mut p, *fault, &mut rng, started).await);
     }
-    let sent = sender.await.unwrap();
+    let sent = loop {
+        supervise(&mut p, &mut crashes, started);
+        if sender.is_finished() {
+            break sender.await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     let send_secs = started.elapsed().as_secs_f64();
 
+    supervise(&mut p, &mut crashes, started);
+    assert!(crashes.is_empty(), "processes exited on their own: {crashes:?}");
     assert!(
         sent.refused_good.is_empty(),
         "well-formed messages refused: {:?}",
@@ -135,6 +150,19 @@ async fn every_accepted_message_once_and_in_order_through_kills_failovers_and_cu
         p.copy_logs(std::path::Path::new(&dir));
     }
     report(&p, &traffic, &sent, recoveries, send_secs, drained_secs, ordered, &reasons).await;
+}
+
+/// Starts again every process that exited on its own, noting it.
+fn supervise(p: &mut Pipeline, crashes: &mut Vec<String>, started: Instant) {
+    for (key, code) in p.exited() {
+        let service = INSTANCES.iter().find(|(k, _)| *k == key).map_or(key, |(_, s)| *s);
+        println!(
+            "chaos: {:>7.1}s {key} exited on its own ({code:?}); starting it again",
+            started.elapsed().as_secs_f64()
+        );
+        crashes.push(format!("{key} ({code:?}) at {:.0}s", started.elapsed().as_secs_f64()));
+        p.start_instance(key, service, &[]);
+    }
 }
 
 /// Injects one fault; returns a handle that resolves to the recovery time.

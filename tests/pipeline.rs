@@ -207,7 +207,7 @@ async fn mllp_to_routed_topics_exactly_once_through_kill_restart_and_resend() {
 /// to resume on each, not while it waits to join (the group holds the killed member's partitions
 /// until its session times out). Both times, to ready and to the first transaction, are printed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_restarted_stage_is_ready_only_once_it_consumes_its_partitions() {
+async fn a_restarted_stage_is_ready_only_once_it_consumes_its_partitions_and_a_fenced_one_starts_again() {
     let mut p = Pipeline::start_on(BrokerKind::exactly_once(), &[]).await;
     let topology = sluice_model::topology::Topology::load().unwrap();
     let inputs: f64 = topology.consumed_by("route").map(|t| f64::from(t.partitions)).sum();
@@ -246,5 +246,42 @@ async fn a_restarted_stage_is_ready_only_once_it_consumes_its_partitions() {
     p.wait_routed(&hl7_event_ids(&all), Duration::from_secs(120))
         .await
         .assert_exactly_once(&hl7_event_ids(&all));
+
     println!("restarted route: ready after {ready_after:?}, first commit after {committed_after:?} ({inputs} partitions)");
+
+    // a fatal Kafka error does not end the process: a second normalise with the same instance
+    // id fences the first one's transactional producer; the first starts its stage again with
+    // new clients (fencing the intruder in turn), and once the intruder is gone it carries on
+    p.start_instance(
+        "normalise-twin",
+        "normalise",
+        &[("SLUICE_RUNTIME__INSTANCE_ID".into(), "e2e".into())],
+    );
+    // summed over the operation that found the producer fenced
+    let restarts = |p: &Pipeline| {
+        let url = p.metrics_url("normalise");
+        async move {
+            let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+            text.lines()
+                .filter(|l| l.starts_with("sluice_runtime_stage_restarts_total{") && l.contains(r#"service="normalise""#))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>()
+        }
+    };
+    let fenced = sluice::generate::messages(100, 32);
+    let sending = tokio::spawn(send_phase(p.mllp_port, fenced.clone().leak(), 2));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while restarts(&p).await < 1.0 {
+        assert!(Instant::now() < deadline, "the fenced normalise never started its stage again");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    p.kill("normalise-twin");
+    for (code, _) in sending.await.unwrap() {
+        assert_eq!(code, "AA");
+    }
+    all.extend(fenced);
+    p.wait_routed(&hl7_event_ids(&all), Duration::from_secs(180))
+        .await
+        .assert_exactly_once(&hl7_event_ids(&all));
+    assert!(p.exited().is_empty(), "a stage process exited after a fatal kafka error");
 }

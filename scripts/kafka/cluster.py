@@ -76,16 +76,23 @@ def kafka_uuid() -> str:
 
 
 def free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    """Ports below the kernel's ephemeral range (32768+), so an outgoing connection can never
+    take one between now and the broker binding it; 12000-19999 stays clear of the test
+    harness's own range (20000-31999)."""
+    import random
+
+    rng = random.Random(os.getpid() ^ time.time_ns())
+    out: list[int] = []
+    while len(out) < n:
+        port = rng.randrange(12000, 20000)
+        if port in out:
+            continue
+        try:
+            check_free(port)
+        except Fail:
+            continue
+        out.append(port)
+    return out
 
 
 def check_free(port: int) -> None:

@@ -251,7 +251,9 @@ pub async fn all_progressed(
         }
         let now = progress(ports).await;
         for (k, s, _) in ports {
-            if pending.contains(s) && now.get(k).zip(before.get(k)).is_some_and(|(n, b)| n > b) {
+            // a counter lower than before belongs to a process started since: it counts from 0
+            let moved = now.get(k).zip(before.get(k)).is_some_and(|(n, b)| n > b || (n < b && *n >= 1.0));
+            if pending.contains(s) && moved {
                 pending.remove(s);
                 last = (*s, since.elapsed());
             }

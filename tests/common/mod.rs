@@ -34,8 +34,30 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A port nobody listens on, for a child process to bind later. Asking the kernel for port 0 and
+/// releasing it races: the kernel hands the same ephemeral range to outgoing connections and to the
+/// next caller, and CI once lost a service to "Address already in use". So ports come from below the
+/// ephemeral range (32768+ on Linux), each test process starting at its own offset and never handing
+/// out the same port twice, and only ports that bind on every interface right now.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id().wrapping_mul(2_654_435_761)) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        let free = std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if free {
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{}", LOW + SPAN)
 }
 
 pub fn wait_port(port: u16, what: &str) {
@@ -508,6 +530,20 @@ impl Pipeline {
             std::thread::sleep(Duration::from_millis(50));
         }
         None
+    }
+
+    /// The processes that have exited on their own since they were started (key, exit code);
+    /// they are forgotten, so a later call reports only new exits.
+    pub fn exited(&mut self) -> Vec<(&'static str, Option<i32>)> {
+        let gone: Vec<(&'static str, Option<i32>)> = self
+            .services
+            .iter_mut()
+            .filter_map(|(k, p)| p.child.try_wait().ok().flatten().map(|st| (*k, st.code())))
+            .collect();
+        for (k, _) in &gone {
+            self.services.remove(k);
+        }
+        gone
     }
 
     pub fn kill(&mut self, name: &'static str) {

@@ -223,7 +223,12 @@ pub fn load<T: Serialize + DeserializeOwned + Default>(file: Option<&Path>) -> R
     if let Some(f) = file {
         fig = fig.merge(Yaml::file_exact(f));
     }
-    fig = fig.merge(Env::prefixed("SLUICE_").split("__"));
+    // SLUICE_CORPUS and SLUICE_TEST_* belong to the project's tests, not to any service
+    let not_settings = |k: &figment::value::UncasedStr| {
+        let k = k.as_str().to_ascii_lowercase();
+        k == "corpus" || k.starts_with("test_")
+    };
+    fig = fig.merge(Env::prefixed("SLUICE_").filter(move |k| !not_settings(k)).split("__"));
     fig.extract().map_err(|e| ConfigError::Load(Box::new(e)))
 }
 
@@ -257,6 +262,21 @@ mod tests {
         std::fs::write(&f, "batch_max_records: 0\n").expect("write");
         let c = load::<RuntimeConfig>(Some(&f)).expect("loads");
         assert!(c.validate().expect_err("invalid").to_string().contains("batch_max_records"));
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail decides the closure's type
+    fn the_tests_own_variables_are_not_settings() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SLUICE_CORPUS", "/somewhere/corpus");
+            jail.set_env("SLUICE_TEST_BROKER", "kafka");
+            jail.set_env("SLUICE_BATCH_MAX_RECORDS", "7");
+            let c = load::<RuntimeConfig>(None).expect("loads beside the tests' variables");
+            assert_eq!(c.batch_max_records, 7);
+            jail.set_env("SLUICE_BOGUS", "1");
+            assert!(load::<RuntimeConfig>(None).is_err(), "other unknown settings are still refused");
+            Ok(())
+        });
     }
 
     fn kafka_error(k: KafkaConfig) -> String {

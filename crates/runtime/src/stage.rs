@@ -5,7 +5,7 @@ use crate::config::RuntimeConfig;
 use crate::processor::Processor;
 use crate::shutdown::Shutdown;
 use crate::telemetry::Health;
-use crate::transactional::{self, Stage};
+use crate::transactional::{self, RuntimeError, Stage};
 use sluice_registry::{RegistryClient, SchemaStore};
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +42,12 @@ pub async fn register_with_retry(store: &SchemaStore, service: &str, shutdown: &
 
 /// Runs a processing stage until shutdown. `make` runs on the stage's thread after the
 /// producer has fenced older instances; it may rebuild state from topics.
+///
+/// A fatal Kafka error (a fenced or desynchronised transactional producer, a consumer the
+/// client gave up on) ends that run of the stage; the stage then starts again in this process
+/// with new clients and state rebuilt by `make` (what a restarted pod would do, without the
+/// restart), after a backoff, and counts it in `sluice_runtime_stage_restarts_total`. Other
+/// errors end the process.
 pub async fn run_stage<P, F>(
     name: &'static str,
     inputs: Vec<String>,
@@ -52,7 +58,7 @@ pub async fn run_stage<P, F>(
 ) -> anyhow::Result<()>
 where
     P: Processor + 'static,
-    F: FnOnce(Arc<SchemaStore>, tokio::runtime::Handle) -> anyhow::Result<P> + Send + 'static,
+    F: Fn(Arc<SchemaStore>, tokio::runtime::Handle) -> anyhow::Result<P> + Send + 'static,
 {
     cfg.validate()?;
     let readiness = health.service(name);
@@ -61,17 +67,37 @@ where
     let handle = tokio::runtime::Handle::current();
     let dead_letter_topic = sluice_model::topology::Topology::dead_letter_topic(name);
     let joined = tokio::task::spawn_blocking(move || {
-        let stage = Stage {
-            name,
-            inputs,
-            dead_letter_topic,
-            config: &cfg,
-            store: store.clone(),
-            shutdown,
-            readiness,
-            handle: handle.clone(),
-        };
-        transactional::run(stage, move || make(store, handle))
+        let mut delay = Duration::from_secs(1);
+        loop {
+            let stage = Stage {
+                name,
+                inputs: inputs.clone(),
+                dead_letter_topic: dead_letter_topic.clone(),
+                config: &cfg,
+                store: store.clone(),
+                shutdown: shutdown.clone(),
+                readiness: readiness.clone(),
+                handle: handle.clone(),
+            };
+            let started = std::time::Instant::now();
+            match transactional::run(stage, || make(store.clone(), handle.clone())) {
+                Err(RuntimeError::Fatal { op, source }) if !shutdown.is_triggered() => {
+                    readiness.set(false);
+                    crate::telemetry::runtime_metrics()
+                        .stage_restarts
+                        .with_label_values(&[name, op])
+                        .inc();
+                    tracing::error!(service = name, op, error = %source, "fatal kafka error: starting the stage again with new clients");
+                    // a stage that ran a good while before failing starts again quickly
+                    if started.elapsed() > Duration::from_secs(300) {
+                        delay = Duration::from_secs(1);
+                    }
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+                other => return other,
+            }
+        }
     })
     .await?;
     Ok(joined?)

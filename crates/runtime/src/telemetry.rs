@@ -61,6 +61,7 @@ pub struct RuntimeMetrics {
     pub infrastructure_errors: IntCounterVec,
     pub ready: IntGaugeVec,
     pub assigned_partitions: IntGaugeVec,
+    pub stage_restarts: IntCounterVec,
 }
 
 pub fn runtime_metrics() -> &'static RuntimeMetrics {
@@ -113,6 +114,11 @@ pub fn runtime_metrics() -> &'static RuntimeMetrics {
             "sluice_runtime_assigned_partitions",
             "input partitions the consumer group gave this instance",
             &["service"],
+        ),
+        stage_restarts: counter(
+            "sluice_runtime_stage_restarts_total",
+            "stage runs ended by a fatal kafka error and started again with new clients, by operation",
+            &["service", "op"],
         ),
     })
 }

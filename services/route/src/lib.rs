@@ -249,7 +249,7 @@ pub async fn run(cfg: Config, shutdown: Shutdown, health: Health) -> anyhow::Res
             for d in rules.destinations() {
                 handle.block_on(store.register(&d, sluice_model::schemas::RecordType::MatchedEvent))?;
             }
-            Ok(Router::new(store, rules))
+            Ok(Router::new(store, rules.clone()))
         },
     )
     .await
