@@ -948,7 +948,7 @@ fn a_service_without_certificates_or_tokens_does_not_start() {
     let ingest = [("SLUICE_LISTEN_ADDR", mllp.as_str()), ("SLUICE_FHIR_LISTEN_ADDR", fhir.as_str())];
     let plain_mllp = ("SLUICE_MLLP_TLS__PLAINTEXT", "true");
     let review_api = ("SLUICE_REVIEW_API__ADDR", review.as_str());
-    let cases: [(&str, Vec<(&str, &str)>, &str); 7] = [
+    let cases = [
         ("ingest", ingest.to_vec(), "mllp_tls.cert_file"),
         ("ingest", [&ingest[..], &[plain_mllp]].concat(), "fhir_tls.cert_file"),
         (
