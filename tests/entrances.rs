@@ -259,6 +259,19 @@ async fn metric(p: &Pipeline, service: &str, series: &str) -> f64 {
     p.metric(service, series).await
 }
 
+/// A refusal counter after the client saw the refusal: the server counts it just after it
+/// answered, so this waits (up to 5 s) for `at_least` and returns what the counter then says.
+async fn counted(p: &Pipeline, service: &str, series: &str, at_least: f64) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let v = metric(p, service, series).await;
+        if v >= at_least || Instant::now() > deadline {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn refusals(listener: &str, reason: &str) -> String {
     format!("sluice_ingest_refusals_total{{listener=\"{listener}\",reason=\"{reason}\"}}")
 }
@@ -311,12 +324,12 @@ async fn mllp_over_tls_serves_clients_without_a_certificate_and_refuses_the_rest
     let before = metric(p, KEY, &aborted).await;
     let r = mllp_once(port, Some(&pki.trusting(&pki.other_ca, None)), &adt("TLS1-DOUBTS")).await;
     assert!(r.is_err(), "a client trusting another CA: {r:?}");
-    assert_eq!(metric(p, KEY, &aborted).await, before + 1.0);
+    assert_eq!(counted(p, KEY, &aborted, before + 1.0).await, before + 1.0);
     let not_tls = refusals("mllp", "tls_not_tls");
     let before = metric(p, KEY, &not_tls).await;
     let answer = plaintext_mllp(port, &adt("TLS1-PLAIN")).await;
     assert!(!String::from_utf8_lossy(&answer).contains("MSA"), "a plaintext client gets no ACK");
-    assert_eq!(metric(p, KEY, &not_tls).await, before + 1.0);
+    assert_eq!(counted(p, KEY, &not_tls, before + 1.0).await, before + 1.0);
     assert_eq!(p.terminate(KEY, Duration::from_secs(20)), Some(0), "{KEY} stops cleanly");
 }
 
@@ -360,13 +373,13 @@ async fn mllp_over_mutual_tls_refuses_what_it_must_and_serves_a_rotated_certific
         let before = metric(p, "ingest", &series).await;
         let r = mllp_once(port, Some(&tls), &adt("TLS-REFUSED")).await;
         assert!(r.is_err(), "{name}: {r:?}");
-        assert_eq!(metric(p, "ingest", &series).await, before + 1.0, "{name}");
+        assert_eq!(counted(p, "ingest", &series, before + 1.0).await, before + 1.0, "{name}");
     }
     let not_tls = refusals("mllp", "tls_not_tls");
     let before = metric(p, "ingest", &not_tls).await;
     let answer = plaintext_mllp(port, &adt("TLS-PLAIN")).await;
     assert!(!String::from_utf8_lossy(&answer).contains("MSA"), "a plaintext client gets no ACK");
-    assert_eq!(metric(p, "ingest", &not_tls).await, before + 1.0);
+    assert_eq!(counted(p, "ingest", &not_tls, before + 1.0).await, before + 1.0);
     let log = p.log_of("ingest");
     for reason in [
         "tls_untrusted_client_certificate",
@@ -596,7 +609,7 @@ async fn every_http_entrance_is_https_only(p: &Pipeline) {
             .await;
         assert!(plain.is_err(), "{svc}: plaintext answered: {plain:?}");
         assert!(
-            metric(p, svc, &series("tls_not_tls")).await > before,
+            counted(p, svc, &series("tls_not_tls"), before + 1.0).await > before,
             "{svc}: plaintext not counted"
         );
         let before = metric(p, svc, &series("tls_client_aborted")).await;
@@ -607,7 +620,7 @@ async fn every_http_entrance_is_https_only(p: &Pipeline) {
             .await;
         assert!(doubting.is_err(), "{svc}: a client that does not trust the CA got an answer");
         assert!(
-            metric(p, svc, &series("tls_client_aborted")).await > before,
+            counted(p, svc, &series("tls_client_aborted"), before + 1.0).await > before,
             "{svc}: aborted handshake not counted"
         );
     }
