@@ -516,7 +516,29 @@ async fn one_size(a: &PipelineArgs, known_patients: u64) -> anyhow::Result<Measu
 
     let health = Health::new();
     let mllp = free_addr()?;
-    let mut services = up::spawn_services(&rt, &mllp, "", &free_addr()?, &shutdown, &health);
+    // plaintext MLLP, as the pass-through chain has no TLS either; the APIs need a token, which
+    // nobody here uses
+    let plain = sluice_runtime::tls::ListenerTls {
+        plaintext: true,
+        ..Default::default()
+    };
+    let listeners = up::Listeners {
+        mllp_addr: mllp.clone(),
+        fhir_addr: String::new(),
+        dead_letter_addr: free_addr()?,
+        review_addr: String::new(),
+        mllp_tls: plain.clone(),
+        http_tls: plain,
+        auth: sluice_runtime::auth::AuthConfig {
+            tokens: vec![sluice_runtime::auth::StaticToken {
+                actor: "sluice-bench".into(),
+                role: sluice_runtime::auth::Role::Operator,
+                token: sluice_runtime::config::Secret::new(hex::encode(rand::random::<[u8; 32]>())),
+            }],
+            ..Default::default()
+        },
+    };
+    let mut services = up::spawn_services(&rt, &listeners, &shutdown, &health);
     let ready = Instant::now();
     while !health.is_ready() {
         if let Some(Ok((name, r))) = services.try_join_next() {

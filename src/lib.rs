@@ -8,6 +8,8 @@
 pub mod acls;
 pub mod bench;
 pub mod broker;
+pub mod client;
+pub mod devcert;
 pub mod generate;
 pub mod identity;
 pub mod known;

@@ -2,6 +2,7 @@
 //! printed; with `--fhir URL`, each file (a FHIR R4 resource or Bundle, JSON or XML) POSTed to
 //! the FHIR endpoint and each answer printed.
 
+use crate::client::ClientTls;
 use sluice_ingest::mllp;
 use std::time::Duration;
 
@@ -10,9 +11,20 @@ pub struct Args {
     /// MLLP listener address
     #[arg(long, default_value = "127.0.0.1:2575")]
     pub addr: String,
-    /// POST each file to this FHIR endpoint (for example http://127.0.0.1:8080/fhir) instead
+    /// POST each file to this FHIR endpoint (for example https://127.0.0.1:8080/fhir) instead
     #[arg(long)]
     pub fhir: Option<String>,
+    /// Bearer token for the FHIR endpoint (the sender role)
+    #[arg(long, env = "SLUICE_SENDER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Connect over TLS, trusting this CA (PEM) for the server's certificate
+    #[arg(long)]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) for mutual TLS, with --tls-key
+    #[arg(long, requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<std::path::PathBuf>,
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
     pub files: Vec<std::path::PathBuf>,
 }
 
@@ -34,8 +46,8 @@ pub async fn post_fhir(client: &reqwest::Client, url: &str, body: Vec<u8>) -> an
     Ok((status, reason))
 }
 
-async fn run_fhir(url: &str, files: &[std::path::PathBuf]) -> anyhow::Result<()> {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
+async fn run_fhir(url: &str, files: &[std::path::PathBuf], tls: Option<&ClientTls>, token: Option<&str>) -> anyhow::Result<()> {
+    let client = crate::client::http_client(tls, token)?;
     let (mut ok, mut not) = (0, 0);
     for f in files {
         let (status, reason) = post_fhir(&client, url, std::fs::read(f)?).await?;
@@ -57,10 +69,15 @@ pub fn messages_of(bytes: &[u8]) -> Vec<Vec<u8>> {
 }
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
+    let tls = a.tls_ca.as_ref().map(|ca| ClientTls {
+        ca_file: ca.clone(),
+        cert_file: a.tls_cert.clone(),
+        key_file: a.tls_key.clone(),
+    });
     if let Some(url) = &a.fhir {
-        return run_fhir(url, &a.files).await;
+        return run_fhir(url, &a.files, tls.as_ref(), a.token.as_deref()).await;
     }
-    let mut stream = tokio::net::TcpStream::connect(&a.addr).await?;
+    let mut stream = crate::client::mllp_connect(&a.addr, tls.as_ref()).await?;
     let (mut ok, mut nak) = (0, 0);
     for f in &a.files {
         let bytes = std::fs::read(f)?;

@@ -1,9 +1,12 @@
 //! `sluice up`: the whole pipeline in one process, and `sluice run`: one service.
 
-use crate::{broker, generate, topology};
+use crate::client::ClientTls;
+use crate::{broker, devcert, generate, topology};
+use sluice_runtime::auth::{AuthConfig, Role, StaticToken};
 use sluice_runtime::config::{RuntimeConfig, Secret};
 use sluice_runtime::shutdown::Shutdown;
 use sluice_runtime::telemetry::{self, Health};
+use sluice_runtime::tls::ListenerTls;
 use std::time::Duration;
 
 #[derive(clap::Args)]
@@ -45,6 +48,36 @@ pub struct Args {
     pub http_addr: String,
     #[arg(long, default_value = "127.0.0.1:8082")]
     pub dead_letter_addr: String,
+    /// The identity review API; empty turns it off
+    #[arg(long, default_value = "127.0.0.1:8083")]
+    pub review_addr: String,
+    /// Serve MLLP and HTTP without TLS (bearer tokens are still required). Without this and
+    /// without --tls-cert, a development CA and server certificate are made at start-up
+    #[arg(long)]
+    pub plaintext: bool,
+    /// Serve this certificate (PEM chain) on every listener, with --tls-key
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Mutual TLS on MLLP: accept only senders with a certificate from this CA (PEM)
+    #[arg(long)]
+    pub tls_client_ca: Option<std::path::PathBuf>,
+    /// Where the development CA and certificate are written
+    #[arg(long, default_value_os_t = std::env::temp_dir().join("sluice-up-tls"))]
+    pub tls_dir: std::path::PathBuf,
+    /// Bearer token of the sender role (POST FHIR); made at start-up when not given
+    #[arg(long, env = "SLUICE_SENDER_TOKEN", hide_env_values = true)]
+    pub sender_token: Option<String>,
+    /// Bearer token of the viewer role (lists, no payloads); made at start-up when not given
+    #[arg(long, env = "SLUICE_VIEWER_TOKEN", hide_env_values = true)]
+    pub viewer_token: Option<String>,
+    /// Bearer token of the operator role (dead-letter payloads, replay, discard); made at start-up when not given
+    #[arg(long, env = "SLUICE_OPERATOR_TOKEN", hide_env_values = true)]
+    pub operator_token: Option<String>,
+    /// Bearer token of the reviewer role (identity review items and decisions); made at start-up when not given
+    #[arg(long, env = "SLUICE_REVIEWER_TOKEN", hide_env_values = true)]
+    pub reviewer_token: Option<String>,
     /// Send this many synthetic messages (plus a few malformed ones) once running, and report
     #[arg(long)]
     pub demo: Option<usize>,
@@ -53,9 +86,152 @@ pub struct Args {
     pub exit_after_demo: bool,
 }
 
+/// How `sluice up` secures its entrances: TLS on every listener (unless --plaintext) and a
+/// bearer token per role, always.
+struct Entrances {
+    mllp_tls: ListenerTls,
+    http_tls: ListenerTls,
+    /// What a client of these listeners trusts (None: plaintext).
+    client: Option<ClientTls>,
+    auth: AuthConfig,
+    tokens: Vec<(Role, String)>,
+}
+
+impl Entrances {
+    fn scheme(&self) -> &'static str {
+        if self.client.is_some() { "https" } else { "http" }
+    }
+
+    fn token(&self, role: Role) -> &str {
+        self.tokens.iter().find(|(r, _)| *r == role).map_or("", |(_, t)| t.as_str())
+    }
+}
+
+/// A fresh random token: 32 bytes, hex.
+fn new_token() -> String {
+    hex::encode(rand::random::<[u8; 32]>())
+}
+
+fn entrances(a: &Args) -> anyhow::Result<Entrances> {
+    let given = [
+        (Role::Sender, &a.sender_token),
+        (Role::Viewer, &a.viewer_token),
+        (Role::Operator, &a.operator_token),
+        (Role::Reviewer, &a.reviewer_token),
+    ];
+    let tokens: Vec<(Role, String)> = given
+        .iter()
+        .map(|(r, t)| (*r, t.as_ref().map_or_else(new_token, Clone::clone)))
+        .collect();
+    let auth = AuthConfig {
+        tokens: tokens
+            .iter()
+            .map(|(role, token)| StaticToken {
+                actor: format!("sluice-up-{}", role.as_str()),
+                role: *role,
+                token: Secret::new(token.clone()),
+            })
+            .collect(),
+        ..Default::default()
+    };
+    auth.validate("auth")?;
+    auth.all_tokens("auth")?;
+    if a.plaintext {
+        anyhow::ensure!(
+            a.tls_cert.is_none() && a.tls_client_ca.is_none(),
+            "--plaintext and --tls-* exclude each other"
+        );
+        let plain = ListenerTls {
+            plaintext: true,
+            ..Default::default()
+        };
+        return Ok(Entrances {
+            mllp_tls: plain.clone(),
+            http_tls: plain,
+            client: None,
+            auth,
+            tokens,
+        });
+    }
+    let (cert, key, ca) = match (&a.tls_cert, &a.tls_key) {
+        (Some(c), Some(k)) => (c.clone(), k.clone(), c.clone()),
+        _ => {
+            std::fs::create_dir_all(&a.tls_dir)?;
+            let ca = devcert::DevCa::new("sluice up development CA")?;
+            let (cert, key) = ca.server(&["localhost", "127.0.0.1", "::1"])?.write(&a.tls_dir, "server")?;
+            (cert, key, ca.write(&a.tls_dir)?)
+        }
+    };
+    let http_tls = ListenerTls {
+        cert_file: cert.display().to_string(),
+        key_file: key.display().to_string(),
+        ..Default::default()
+    };
+    let mllp_tls = ListenerTls {
+        client_ca_file: a.tls_client_ca.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+        ..http_tls.clone()
+    };
+    Ok(Entrances {
+        mllp_tls,
+        http_tls,
+        client: Some(ClientTls {
+            ca_file: ca,
+            ..Default::default()
+        }),
+        auth,
+        tokens,
+    })
+}
+
+/// How to use the entrances: tokens and curl examples. Printed at start-up; the tokens are the
+/// operator's own (they were made or given for this run), never logged.
+fn print_entrances(a: &Args, e: &Entrances) {
+    let s = e.scheme();
+    let cacert = e
+        .client
+        .as_ref()
+        .map(|c| format!(" --cacert {}", c.ca_file.display()))
+        .unwrap_or_default();
+    println!("\nentrances ({}):", if e.client.is_some() { "tls" } else { "plaintext, as asked" });
+    println!("  mllp   {} {}", a.mllp_addr, if e.mllp_tls.mutual() { "(mutual tls)" } else { "" });
+    if !a.fhir_addr.is_empty() {
+        println!("  fhir   {s}://{}/fhir", a.fhir_addr);
+    }
+    println!("  dead letters  {s}://{}/api/dead-letters", a.dead_letter_addr);
+    if !a.review_addr.is_empty() {
+        println!("  identity review  {s}://{}/api/review/items", a.review_addr);
+    }
+    println!("bearer tokens for this run (set SLUICE_<ROLE>_TOKEN to choose them):");
+    for (role, token) in &e.tokens {
+        println!("  export SLUICE_{}_TOKEN={token}", role.as_str().to_uppercase());
+    }
+    println!("for example:");
+    if !a.fhir_addr.is_empty() {
+        println!(
+            "  curl{cacert} -H \"Authorization: Bearer $SLUICE_SENDER_TOKEN\" -H 'Content-Type: application/fhir+json' --data @bundle.json {s}://{}/fhir",
+            a.fhir_addr
+        );
+    }
+    println!(
+        "  curl{cacert} -H \"Authorization: Bearer $SLUICE_VIEWER_TOKEN\" {s}://{}/api/dead-letters",
+        a.dead_letter_addr
+    );
+    println!(
+        "  curl{cacert} -H \"Authorization: Bearer $SLUICE_OPERATOR_TOKEN\" '{s}://{}/api/dead-letters/ID/payload?reason=ticket+123'",
+        a.dead_letter_addr
+    );
+    let tls = e
+        .client
+        .as_ref()
+        .map(|c| format!(" --tls-ca {}", c.ca_file.display()))
+        .unwrap_or_default();
+    println!("  sluice send --addr {}{tls} FILES", a.mllp_addr);
+}
+
 /// Runs every service in this process until shutdown or until one fails.
 pub async fn run(a: Args) -> anyhow::Result<()> {
     telemetry::init_logging("text");
+    let entrances = entrances(&a)?;
     let shutdown = Shutdown::new();
     shutdown.on_signals()?;
     let mut broker_child = None;
@@ -103,17 +279,36 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let http = telemetry::serve_http(&a.http_addr, health.router(), shutdown.clone()).await?;
     tracing::info!(%http, "metrics on /metrics, health on /healthz and /readyz");
 
-    let mut services = spawn_services(&rt, &a.mllp_addr, &a.fhir_addr, &a.dead_letter_addr, &shutdown, &health);
+    let listeners = Listeners {
+        mllp_addr: a.mllp_addr.clone(),
+        fhir_addr: a.fhir_addr.clone(),
+        dead_letter_addr: a.dead_letter_addr.clone(),
+        review_addr: a.review_addr.clone(),
+        mllp_tls: entrances.mllp_tls.clone(),
+        http_tls: entrances.http_tls.clone(),
+        auth: entrances.auth.clone(),
+    };
+    let mut services = spawn_services(&rt, &listeners, &shutdown, &health);
 
+    print_entrances(&a, &entrances);
     if let Some(n) = a.demo {
         let (addr, dl, http_s, exit) = (a.mllp_addr.clone(), a.dead_letter_addr.clone(), http.to_string(), a.exit_after_demo);
-        let fhir = (!a.fhir_addr.is_empty()).then(|| format!("http://{}/fhir", a.fhir_addr));
+        let scheme = entrances.scheme();
+        let fhir = (!a.fhir_addr.is_empty()).then(|| format!("{scheme}://{}/fhir", a.fhir_addr));
         let (sd, h, kafka) = (shutdown.clone(), health.clone(), rt.kafka.clone());
+        let client = entrances.client.clone();
+        let (sender, viewer) = (entrances.token(Role::Sender).to_owned(), entrances.token(Role::Viewer).to_owned());
         tokio::spawn(async move {
-            if let Err(e) = demo(n, &addr, fhir.as_deref(), kafka, &h).await {
+            let clients = Demo {
+                tls: client.as_ref(),
+                sender: &sender,
+                viewer: &viewer,
+                dead_letters: format!("{scheme}://{dl}/api/dead-letters"),
+            };
+            if let Err(e) = demo(n, &addr, fhir.as_deref(), kafka, &h, &clients).await {
                 tracing::error!(error = %e, "demo failed");
             }
-            println!("\nmetrics: http://{http_s}/metrics   dead letters: http://{dl}/api/dead-letters");
+            println!("\nmetrics: http://{http_s}/metrics   dead letters: {scheme}://{dl}/api/dead-letters (viewer token)");
             if exit {
                 sd.trigger();
             } else {
@@ -143,21 +338,30 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
 /// What each service's task returns: its name and how it ended.
 pub type ServiceSet = tokio::task::JoinSet<(&'static str, anyhow::Result<()>)>;
 
+/// Where and how the services of one process listen.
+pub struct Listeners {
+    pub mllp_addr: String,
+    /// empty: no FHIR endpoint
+    pub fhir_addr: String,
+    pub dead_letter_addr: String,
+    /// empty: no review API
+    pub review_addr: String,
+    pub mllp_tls: ListenerTls,
+    pub http_tls: ListenerTls,
+    pub auth: AuthConfig,
+}
+
 /// Starts the five services as tasks of this process, all on one runtime configuration.
-pub fn spawn_services(
-    rt: &RuntimeConfig,
-    mllp_addr: &str,
-    fhir_addr: &str,
-    dead_letter_addr: &str,
-    shutdown: &Shutdown,
-    health: &Health,
-) -> ServiceSet {
+pub fn spawn_services(rt: &RuntimeConfig, l: &Listeners, shutdown: &Shutdown, health: &Health) -> ServiceSet {
     let mut services = tokio::task::JoinSet::new();
     let (sd, h) = (shutdown.clone(), health.clone());
     let ingest = sluice_ingest::Config {
         runtime: rt.clone(),
-        listen_addr: mllp_addr.to_owned(),
-        fhir_listen_addr: fhir_addr.to_owned(),
+        listen_addr: l.mllp_addr.clone(),
+        fhir_listen_addr: l.fhir_addr.clone(),
+        mllp_tls: l.mllp_tls.clone(),
+        fhir_tls: l.http_tls.clone(),
+        auth: l.auth.clone(),
         ..Default::default()
     };
     services.spawn(async move { ("ingest", sluice_ingest::run(ingest, sd, h).await) });
@@ -168,6 +372,11 @@ pub fn spawn_services(
         health.clone(),
         sluice_identifier_match::Config {
             runtime: rt.clone(),
+            review_api: sluice_identifier_match::api::ApiConfig {
+                addr: l.review_addr.clone(),
+                tls: l.http_tls.clone(),
+            },
+            auth: l.auth.clone(),
             ..Default::default()
         },
     );
@@ -186,11 +395,21 @@ pub fn spawn_services(
         health.clone(),
         sluice_dead_letter::Config {
             runtime: rt.clone(),
-            api_addr: dead_letter_addr.to_owned(),
+            api_addr: l.dead_letter_addr.clone(),
+            api_tls: l.http_tls.clone(),
+            auth: l.auth.clone(),
         },
     );
     services.spawn(async move { ("dead-letter", sluice_dead_letter::run(c, sd, h).await) });
     services
+}
+
+/// How the demo reaches the entrances.
+struct Demo<'a> {
+    tls: Option<&'a ClientTls>,
+    sender: &'a str,
+    viewer: &'a str,
+    dead_letters: String,
 }
 
 async fn demo(
@@ -199,6 +418,7 @@ async fn demo(
     fhir_url: Option<&str>,
     kafka: sluice_runtime::config::KafkaConfig,
     health: &Health,
+    clients: &Demo<'_>,
 ) -> anyhow::Result<()> {
     for _ in 0..600 {
         if health.is_ready() {
@@ -209,7 +429,7 @@ async fn demo(
     let mut msgs = generate::messages(n, 42);
     let bad = generate::malformed((n / 50).max(2));
     msgs.extend(bad);
-    let mut stream = tokio::net::TcpStream::connect(mllp_addr).await?;
+    let mut stream = crate::client::mllp_connect(mllp_addr, clients.tls).await?;
     let mut counts = std::collections::BTreeMap::new();
     let started = std::time::Instant::now();
     for m in &msgs {
@@ -220,7 +440,7 @@ async fn demo(
     println!("\nsent {} messages over MLLP in {secs:.1}s: ACKs {counts:?}", msgs.len());
     if let Some(url) = fhir_url {
         // and a tenth as many FHIR R4 Bundles over HTTP, plus one body that is not FHIR
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
+        let client = crate::client::http_client(clients.tls, Some(clients.sender))?;
         let mut bodies = generate::fhir_bundles((n / 10).max(1), 42);
         bodies.push(b"{\"resourceType\": ".to_vec());
         let mut answers = std::collections::BTreeMap::new();
@@ -232,6 +452,12 @@ async fn demo(
     }
     // give the stages a moment, then show where the output is
     tokio::time::sleep(Duration::from_secs(5)).await;
+    let viewer = crate::client::http_client(clients.tls, Some(clients.viewer))?;
+    let listed: serde_json::Value = viewer.get(&clients.dead_letters).send().await?.error_for_status()?.json().await?;
+    println!(
+        "dead letters listed with the viewer token (no payloads): {}",
+        listed["count"].as_u64().unwrap_or_default()
+    );
     let topology = sluice_model::topology::Topology::load()?;
     println!("committed records per topic:");
     for t in &topology.topics {
@@ -261,7 +487,7 @@ pub async fn run_one(service: &str, config: Option<&std::path::Path>) -> anyhow:
 pub fn check_one(service: &str, config: Option<&std::path::Path>) -> anyhow::Result<()> {
     fn check<C: sluice_runtime::ServiceConfig + std::fmt::Debug>(file: Option<&std::path::Path>) -> anyhow::Result<()> {
         let cfg: C = sluice_runtime::config::load(file)?;
-        cfg.runtime().validate()?;
+        cfg.validate()?;
         println!("{cfg:#?}");
         Ok(())
     }

@@ -212,7 +212,7 @@ async fn malformed_input_by_rule_gets_its_answer_and_is_kept() {
     let fhir = fhir_cases(MAX_FRAME);
     assert!(fhir.len() >= 200, "only {} FHIR bodies", fhir.len());
     let base = format!("http://127.0.0.1:{}/fhir", p.fhir_port);
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let client = common::http_with(common::SENDER_TOKEN);
     for c in &fhir {
         let reason = post_case(&client, &base, c).await;
         if c.status != 202 {
@@ -349,9 +349,11 @@ async fn abusive_clients_are_cut_off_answered_and_counted() {
     // a Content-Length longer than the body: 408 at the body timeout, nothing accepted
     tasks.push(tokio::spawn(async move {
         let mut s = connect_from(25, http, None).await.unwrap();
-        s.write_all(b"POST /fhir HTTP/1.1\r\nHost: x\r\nContent-Type: application/fhir+json\r\nContent-Length: 1000\r\n\r\n{\"resour")
-            .await
-            .unwrap();
+        let head = format!(
+            "POST /fhir HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/fhir+json\r\nContent-Length: 1000\r\n\r\n{{\"resour",
+            common::SENDER_TOKEN
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
         let mut buf = vec![0u8; 4096];
         match tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await {
             Ok(Ok(n)) if String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 408") => "short_body_timed_out",
@@ -467,9 +469,11 @@ async fn sigterm_with_idle_and_slow_connections_open_ends_ingest_within_its_grac
     }
     for _ in 0..5 {
         let mut s = connect_from(41, http, None).await.unwrap();
-        s.write_all(b"POST /fhir HTTP/1.1\r\nHost: x\r\nContent-Type: application/fhir+json\r\nContent-Length: 100000\r\n\r\n{")
-            .await
-            .unwrap();
+        let head = format!(
+            "POST /fhir HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/fhir+json\r\nContent-Length: 100000\r\n\r\n{{",
+            common::SENDER_TOKEN
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
         held.push(s);
     }
     let t = Instant::now();

@@ -18,7 +18,6 @@
 mod common;
 
 use common::*;
-use rdkafka::producer::{BaseRecord, Producer};
 use sluice_model::topology::names;
 use std::collections::HashSet;
 use std::process::{Command, Stdio};
@@ -153,7 +152,7 @@ async fn broker_pause_naks_then_recovers_exactly_once_and_replay_goes_back_throu
     // a FHIR sender at the same moment: 503 with Retry-After, nothing acknowledged
     let fhir_body = sluice::generate::fhir_bundles(1, 24).remove(0);
     let fhir_url = format!("http://127.0.0.1:{}/fhir", p.fhir_port);
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+    let client = common::http_with(common::SENDER_TOKEN);
     let r = client
         .post(&fhir_url)
         .header("content-type", "application/fhir+json")
@@ -243,12 +242,7 @@ async fn broker_pause_naks_then_recovers_exactly_once_and_replay_goes_back_throu
     );
 
     // a poison record on normalise's input: dead-lettered by normalise, in its transaction
-    let producer = p.producer();
-    producer
-        .send(BaseRecord::to(names::RAW).key("poison").payload("not an avro record"))
-        .map_err(|(e, _)| e)
-        .unwrap();
-    producer.flush(Duration::from_secs(10)).unwrap();
+    p.poison(names::RAW);
     let deadline = Instant::now() + Duration::from_secs(60);
     let first = loop {
         let l = p.dead_letters("stage=normalise").await;
@@ -265,9 +259,9 @@ async fn broker_pause_naks_then_recovers_exactly_once_and_replay_goes_back_throu
     // replayed: back onto hl7.raw.v1 marked as a replay, through normalise again; it fails
     // again, so a second dead letter carries attempt 2 and the first failure time
     let id = first["id"].as_str().unwrap();
-    let r = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{}/api/dead-letters/{id}/replay", p.api_port))
-        .json(&serde_json::json!({ "reason": "sender fixed, retrying", "actor": "e2e" }))
+    let r = common::http_with(common::OPERATOR_TOKEN)
+        .post(format!("{}/{id}/replay", p.dead_letter_url()))
+        .json(&serde_json::json!({ "reason": "sender fixed, retrying" }))
         .send()
         .await
         .unwrap();

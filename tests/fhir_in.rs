@@ -117,7 +117,7 @@ fn reason(outcome: &serde_json::Value) -> &str {
 async fn fhir_bundles_and_resources_flow_through_exactly_once() {
     let p = Pipeline::start_on(BrokerKind::exactly_once(), &[]).await;
     let base = format!("http://127.0.0.1:{}/fhir", p.fhir_port);
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+    let client = common::http_with(common::SENDER_TOKEN);
 
     // the capability statement says what the endpoint takes
     let meta: serde_json::Value = client.get(format!("{base}/metadata")).send().await.unwrap().json().await.unwrap();
@@ -156,6 +156,7 @@ OBX|1|NM|2951-2^Sodium^LN||139|mmol/L^mmol/L^UCUM|133-146|N|||F|||20240702093000
     std::fs::write(&file, resend).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["send", "--fhir", &base])
+        .env("SLUICE_SENDER_TOKEN", common::SENDER_TOKEN)
         .arg(&file)
         .output()
         .unwrap();

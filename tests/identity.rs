@@ -135,7 +135,7 @@ fn message_bundle(glucose: &str, reorder: bool) -> String {
 async fn fhir_bodies_sharing_identifiers_each_make_their_events_and_only_a_resend_is_skipped() {
     let p = Pipeline::start_on(BrokerKind::exactly_once(), &[]).await;
     let base = format!("http://127.0.0.1:{}/fhir", p.fhir_port);
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+    let client = common::http_with(common::SENDER_TOKEN);
     let first = message_bundle("5.5", false);
     let reused = message_bundle("9.1", false);
     // the same message as `first`, entries in another order and re-serialised

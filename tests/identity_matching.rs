@@ -17,8 +17,7 @@ use sluice_model::{IdentityChange, IdentityDecision, IdentityLink, MatchedEvent}
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-const REVIEWER: &str = "reviewer-token-0123456789abcdef";
-const VIEWER: &str = "viewer-token-0123456789abcdef";
+use common::{REVIEWER_TOKEN as REVIEWER, VIEWER_TOKEN as VIEWER};
 
 fn adt(site: &str, trigger: &str, control_id: &str, pid: &str) -> Vec<u8> {
     [
@@ -165,15 +164,10 @@ async fn a_review_decision_made_through_the_api_takes_effect_for_the_next_messag
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     assert!(listed["count"].as_u64().unwrap() >= 1);
-    let shown: serde_json::Value = client
-        .get(format!("{items}/{item}"))
-        .bearer_auth(VIEWER)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // the item holds patient data: a viewer may not open it, a reviewer says why and is audited
+    let open = format!("{items}/{item}?reason=working+the+review+queue");
+    assert_eq!(client.get(&open).bearer_auth(VIEWER).send().await.unwrap().status().as_u16(), 403);
+    let shown: serde_json::Value = client.get(&open).bearer_auth(REVIEWER).send().await.unwrap().json().await.unwrap();
     assert_eq!(shown["candidates"][0]["enterprise_id"], ea.as_str());
     assert!(
         shown["subject"]["names"][0].as_str().unwrap().contains("OTHERPERSON"),
@@ -213,6 +207,29 @@ async fn a_review_decision_made_through_the_api_takes_effect_for_the_next_messag
         ("Dr Reviewer", "reviewer", "link")
     );
     assert_eq!(released[0].match_result.decision_id.as_deref(), Some(d.decision_id.as_str()));
+    // the view and the decision are on the audit topic, with the token's actor and the reasons
+    let audit: Vec<sluice_model::AuditEvent> = p.decoded(names::AUDIT).await;
+    let of_item: Vec<(&str, &str, &str)> = audit
+        .iter()
+        .filter(|a| a.subject_id == item)
+        .map(|a| (a.action.as_str(), a.actor.as_str(), a.reason.as_str()))
+        .collect();
+    assert_eq!(
+        of_item,
+        [
+            ("view_review_item", "Dr Reviewer", "working the review queue"),
+            ("identity_decision", "Dr Reviewer", "same GP and next of kin on the notes"),
+        ]
+    );
+    assert_eq!(
+        audit
+            .iter()
+            .find(|a| a.action == "identity_decision")
+            .unwrap()
+            .related_id
+            .as_deref(),
+        Some(d.decision_id.as_str())
+    );
     // the next message of that record follows the decision, without review
     let c2 = adt("RC3", "A08", "REV00003", "PID|1||C4004^^^RC3^MR||Otherperson^Beatrice||19750917");
     send(p, std::slice::from_ref(&c2)).await;
@@ -280,24 +297,8 @@ async fn twins_and_namesakes_stay_apart(p: &Pipeline) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn patient_identity_links_across_sites_and_never_overlays() {
-    let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens.yaml");
-    std::fs::write(
-        &tokens,
-        format!("- {{actor: Dr Reviewer, role: reviewer, token: {REVIEWER}}}\n- {{actor: Ward Clerk, role: viewer, token: {VIEWER}}}\n"),
-    )
-    .unwrap();
-    let port = common::free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let tokens_file = tokens.display().to_string();
-    let p = Pipeline::start_on(
-        BrokerKind::exactly_once(),
-        &[
-            ("identifier-match", "SLUICE_REVIEW_API__ADDR", &addr),
-            ("identifier-match", "SLUICE_REVIEW_API__TOKENS_FILE", &tokens_file),
-        ],
-    )
-    .await;
+    let p = Pipeline::start_on(BrokerKind::exactly_once(), &[]).await;
+    let addr = format!("127.0.0.1:{}", p.review_port);
     an_mrn_only_patient_sent_later_with_the_nhs_number_becomes_one_and_the_change_is_published(&p).await;
     a_review_decision_made_through_the_api_takes_effect_for_the_next_message(&p, &format!("http://{addr}")).await;
     twins_and_namesakes_stay_apart(&p).await;

@@ -29,7 +29,7 @@ async fn end_to_end(p: &Pipeline) {
     }
     let mut expected: HashSet<String> = common::hl7_event_ids(&good);
     let bundle = sluice::generate::fhir_bundles(1, 8).remove(0);
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+    let client = common::http_with(common::SENDER_TOKEN);
     let url = format!("http://127.0.0.1:{}/fhir", p.fhir_port);
     assert_eq!(sluice::send::post_fhir(&client, &url, bundle.clone()).await.unwrap().0, 202);
     expected.extend(common::fhir_event_ids(&bundle));

@@ -51,7 +51,7 @@ async fn oversized_input_is_refused_and_kept_and_never_stops_a_stage() {
         r#"{{"resourceType":"Observation","status":"final","code":{{"text":"x"}},"valueString":"{}"}}"#,
         "X".repeat(1_500_000)
     );
-    let r = reqwest::Client::new()
+    let r = common::http_with(common::SENDER_TOKEN)
         .post(format!("http://127.0.0.1:{}/fhir", p.fhir_port))
         .header("content-type", "application/fhir+json")
         .body(body)

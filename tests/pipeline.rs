@@ -154,19 +154,14 @@ async fn mllp_to_routed_topics_exactly_once_through_kill_restart_and_resend() {
     }
 
     // the dead-letter service indexes them
-    let list: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{}/api/dead-letters?stage=ingest", p.api_port))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = p.dead_letters("stage=ingest").await;
     assert_eq!(list["count"].as_u64(), Some(n_bad as u64));
 
     // discard one with a reason: the decision is audited; an ingest reject cannot be replayed
     let id = list["items"][0]["id"].as_str().unwrap().to_owned();
-    let api = format!("http://127.0.0.1:{}/api/dead-letters/{id}", p.api_port);
-    let http = reqwest::Client::new();
-    let decision = serde_json::json!({ "reason": "test sender, not a real message", "actor": "e2e" });
+    let api = format!("{}/{id}", p.dead_letter_url());
+    let http = common::http_with(common::OPERATOR_TOKEN);
+    let decision = serde_json::json!({ "reason": "test sender, not a real message" });
     let r = http.post(format!("{api}/replay")).json(&decision).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 409, "ingest rejects have no input topic to replay to");
     let r = http.post(format!("{api}/discard")).json(&decision).send().await.unwrap();
@@ -175,7 +170,7 @@ async fn mllp_to_routed_topics_exactly_once_through_kill_restart_and_resend() {
     assert_eq!(r.status().as_u16(), 409, "a decided letter cannot be decided again");
     let one: serde_json::Value = http.get(&api).send().await.unwrap().json().await.unwrap();
     assert_eq!(one["status"], "discarded");
-    assert_eq!(one["audit"][0]["actor"], "e2e");
+    assert_eq!(one["audit"][0]["actor"], "Olu Operator", "the token's actor");
     let audits = p.read_all(names::DL_AUDIT);
     assert_eq!(audits.len(), 1, "one audit record per decision");
 

@@ -182,6 +182,26 @@ impl Broker {
     }
 }
 
+/// The bearer tokens every pipeline of the harness accepts, one per role (the services read them
+/// from a tokens file, as from a mounted Secret).
+pub const SENDER_TOKEN: &str = "e2e-sender-token-5f0c2a9d41b7";
+pub const VIEWER_TOKEN: &str = "e2e-viewer-token-8e1d7c3b20a6";
+pub const OPERATOR_TOKEN: &str = "e2e-operator-token-3a9f6e0c52d8";
+pub const REVIEWER_TOKEN: &str = "e2e-reviewer-token-c47b19e8f603";
+/// The actors those tokens name (what audit records and decisions carry).
+pub const TOKENS: [(&str, &str, &str); 4] = [
+    ("Sam Sender", "sender", SENDER_TOKEN),
+    ("Vic Viewer", "viewer", VIEWER_TOKEN),
+    ("Olu Operator", "operator", OPERATOR_TOKEN),
+    ("Dr Reviewer", "reviewer", REVIEWER_TOKEN),
+];
+
+/// A plain HTTP client sending `token` (the harness serves its APIs without TLS, explicitly;
+/// the TLS tests configure certificates).
+pub fn http_with(token: &str) -> reqwest::Client {
+    sluice::client::http_client(None, Some(token)).unwrap()
+}
+
 pub struct Pipeline {
     pub bootstrap: String,
     /// How the harness itself connects (topics, reading results): admin on a secured cluster.
@@ -190,6 +210,8 @@ pub struct Pipeline {
     pub mllp_port: u16,
     pub fhir_port: u16,
     pub api_port: u16,
+    /// The identity review API (identifier-match).
+    pub review_port: u16,
     // fields drop in order: services stop before the registry and the broker they use
     pub services: HashMap<&'static str, Proc>,
     env: Vec<(&'static str, String, String)>,
@@ -324,6 +346,7 @@ impl Pipeline {
             mllp_port: free_port(),
             fhir_port: free_port(),
             api_port: free_port(),
+            review_port: free_port(),
             services: HashMap::new(),
             env: env.iter().map(|(s, k, v)| (*s, (*k).to_owned(), (*v).to_owned())).collect(),
             logs: tempfile::tempdir().unwrap(),
@@ -333,6 +356,11 @@ impl Pipeline {
             http_ports: HashMap::new(),
             kafka_env,
         };
+        let tokens: String = TOKENS
+            .iter()
+            .map(|(actor, role, token)| format!("- {{actor: {actor}, role: {role}, token: {token}}}\n"))
+            .collect();
+        std::fs::write(p.tokens_file(), tokens).unwrap();
         for s in SERVICES {
             p.start_service(s);
         }
@@ -340,6 +368,16 @@ impl Pipeline {
             p.wait_ready(s).await;
         }
         p
+    }
+
+    /// The tokens file every service with an API reads (`auth.tokens_file`).
+    pub fn tokens_file(&self) -> PathBuf {
+        self.logs.path().join("tokens.yaml")
+    }
+
+    /// The dead-letter API's base URL (`/api/dead-letters`).
+    pub fn dead_letter_url(&self) -> String {
+        format!("http://127.0.0.1:{}/api/dead-letters", self.api_port)
     }
 
     /// An rdkafka client configuration with the harness's own (admin) settings.
@@ -352,6 +390,18 @@ impl Pipeline {
         self.client_config().create().unwrap()
     }
 
+    /// Puts a record that is not Avro on `topic`: poison for the stage that reads it, which
+    /// dead-letters it (replayable to `topic`).
+    pub fn poison(&self, topic: &str) {
+        use rdkafka::producer::{BaseRecord, Producer};
+        let producer = self.producer();
+        producer
+            .send(BaseRecord::to(topic).key("poison").payload("not an avro record"))
+            .map_err(|(e, _)| e)
+            .unwrap();
+        producer.flush(Duration::from_secs(10)).unwrap();
+    }
+
     pub fn start_service(&mut self, name: &'static str) {
         self.start_instance(name, name, &[]);
     }
@@ -361,11 +411,12 @@ impl Pipeline {
     /// An instance other than the service's first gets its own instance id and listen ports.
     pub fn start_instance(&mut self, key: &'static str, service: &'static str, extra: &[(String, String)]) {
         let http = *self.http_ports.entry(key).or_insert_with(free_port);
-        let (instance, mllp, fhir, api) = if key == service {
-            ("e2e", self.mllp_port, self.fhir_port, self.api_port)
+        let (instance, mllp, fhir, api, review) = if key == service {
+            ("e2e", self.mllp_port, self.fhir_port, self.api_port, self.review_port)
         } else {
-            (key, free_port(), free_port(), free_port())
+            (key, free_port(), free_port(), free_port(), free_port())
         };
+        let tokens_file = self.tokens_file().display().to_string();
         let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .args(["run", service])
             // the harness's own SLUICE_TEST_* variables are not service settings
@@ -381,25 +432,34 @@ impl Pipeline {
                 std::env::var("SLUICE_TEST_LOG").unwrap_or_else(|_| "warn,rdkafka=error".into()),
             )
             .envs(self.kafka_env.get(service).into_iter().flatten().map(|(k, v)| (k, v)))
+            // every entrance needs a token; the harness serves them without tls, explicitly
+            // (tests of tls set the certificate files and `..._TLS__PLAINTEXT=false`)
+            .envs(match service {
+                "ingest" => vec![
+                    ("SLUICE_LISTEN_ADDR", format!("127.0.0.1:{mllp}")),
+                    ("SLUICE_FHIR_LISTEN_ADDR", format!("127.0.0.1:{fhir}")),
+                    ("SLUICE_MLLP_TLS__PLAINTEXT", "true".into()),
+                    ("SLUICE_FHIR_TLS__PLAINTEXT", "true".into()),
+                    ("SLUICE_AUTH__TOKENS_FILE", tokens_file.clone()),
+                ],
+                "dead-letter" => vec![
+                    ("SLUICE_API_ADDR", format!("127.0.0.1:{api}")),
+                    ("SLUICE_API_TLS__PLAINTEXT", "true".into()),
+                    ("SLUICE_AUTH__TOKENS_FILE", tokens_file.clone()),
+                ],
+                "identifier-match" => vec![
+                    ("SLUICE_REVIEW_API__ADDR", format!("127.0.0.1:{review}")),
+                    ("SLUICE_REVIEW_API__TLS__PLAINTEXT", "true".into()),
+                    ("SLUICE_AUTH__TOKENS_FILE", tokens_file.clone()),
+                ],
+                _ => vec![],
+            })
             .envs(
                 self.env
                     .iter()
                     .filter(|(s, _, _)| *s == service)
                     .map(|(_, k, v)| (k.as_str(), v.as_str())),
             )
-            .envs(if service == "ingest" {
-                vec![
-                    ("SLUICE_LISTEN_ADDR", format!("127.0.0.1:{mllp}")),
-                    ("SLUICE_FHIR_LISTEN_ADDR", format!("127.0.0.1:{fhir}")),
-                ]
-            } else {
-                vec![]
-            })
-            .envs(if service == "dead-letter" {
-                vec![("SLUICE_API_ADDR", format!("127.0.0.1:{api}"))]
-            } else {
-                vec![]
-            })
             .envs(extra.iter().map(|(k, v)| (k, v)))
             .stderr(
                 std::fs::OpenOptions::new()
@@ -701,9 +761,11 @@ pub fn fhir_event_ids(body: &[u8]) -> std::collections::HashSet<String> {
 }
 
 impl Pipeline {
-    /// The dead-letter API's list (`query`: e.g. `stage=normalise&status=replayed`).
+    /// The dead-letter API's list (`query`: e.g. `stage=normalise&status=replayed`), as a viewer.
     pub async fn dead_letters(&self, query: &str) -> serde_json::Value {
-        reqwest::get(format!("http://127.0.0.1:{}/api/dead-letters?{query}", self.api_port))
+        http_with(VIEWER_TOKEN)
+            .get(format!("{}?{query}", self.dead_letter_url()))
+            .send()
             .await
             .unwrap()
             .json()

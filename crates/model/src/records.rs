@@ -640,6 +640,25 @@ pub struct DeadLetterAudit {
     pub at: Micros,
 }
 
+/// Who did or saw what, and why (audit.events.v1): every action and every view of patient data
+/// through an API, with the authenticated actor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct AuditEvent {
+    pub audit_id: String,
+    pub at: Micros,
+    pub service: String,
+    pub action: String,
+    pub subject_kind: String,
+    pub subject_id: String,
+    pub actor: String,
+    pub roles: Vec<String>,
+    pub authentication: String,
+    pub reason: String,
+    pub peer: Option<String>,
+    pub target_topic: Option<String>,
+    pub related_id: Option<String>,
+}
+
 /// Ties a Rust record to its schema.
 pub trait Record: Serialize + serde::de::DeserializeOwned {
     const TYPE: crate::schemas::RecordType;
@@ -663,7 +682,8 @@ record!(
     DeadLetterAudit,
     IdentityState,
     IdentityChange,
-    IdentityDecision
+    IdentityDecision,
+    AuditEvent
 );
 
 #[cfg(test)]
@@ -866,6 +886,16 @@ mod tests {
             },
         );
         round_trip(&set, &DeadLetterAudit::default());
+        round_trip(
+            &set,
+            &AuditEvent {
+                audit_id: "a".into(),
+                action: "view_payload".into(),
+                roles: vec!["operator".into()],
+                peer: Some("127.0.0.1:1".into()),
+                ..Default::default()
+            },
+        );
         round_trip(
             &set,
             &IdentityState {

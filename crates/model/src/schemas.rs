@@ -20,6 +20,7 @@ pub const FILES: &[(&str, &str)] = &[
     ("identity_state.avsc", include_str!("../../../schemas/identity_state.avsc")),
     ("identity_change.avsc", include_str!("../../../schemas/identity_change.avsc")),
     ("identity_decision.avsc", include_str!("../../../schemas/identity_decision.avsc")),
+    ("audit_event.avsc", include_str!("../../../schemas/audit_event.avsc")),
 ];
 
 const NAMESPACE: &str = "sluice.v1";
@@ -38,10 +39,11 @@ pub enum RecordType {
     IdentityState,
     IdentityChange,
     IdentityDecision,
+    AuditEvent,
 }
 
 impl RecordType {
-    pub const ALL: [RecordType; 11] = [
+    pub const ALL: [RecordType; 12] = [
         RecordType::RawMessage,
         RecordType::ClinicalEvent,
         RecordType::MatchedEvent,
@@ -53,6 +55,7 @@ impl RecordType {
         RecordType::IdentityState,
         RecordType::IdentityChange,
         RecordType::IdentityDecision,
+        RecordType::AuditEvent,
     ];
 
     pub fn name(self) -> &'static str {
@@ -68,6 +71,7 @@ impl RecordType {
             RecordType::IdentityState => "IdentityState",
             RecordType::IdentityChange => "IdentityChange",
             RecordType::IdentityDecision => "IdentityDecision",
+            RecordType::AuditEvent => "AuditEvent",
         }
     }
 

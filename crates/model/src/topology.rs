@@ -180,6 +180,7 @@ pub mod names {
     pub const DL_MATCH: &str = "deadletter.identifier-match.v1";
     pub const DL_ROUTE: &str = "deadletter.route.v1";
     pub const DL_AUDIT: &str = "deadletter.audit.v1";
+    pub const AUDIT: &str = "audit.events.v1";
     pub const ALL: &[&str] = &[
         RAW,
         FHIR_RAW,
@@ -197,6 +198,7 @@ pub mod names {
         DL_MATCH,
         DL_ROUTE,
         DL_AUDIT,
+        AUDIT,
     ];
 }
 

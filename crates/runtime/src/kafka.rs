@@ -298,9 +298,21 @@ impl TransactionalWriter {
         service: &'static str,
         shutdown: &Shutdown,
     ) -> Result<Option<TransactionalWriter>, crate::transactional::RuntimeError> {
+        TransactionalWriter::start_as(cfg, service, &format!("{service}-{}", cfg.instance_id), shutdown)
+    }
+
+    /// As [`TransactionalWriter::start`], with the client id (`transactional.id`
+    /// `sluice-<client_id>`) given: a second writer in a service that already has a
+    /// transactional producer must not fence it. Keep `<service>-` as its prefix (the service's
+    /// ACLs grant that transactional-id prefix).
+    pub fn start_as(
+        cfg: &RuntimeConfig,
+        service: &'static str,
+        client_id: &str,
+        shutdown: &Shutdown,
+    ) -> Result<Option<TransactionalWriter>, crate::transactional::RuntimeError> {
         use crate::transactional::RuntimeError;
-        let client_id = format!("{service}-{}", cfg.instance_id);
-        let producer: BaseProducer<ClientLog> = transactional_producer(cfg, &client_id)
+        let producer: BaseProducer<ClientLog> = transactional_producer(cfg, client_id)
             .create_with_context(ClientLog { service })
             .map_err(RuntimeError::Client)?;
         if !crate::transactional::init_transactions(&producer, service, shutdown)? {

@@ -8,19 +8,26 @@
 //! - [`kafka`]: client settings shared by every producer and consumer;
 //! - [`telemetry`]: logs, metrics, `/metrics`, `/healthz`, `/readyz`;
 //! - [`shutdown`]: SIGTERM/SIGINT as a future and a flag;
-//! - [`trace`]: W3C `traceparent` carried in Kafka headers.
+//! - [`trace`]: W3C `traceparent` carried in Kafka headers;
+//! - [`tls`], [`auth`], [`http`], [`audit`]: every entrance encrypted and authenticated: TLS
+//!   (optionally mutual) with certificates reloaded on rotation, bearer tokens (static or OIDC
+//!   JWTs) with roles, and an audit record of every action and every view of patient data.
 //!
 //! Guarantees: an input offset is committed only in the transaction that holds everything
 //! produced from it; infrastructure failures are retried (never dead-lettered); fatal producer
 //! errors end the process with a non-zero code so the supervisor restarts it.
 
+pub mod audit;
+pub mod auth;
 pub mod config;
+pub mod http;
 pub mod kafka;
 pub mod processor;
 pub mod shutdown;
 pub mod stage;
 pub mod state;
 pub mod telemetry;
+pub mod tls;
 pub mod trace;
 pub mod transactional;
 
@@ -53,6 +60,12 @@ pub async fn register_produced(store: &sluice_registry::SchemaStore, service: &s
 /// A service's configuration: its own fields plus the shared [`config::RuntimeConfig`].
 pub trait ServiceConfig: serde::Serialize + serde::de::DeserializeOwned + Default {
     fn runtime(&self) -> &config::RuntimeConfig;
+
+    /// Every setting agrees with the others (`sluice run <service> --check-config` and start-up);
+    /// errors name the field and never print a secret. Files are opened at start-up, not here.
+    fn validate(&self) -> anyhow::Result<()> {
+        Ok(self.runtime().validate()?)
+    }
 }
 
 /// The whole `main` of a service binary: `--config FILE` (or `SLUICE_CONFIG`), then

@@ -7,24 +7,40 @@
 //! header; a discard only records the decision. Each replay or discard writes an audit record in
 //! the same transaction as the replayed record.
 //!
-//! API (JSON): `GET /api/dead-letters?stage=&reason=&status=`, `GET /api/dead-letters/{id}`,
-//! `POST /api/dead-letters/{id}/replay` and `POST /api/dead-letters/{id}/discard` with
-//! `{"reason": "...", "actor": "..."}`.
+//! API (JSON, over HTTPS: `api_tls`; every route needs a bearer token, [`sluice_runtime::auth`]):
+//!
+//! | route | roles | |
+//! |---|---|---|
+//! | `GET /api/dead-letters?stage=&reason=&status=` | viewer, operator | the list, without payloads |
+//! | `GET /api/dead-letters/{id}` | viewer, operator | one letter and its history, without payload |
+//! | `GET /api/dead-letters/{id}/payload?reason=...` | operator | the payload: audited first |
+//! | `POST /api/dead-letters/{id}/replay` `{"reason": "..."}` | operator | audited |
+//! | `POST /api/dead-letters/{id}/discard` `{"reason": "..."}` | operator | audited |
+//!
+//! Every action and every payload view writes an [`AuditEvent`] to `audit.events.v1` with the
+//! authenticated actor (a body naming an `actor` is refused: the actor is the token's) and the
+//! reason given: a replay or discard in the same transaction as the replayed record and its
+//! `deadletter.audit.v1` record; a payload view before the payload is returned, and if Kafka
+//! does not confirm it the payload is not returned.
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sluice_model::topology::names;
-use sluice_model::{DeadLetter, DeadLetterAudit};
+use sluice_model::{AuditEvent, DeadLetter, DeadLetterAudit};
 use sluice_registry::SchemaStore;
+use sluice_runtime::audit::{self, Subject};
+use sluice_runtime::auth::{self, AuthConfig, Authenticator, Caller, Role};
 use sluice_runtime::config::RuntimeConfig;
+use sluice_runtime::http::Peer;
 use sluice_runtime::kafka::{self, Followed, Record, TransactionalWriter};
 use sluice_runtime::now_micros;
 use sluice_runtime::shutdown::Shutdown;
 use sluice_runtime::telemetry::Health;
+use sluice_runtime::tls::{Acceptor, ListenerTls};
 use sluice_runtime::transactional::REPLAY_HEADER;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -37,7 +53,12 @@ pub const DEAD_LETTER_TOPICS: &[&str] = &[names::DL_INGEST, names::DL_NORMALISE,
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub runtime: RuntimeConfig,
+    /// Where the API listens; empty: no API (the index is still kept).
     pub api_addr: String,
+    /// TLS of the API; `plaintext: true` only behind a proxy or mesh that terminates TLS.
+    pub api_tls: ListenerTls,
+    /// Who may call the API: viewers list, operators see payloads, replay and discard.
+    pub auth: AuthConfig,
 }
 
 impl Default for Config {
@@ -45,7 +66,20 @@ impl Default for Config {
         Config {
             runtime: RuntimeConfig::default(),
             api_addr: "127.0.0.1:8082".into(),
+            api_tls: ListenerTls::default(),
+            auth: AuthConfig::default(),
         }
+    }
+}
+
+impl Config {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.runtime.validate()?;
+        if !self.api_addr.is_empty() {
+            self.api_tls.validate("api_tls")?;
+            self.auth.validate("auth")?;
+        }
+        Ok(())
     }
 }
 
@@ -111,8 +145,23 @@ pub struct Filter {
 
 #[derive(Deserialize)]
 pub struct Decision {
+    #[serde(default)]
     reason: String,
-    actor: String,
+    /// Refused when given: the actor is the token's, never the caller's word.
+    #[serde(default)]
+    actor: Option<Value>,
+}
+
+#[derive(Deserialize)]
+pub struct ViewReason {
+    #[serde(default)]
+    reason: String,
+}
+
+type Answer = Result<Json<Value>, (StatusCode, Json<Value>)>;
+
+fn error(status: StatusCode, text: &str) -> (StatusCode, Json<Value>) {
+    (status, Json(json!({ "error": text })))
 }
 
 async fn list(State(api): State<Api>, Query(f): Query<Filter>) -> Json<Value> {
@@ -128,12 +177,14 @@ async fn list(State(api): State<Api>, Query(f): Query<Filter>) -> Json<Value> {
     Json(json!({ "count": items.len(), "items": items }))
 }
 
-async fn inspect(State(api): State<Api>, Path(id): Path<String>) -> Result<Json<Value>, StatusCode> {
+/// One letter and its history, without its payload (viewers too).
+async fn inspect(State(api): State<Api>, Path(id): Path<String>) -> Answer {
     let ix = api.index.lock().unwrap_or_else(|e| e.into_inner());
-    let e = ix.entries.get(&id).ok_or(StatusCode::NOT_FOUND)?;
+    let e = ix
+        .entries
+        .get(&id)
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, "no such dead letter"))?;
     let mut v = summary(e);
-    v["payload_text"] = json!(String::from_utf8_lossy(&e.letter.original_value));
-    v["original_headers"] = json!(e.letter.original_headers);
     v["audit"] = json!(
         e.audit
             .iter()
@@ -143,9 +194,86 @@ async fn inspect(State(api): State<Api>, Path(id): Path<String>) -> Result<Json<
     Ok(Json(v))
 }
 
-async fn act(api: Api, id: String, d: Decision, action: &'static str) -> Result<Json<Value>, (StatusCode, String)> {
-    if d.reason.trim().is_empty() || d.actor.trim().is_empty() {
-        return Err((StatusCode::BAD_REQUEST, "reason and actor are required".into()));
+/// How long a payload view waits for Kafka to commit its audit record: someone is waiting at a
+/// screen, and without the record they see nothing anyway.
+const VIEW_AUDIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The payload, for an operator, once the view is audited.
+async fn payload(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    Peer(peer): Peer,
+    Path(id): Path<String>,
+    Query(q): Query<ViewReason>,
+) -> Answer {
+    if !audit::valid_reason(&q.reason) {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "say why you need to see this payload: ?reason=... (3 to 500 characters)",
+        ));
+    }
+    let letter = api
+        .index
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entries
+        .get(&id)
+        .map(|e| e.letter.clone())
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, "no such dead letter"))?;
+    let record = audit::event(
+        SERVICE,
+        &caller,
+        "view_payload",
+        Subject {
+            kind: "dead_letter",
+            id: &id,
+        },
+        q.reason.trim(),
+        peer,
+    );
+    let value = api
+        .store
+        .encode(names::AUDIT, &record)
+        .map_err(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "audit record could not be encoded"))?;
+    let writer = api.writer.clone();
+    let key = id.clone();
+    let written = tokio::task::spawn_blocking(move || {
+        writer.write(
+            &[Record {
+                topic: names::AUDIT,
+                key: Some(key.as_bytes()),
+                value: &value,
+                headers: Vec::new(),
+            }],
+            VIEW_AUDIT_TIMEOUT,
+        )
+    })
+    .await;
+    if !matches!(written, Ok(Ok(()))) {
+        // no audit record, no payload
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the view could not be audited (kafka did not confirm): payload not shown, try again",
+        ));
+    }
+    tracing::info!(stage = %letter.stage, reason_code = %letter.reason_code, "dead-letter payload viewed");
+    Ok(Json(json!({
+        "id": id,
+        "payload_text": String::from_utf8_lossy(&letter.original_value),
+        "original_headers": letter.original_headers,
+        "audit_id": record.audit_id,
+    })))
+}
+
+async fn act(api: Api, caller: Caller, peer: Option<String>, id: String, d: Decision, action: &'static str) -> Answer {
+    if d.actor.is_some() {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "the actor is the one the bearer token names: remove actor from the body",
+        ));
+    }
+    if !audit::valid_reason(&d.reason) {
+        return Err(error(StatusCode::BAD_REQUEST, "a reason is required (3 to 500 characters)"));
     }
     let entry = api
         .index
@@ -154,36 +282,51 @@ async fn act(api: Api, id: String, d: Decision, action: &'static str) -> Result<
         .entries
         .get(&id)
         .cloned()
-        .ok_or((StatusCode::NOT_FOUND, "no such dead letter".into()))?;
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, "no such dead letter"))?;
     if entry.status != "quarantined" {
-        return Err((StatusCode::CONFLICT, format!("dead letter is already {}", entry.status)));
+        return Err(error(StatusCode::CONFLICT, &format!("dead letter is already {}", entry.status)));
     }
     let target = if action == "replay" {
         match &entry.letter.original_topic {
             Some(t) => Some(t.clone()),
             None => {
-                return Err((
+                return Err(error(
                     StatusCode::CONFLICT,
-                    "ingest rejects have no input topic: fix the message at its source and resend it".into(),
+                    "ingest rejects have no input topic: fix the message at its source and resend it",
                 ));
             }
         }
     } else {
         None
     };
-    let audit = DeadLetterAudit {
+    let reason = d.reason.trim().to_owned();
+    let dl_audit = DeadLetterAudit {
         audit_id: sluice_model::ids::uuid_from(&[id.as_bytes(), action.as_bytes(), &now_micros().to_be_bytes()]),
         dead_letter_id: id.clone(),
         action: action.into(),
-        reason: d.reason,
-        actor: d.actor,
+        reason: reason.clone(),
+        actor: caller.actor.clone(),
         target_topic: target.clone(),
         at: now_micros(),
     };
-    let audit_value = api
-        .store
-        .encode(names::DL_AUDIT, &audit)
-        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let access = AuditEvent {
+        target_topic: target.clone(),
+        related_id: Some(dl_audit.audit_id.clone()),
+        ..audit::event(
+            SERVICE,
+            &caller,
+            action,
+            Subject {
+                kind: "dead_letter",
+                id: &id,
+            },
+            &reason,
+            peer,
+        )
+    };
+    let encode_failed = |_| error(StatusCode::INTERNAL_SERVER_ERROR, "audit record could not be encoded");
+    let audit_value = api.store.encode(names::DL_AUDIT, &dl_audit).map_err(encode_failed)?;
+    let access_value = api.store.encode(names::AUDIT, &access).map_err(encode_failed)?;
     let writer = api.writer.clone();
     let letter = entry.letter.clone();
     let result = tokio::task::spawn_blocking(move || {
@@ -216,34 +359,55 @@ async fn act(api: Api, id: String, d: Decision, action: &'static str) -> Result<
             value: &audit_value,
             headers: Vec::new(),
         });
+        records.push(Record {
+            topic: names::AUDIT,
+            key: Some(letter.dead_letter_id.as_bytes()),
+            value: &access_value,
+            headers: Vec::new(),
+        });
         writer.write(&records, Duration::from_secs(30))
     })
     .await
-    .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    result.map_err(|_| (StatusCode::SERVICE_UNAVAILABLE, "kafka write failed, nothing changed".to_owned()))?;
+    .map_err(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "the write did not finish"))?;
+    result.map_err(|_| error(StatusCode::SERVICE_UNAVAILABLE, "kafka write failed, nothing changed"))?;
     tracing::info!(action, stage = %entry.letter.stage, reason_code = %entry.letter.reason_code, "dead letter handled");
-    api.index.lock().unwrap_or_else(|e| e.into_inner()).audit(audit);
+    api.index.lock().unwrap_or_else(|e| e.into_inner()).audit(dl_audit);
     Ok(Json(
-        json!({ "id": id, "status": if action == "replay" { "replayed" } else { "discarded" } }),
+        json!({ "id": id, "status": if action == "replay" { "replayed" } else { "discarded" }, "audit_id": access.audit_id }),
     ))
 }
 
-async fn replay(State(api): State<Api>, Path(id): Path<String>, Json(d): Json<Decision>) -> Result<Json<Value>, (StatusCode, String)> {
-    act(api, id, d, "replay").await
+/// `POST .../replay` or `.../discard`: the same checks and audit, one action each.
+fn decision(action: &'static str) -> axum::routing::MethodRouter<Api> {
+    post(
+        move |State(api): State<Api>,
+              Extension(caller): Extension<Caller>,
+              Peer(peer): Peer,
+              Path(id): Path<String>,
+              Json(d): Json<Decision>| async move { act(api, caller, peer, id, d, action).await },
+    )
 }
 
-async fn discard(State(api): State<Api>, Path(id): Path<String>, Json(d): Json<Decision>) -> Result<Json<Value>, (StatusCode, String)> {
-    act(api, id, d, "discard").await
-}
+/// Who may call each route (see the module documentation).
+pub const POLICY: &[auth::Route] = &[
+    auth::Route::get("/api/dead-letters", &[Role::Viewer, Role::Operator]),
+    auth::Route::get("/api/dead-letters/{id}", &[Role::Viewer, Role::Operator]),
+    auth::Route::get("/api/dead-letters/{id}/payload", &[Role::Operator]),
+    auth::Route::post("/api/dead-letters/{id}/replay", &[Role::Operator]),
+    auth::Route::post("/api/dead-letters/{id}/discard", &[Role::Operator]),
+];
 
 impl Api {
-    pub fn router(&self) -> Router {
-        Router::new()
+    /// The routes, behind authentication and [`POLICY`].
+    pub fn router(&self, authenticator: Arc<Authenticator>) -> Router {
+        let routes = Router::new()
             .route("/api/dead-letters", get(list))
             .route("/api/dead-letters/{id}", get(inspect))
-            .route("/api/dead-letters/{id}/replay", post(replay))
-            .route("/api/dead-letters/{id}/discard", post(discard))
-            .with_state(self.clone())
+            .route("/api/dead-letters/{id}/payload", get(payload))
+            .route("/api/dead-letters/{id}/replay", decision("replay"))
+            .route("/api/dead-letters/{id}/discard", decision("discard"))
+            .with_state(self.clone());
+        auth::protect(routes, SERVICE, authenticator, POLICY, auth::json_answer)
     }
 }
 
@@ -283,7 +447,17 @@ fn follow(
 }
 
 pub async fn run(cfg: Config, shutdown: Shutdown, health: Health) -> anyhow::Result<()> {
-    cfg.runtime.validate()?;
+    cfg.validate()?;
+    // certificates and tokens first: an api that cannot be secured does not start
+    let secured = if cfg.api_addr.is_empty() {
+        None
+    } else {
+        let tls = Acceptor::new(&cfg.api_tls, "api_tls", SERVICE, &[b"http/1.1"])?;
+        if tls.is_none() {
+            tracing::warn!("dead-letter api served without tls (api_tls.plaintext)");
+        }
+        Some((tls, Authenticator::new(&cfg.auth, "auth")?))
+    };
     let ready = health.service(SERVICE);
     let store = sluice_runtime::stage::schema_store(&cfg.runtime)?;
     sluice_runtime::stage::register_with_retry(&store, SERVICE, &shutdown).await?;
@@ -298,14 +472,19 @@ pub async fn run(cfg: Config, shutdown: Shutdown, health: Health) -> anyhow::Res
         store: store.clone(),
         writer: Arc::new(writer),
     };
-    let listener = tokio::net::TcpListener::bind(&cfg.api_addr).await?;
-    tracing::info!(addr = %listener.local_addr()?, "dead-letter api listening");
-    let sd = shutdown.clone();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, api.router())
-            .with_graceful_shutdown(async move { sd.wait().await })
-            .await;
-    });
+    if let Some((tls, authenticator)) = secured {
+        let listener = tokio::net::TcpListener::bind(&cfg.api_addr).await?;
+        tracing::info!(addr = %listener.local_addr()?, tls = tls.is_some(), "dead-letter api listening");
+        let grace = Duration::from_secs(cfg.runtime.drain_grace_secs);
+        tokio::spawn(sluice_runtime::http::serve(
+            listener,
+            api.router(authenticator),
+            tls,
+            SERVICE,
+            shutdown.clone(),
+            grace,
+        ));
+    }
     let handle = tokio::runtime::Handle::current();
     let rt = cfg.runtime.clone();
     tokio::task::spawn_blocking(move || follow(&rt, index, store, handle, shutdown, ready)).await?
@@ -314,5 +493,9 @@ pub async fn run(cfg: Config, shutdown: Shutdown, health: Health) -> anyhow::Res
 impl sluice_runtime::ServiceConfig for Config {
     fn runtime(&self) -> &RuntimeConfig {
         &self.runtime
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        Config::validate(self)
     }
 }

@@ -1,181 +1,71 @@
 //! The review API: the queue of held events people work through.
 //!
-//! Every route needs a bearer token from the configuration (`review_api.tokens`, or a YAML list
-//! in `review_api.tokens_file`, e.g. a mounted secret); each token names its actor and role.
-//! `viewer` may list and read items; `reviewer` may also decide. No route answers without a
-//! token: the items hold patient data.
+//! Served over HTTPS (`review_api.tls`) behind the shared bearer-token authentication
+//! ([`sluice_runtime::auth`], configured in `auth`: static tokens and/or OIDC). No route answers
+//! without a token: the items hold patient data.
 //!
-//! - `GET /api/review/items?rule=&record=&min_score=`: open items, newest first (no payloads)
-//! - `GET /api/review/items/{id}`: one item: the record and its candidates side by side, each
-//!   with the comparison levels and weights, the held event ids, the decisions so far
-//! - `POST /api/review/items/{id}/decision` `{"action": "link"|"not_same"|"new_patient",
-//!   "target_enterprise_id": "...", "reason": "..."}`
-//! - `POST /api/review/records/not-same` `{"record_key": "...", "target_enterprise_id": "...",
-//!   "reason": "..."}`: two records auto-linked wrongly (unmerges them)
+//! | route | roles | |
+//! |---|---|---|
+//! | `GET /api/review/items?rule=&min_score=` | viewer, reviewer | open items, newest first, without patient data or record keys; `record=` (a record-key prefix) for reviewers only |
+//! | `GET /api/review/items/{id}?reason=...` | reviewer | one item: the record and its candidates side by side, each with the comparison levels and weights, the held event ids, the decisions so far; audited first |
+//! | `POST /api/review/items/{id}/decision` `{"action": "link"\|"not_same"\|"new_patient", "target_enterprise_id": "...", "reason": "..."}` | reviewer | |
+//! | `POST /api/review/records/not-same` `{"record_key": "...", "target_enterprise_id": "...", "reason": "..."}` | reviewer | two records auto-linked wrongly (unmerges them) |
 //!
-//! A decision is written to `identity.decisions.v1` (acks=all) with the authenticated actor,
-//! never one the caller states, and answered 202 once Kafka confirmed it; the stage applies it
-//! in order with the events, exactly once, and releases the held events. The item list is the
-//! stage's committed state, so a decision shows once it has been applied.
+//! A decision is written to `identity.decisions.v1` with the authenticated actor, never one the
+//! caller states, in one transaction with its audit record (`audit.events.v1`), and answered 202
+//! once Kafka committed it; the stage applies it in order with the events, exactly once, and
+//! releases the held events. Opening an item writes an audit record before the item is
+//! returned (not returned if Kafka does not confirm it). The item list is the stage's committed
+//! state, so a decision shows once it has been applied.
 
 use crate::metrics::metrics;
 use crate::resolve::ReviewView;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sluice_model::topology::names;
-use sluice_model::{IdentityDecision, ReviewItem};
+use sluice_model::{AuditEvent, IdentityDecision, ReviewItem};
 use sluice_registry::SchemaStore;
-use sluice_runtime::config::Secret;
-use sluice_runtime::kafka::AckedProducer;
+use sluice_runtime::audit::{self, Subject};
+use sluice_runtime::auth::{self, Authenticator, Caller, Role};
+use sluice_runtime::http::Peer;
+use sluice_runtime::kafka::{Record, TransactionalWriter};
+use sluice_runtime::tls::{Acceptor, ListenerTls};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
+    /// Where the review API listens; empty: no API.
     pub addr: String,
-    pub tokens: Vec<ApiToken>,
-    /// A YAML file with a list of tokens (as `tokens`), read at start-up.
-    pub tokens_file: String,
-}
-
-impl Default for ApiConfig {
-    fn default() -> Self {
-        ApiConfig {
-            addr: "127.0.0.1:8083".into(),
-            tokens: Vec::new(),
-            tokens_file: String::new(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct ApiToken {
-    pub actor: String,
-    /// `reviewer` (list, read, decide) or `viewer` (list, read)
-    pub role: String,
-    pub token: Secret,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    #[error("review_api.tokens_file {file}: {reason}")]
-    TokensFile { file: String, reason: String },
-    #[error("review_api.tokens[{index}]: {reason}")]
-    Token { index: usize, reason: &'static str },
+    /// TLS of the API; `plaintext: true` only behind a proxy or mesh that terminates TLS.
+    pub tls: ListenerTls,
 }
 
 impl ApiConfig {
     pub fn enabled(&self) -> bool {
-        !self.tokens.is_empty() || !self.tokens_file.is_empty()
-    }
-
-    /// The configured tokens and those of `tokens_file`, checked.
-    pub fn all_tokens(&self) -> Result<Vec<ApiToken>, ApiError> {
-        let mut all = self.tokens.clone();
-        if !self.tokens_file.is_empty() {
-            let text = std::fs::read_to_string(&self.tokens_file).map_err(|e| ApiError::TokensFile {
-                file: self.tokens_file.clone(),
-                reason: e.to_string(),
-            })?;
-            let more: Vec<ApiToken> = serde_yaml::from_str(&text).map_err(|e| ApiError::TokensFile {
-                file: self.tokens_file.clone(),
-                reason: e.to_string(),
-            })?;
-            all.extend(more);
-        }
-        for (index, t) in all.iter().enumerate() {
-            if t.actor.trim().is_empty() {
-                return Err(ApiError::Token {
-                    index,
-                    reason: "actor is empty",
-                });
-            }
-            if !matches!(t.role.as_str(), "reviewer" | "viewer") {
-                return Err(ApiError::Token {
-                    index,
-                    reason: "role must be reviewer or viewer",
-                });
-            }
-            if t.token.expose().len() < 16 {
-                return Err(ApiError::Token {
-                    index,
-                    reason: "token must be at least 16 characters",
-                });
-            }
-        }
-        Ok(all)
-    }
-
-    pub fn validate(&self) -> Result<(), ApiError> {
-        self.all_tokens().map(|_| ())
+        !self.addr.is_empty()
     }
 }
 
 #[derive(Clone)]
 pub struct Api {
-    tokens: Arc<Vec<ApiToken>>,
     view: Arc<Mutex<Option<ReviewView>>>,
     store: Arc<SchemaStore>,
-    producer: Arc<AckedProducer>,
-}
-
-/// Who is calling.
-struct Caller {
-    actor: String,
-    role: String,
-}
-
-fn equal_time(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    writer: Arc<TransactionalWriter>,
 }
 
 fn refuse(status: StatusCode, route: &'static str, message: &str) -> Response {
     metrics().api_requests.with_label_values(&[route, status.as_str()]).inc();
-    let mut r = (status, Json(json!({ "error": message }))).into_response();
-    if status == StatusCode::UNAUTHORIZED
-        && let Ok(v) = "Bearer".parse()
-    {
-        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-    }
-    r
+    (status, Json(json!({ "error": message }))).into_response()
 }
 
 impl Api {
-    fn caller(&self, headers: &HeaderMap, route: &'static str, need_reviewer: bool) -> Result<Caller, Box<Response>> {
-        let presented = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        let Some(presented) = presented else {
-            return Err(Box::new(refuse(StatusCode::UNAUTHORIZED, route, "a bearer token is required")));
-        };
-        // every token is compared, in time independent of where they differ
-        let mut found = None;
-        for t in self.tokens.iter() {
-            if equal_time(t.token.expose().as_bytes(), presented.as_bytes()) {
-                found = Some(t);
-            }
-        }
-        let Some(t) = found else {
-            return Err(Box::new(refuse(StatusCode::UNAUTHORIZED, route, "unknown token")));
-        };
-        if need_reviewer && t.role != "reviewer" {
-            return Err(Box::new(refuse(StatusCode::FORBIDDEN, route, "deciding needs the reviewer role")));
-        }
-        Ok(Caller {
-            actor: t.actor.clone(),
-            role: t.role.clone(),
-        })
-    }
-
     fn items(&self, route: &'static str) -> Result<ReviewView, Box<Response>> {
         self.view.lock().unwrap_or_else(|e| e.into_inner()).clone().ok_or_else(|| {
             Box::new(refuse(
@@ -186,22 +76,52 @@ impl Api {
         })
     }
 
-    async fn write(&self, d: &IdentityDecision, route: &'static str) -> Result<(), Box<Response>> {
-        let value = self
-            .store
-            .encode(names::DECISIONS, d)
-            .map_err(|_| Box::new(refuse(StatusCode::INTERNAL_SERVER_ERROR, route, "decision could not be encoded")))?;
+    /// Writes the records in one transaction (a decision with its audit record, or an audit
+    /// record alone), answered only once Kafka committed them.
+    async fn write(&self, records: Vec<(&'static str, String, Vec<u8>)>, route: &'static str) -> Result<(), Box<Response>> {
+        let writer = self.writer.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            let records: Vec<Record<'_>> = records
+                .iter()
+                .map(|(topic, key, value)| Record {
+                    topic,
+                    key: Some(key.as_bytes()),
+                    value,
+                    headers: Vec::new(),
+                })
+                .collect();
+            writer.write(&records, Duration::from_secs(30))
+        })
+        .await;
+        match done {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(Box::new(refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                route,
+                "kafka did not confirm the write: nothing changed, try again",
+            ))),
+        }
+    }
+
+    fn encode<T: sluice_model::Record>(&self, topic: &str, v: &T, route: &'static str) -> Result<Vec<u8>, Box<Response>> {
+        self.store
+            .encode(topic, v)
+            .map_err(|_| Box::new(refuse(StatusCode::INTERNAL_SERVER_ERROR, route, "record could not be encoded")))
+    }
+
+    /// A decision and its audit record, in one transaction.
+    async fn decide(&self, d: &IdentityDecision, access: AuditEvent, route: &'static str) -> Result<(), Box<Response>> {
+        let access = AuditEvent {
+            target_topic: Some(names::DECISIONS.into()),
+            related_id: Some(d.decision_id.clone()),
+            ..access
+        };
         let key = d.item_id.clone().or(d.record_key.clone()).unwrap_or_default();
-        self.producer
-            .send(names::DECISIONS, key.as_bytes(), &value, &[])
+        let decision = self.encode(names::DECISIONS, d, route)?;
+        let audit = self.encode(names::AUDIT, &access, route)?;
+        let subject = access.subject_id.clone();
+        self.write(vec![(names::DECISIONS, key, decision), (names::AUDIT, subject, audit)], route)
             .await
-            .map_err(|_| {
-                Box::new(refuse(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    route,
-                    "kafka did not confirm the decision: nothing changed, try again",
-                ))
-            })
     }
 }
 
@@ -212,18 +132,23 @@ pub struct Filter {
     min_score: Option<f64>,
 }
 
+/// An item in the list: no patient data, no record key (an identifier).
 fn summary(i: &ReviewItem) -> Value {
     json!({
-        "item_id": i.item_id, "rule": i.rule, "record_key": i.record_key, "enterprise_id": i.enterprise_id,
+        "item_id": i.item_id, "rule": i.rule, "enterprise_id": i.enterprise_id,
         "opened_at": i.opened_at, "held_events": i.held_event_ids.len(),
         "candidates": i.candidates.iter().map(|c| json!({"enterprise_id": c.enterprise_id, "score": c.score})).collect::<Vec<_>>(),
     })
 }
 
-async fn list(State(api): State<Api>, headers: HeaderMap, Query(f): Query<Filter>) -> Response {
+async fn list(State(api): State<Api>, Extension(caller): Extension<Caller>, Query(f): Query<Filter>) -> Response {
     const ROUTE: &str = "list";
-    if let Err(r) = api.caller(&headers, ROUTE, false) {
-        return *r;
+    if f.record.is_some() && !caller.has(Role::Reviewer) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            ROUTE,
+            "filtering by record key (a patient identifier) needs the reviewer role",
+        );
     }
     let view = match api.items(ROUTE) {
         Ok(v) => v,
@@ -245,21 +170,56 @@ async fn list(State(api): State<Api>, headers: HeaderMap, Query(f): Query<Filter
     Json(json!({"count": out.len(), "items": out.iter().map(|i| summary(i)).collect::<Vec<_>>()})).into_response()
 }
 
-async fn show(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+#[derive(Debug, Deserialize)]
+pub struct ViewReason {
+    #[serde(default)]
+    reason: String,
+}
+
+async fn show(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    Peer(peer): Peer,
+    Path(id): Path<String>,
+    Query(q): Query<ViewReason>,
+) -> Response {
     const ROUTE: &str = "show";
-    if let Err(r) = api.caller(&headers, ROUTE, false) {
-        return *r;
+    if !audit::valid_reason(&q.reason) {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            ROUTE,
+            "say why you open this item: ?reason=... (3 to 500 characters)",
+        );
     }
     let view = match api.items(ROUTE) {
         Ok(v) => v,
         Err(r) => return *r,
     };
-    let items = view.read().unwrap_or_else(|e| e.into_inner());
-    let Some(i) = items.get(&id) else {
+    let Some(i) = view.read().unwrap_or_else(|e| e.into_inner()).get(&id).cloned() else {
         return refuse(StatusCode::NOT_FOUND, ROUTE, "no open review item with this id");
     };
+    // audited before anything of the item is returned
+    let access = audit::event(
+        crate::SERVICE,
+        &caller,
+        "view_review_item",
+        Subject {
+            kind: "review_item",
+            id: &id,
+        },
+        q.reason.trim(),
+        peer,
+    );
+    let value = match api.encode(names::AUDIT, &access, ROUTE) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    if let Err(r) = api.write(vec![(names::AUDIT, id.clone(), value)], ROUTE).await {
+        return *r;
+    }
     metrics().api_requests.with_label_values(&[ROUTE, "200"]).inc();
-    let mut v = summary(i);
+    let mut v = summary(&i);
+    v["record_key"] = json!(i.record_key);
     v["subject"] = json!(i.subject);
     v["candidates"] = json!(
         i.candidates
@@ -272,6 +232,7 @@ async fn show(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>
     );
     v["held_event_ids"] = json!(i.held_event_ids);
     v["decisions"] = json!(i.decisions);
+    v["audit_id"] = json!(access.audit_id);
     Json(v).into_response()
 }
 
@@ -291,14 +252,16 @@ fn decision_id(parts: &[&str]) -> String {
     sluice_model::ids::uuid_from(&v)
 }
 
-async fn decide(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>, Json(b): Json<DecisionBody>) -> Response {
+async fn decide(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    Peer(peer): Peer,
+    Path(id): Path<String>,
+    Json(b): Json<DecisionBody>,
+) -> Response {
     const ROUTE: &str = "decide";
-    let caller = match api.caller(&headers, ROUTE, true) {
-        Ok(c) => c,
-        Err(r) => return *r,
-    };
-    if b.reason.trim().is_empty() {
-        return refuse(StatusCode::BAD_REQUEST, ROUTE, "a reason is required");
+    if !audit::valid_reason(&b.reason) {
+        return refuse(StatusCode::BAD_REQUEST, ROUTE, "a reason is required (3 to 500 characters)");
     }
     if !matches!(b.action.as_str(), "link" | "not_same" | "new_patient") {
         return refuse(StatusCode::BAD_REQUEST, ROUTE, "action must be link, not_same or new_patient");
@@ -323,18 +286,30 @@ async fn decide(State(api): State<Api>, headers: HeaderMap, Path(id): Path<Strin
         return refuse(StatusCode::CONFLICT, ROUTE, "not_same names one of the item's candidates");
     }
     let target = b.target_enterprise_id.clone().unwrap_or_default();
+    let reason = b.reason.trim().to_owned();
     let d = IdentityDecision {
         decision_id: decision_id(&[&id, &caller.actor, &b.action, &target]),
         action: b.action,
-        item_id: Some(id),
+        item_id: Some(id.clone()),
         record_key: item.record_key.clone(),
         target_enterprise_id: b.target_enterprise_id,
-        reason: b.reason,
-        actor: caller.actor,
-        role: caller.role,
+        reason: reason.clone(),
+        actor: caller.actor.clone(),
+        role: Role::Reviewer.as_str().into(),
         at: sluice_runtime::now_micros(),
     };
-    if let Err(r) = api.write(&d, ROUTE).await {
+    let access = audit::event(
+        crate::SERVICE,
+        &caller,
+        "identity_decision",
+        Subject {
+            kind: "review_item",
+            id: &id,
+        },
+        &reason,
+        peer,
+    );
+    if let Err(r) = api.decide(&d, access, ROUTE).await {
         return *r;
     }
     tracing::info!(action = %d.action, "review decision accepted");
@@ -354,31 +329,39 @@ pub struct NotSameBody {
     reason: String,
 }
 
-async fn not_same(State(api): State<Api>, headers: HeaderMap, Json(b): Json<NotSameBody>) -> Response {
+async fn not_same(State(api): State<Api>, Extension(caller): Extension<Caller>, Peer(peer): Peer, Json(b): Json<NotSameBody>) -> Response {
     const ROUTE: &str = "not_same";
-    let caller = match api.caller(&headers, ROUTE, true) {
-        Ok(c) => c,
-        Err(r) => return *r,
-    };
-    if b.reason.trim().is_empty() || b.record_key.trim().is_empty() || b.target_enterprise_id.trim().is_empty() {
+    if !audit::valid_reason(&b.reason) || b.record_key.trim().is_empty() || b.target_enterprise_id.trim().is_empty() {
         return refuse(
             StatusCode::BAD_REQUEST,
             ROUTE,
-            "record_key, target_enterprise_id and reason are required",
+            "record_key, target_enterprise_id and reason (3 to 500 characters) are required",
         );
     }
+    let reason = b.reason.trim().to_owned();
     let d = IdentityDecision {
         decision_id: decision_id(&[&b.record_key, &caller.actor, "not_same", &b.target_enterprise_id]),
         action: "not_same".into(),
         item_id: None,
-        record_key: Some(b.record_key),
+        record_key: Some(b.record_key.clone()),
         target_enterprise_id: Some(b.target_enterprise_id),
-        reason: b.reason,
-        actor: caller.actor,
-        role: caller.role,
+        reason: reason.clone(),
+        actor: caller.actor.clone(),
+        role: Role::Reviewer.as_str().into(),
         at: sluice_runtime::now_micros(),
     };
-    if let Err(r) = api.write(&d, ROUTE).await {
+    let access = audit::event(
+        crate::SERVICE,
+        &caller,
+        "identity_decision",
+        Subject {
+            kind: "record",
+            id: &b.record_key,
+        },
+        &reason,
+        peer,
+    );
+    if let Err(r) = api.decide(&d, access, ROUTE).await {
         return *r;
     }
     metrics().api_requests.with_label_values(&[ROUTE, "202"]).inc();
@@ -389,44 +372,76 @@ async fn not_same(State(api): State<Api>, headers: HeaderMap, Json(b): Json<NotS
         .into_response()
 }
 
+/// Who may call each route (see the module documentation).
+pub const POLICY: &[auth::Route] = &[
+    auth::Route::get("/api/review/items", &[Role::Viewer, Role::Reviewer]),
+    auth::Route::get("/api/review/items/{id}", &[Role::Reviewer]),
+    auth::Route::post("/api/review/items/{id}/decision", &[Role::Reviewer]),
+    auth::Route::post("/api/review/records/not-same", &[Role::Reviewer]),
+];
+
+/// The api's name in metrics and logs.
+pub const API: &str = "review";
+
 impl Api {
-    pub fn router(&self) -> Router {
-        Router::new()
+    /// The routes, behind authentication and [`POLICY`].
+    pub fn router(&self, authenticator: Arc<Authenticator>) -> Router {
+        let routes = Router::new()
             .route("/api/review/items", get(list))
             .route("/api/review/items/{id}", get(show))
             .route("/api/review/items/{id}/decision", post(decide))
             .route("/api/review/records/not-same", post(not_same))
-            .with_state(self.clone())
+            .with_state(self.clone());
+        auth::protect(routes, API, authenticator, POLICY, auth::json_answer)
     }
 }
 
-/// Starts the API on `review_api.addr`; it answers 503 until the stage has loaded its index.
-pub async fn serve(
+/// Starts the API on `review_api.addr`: certificates and tokens are loaded now (a bad one
+/// stops the service), the rest (the schema registry, the transactional writer, which waits for
+/// the brokers) in the background; it answers 503 until the stage has loaded its index.
+pub fn serve(
     cfg: &crate::Config,
     view: Arc<Mutex<Option<ReviewView>>>,
     shutdown: sluice_runtime::shutdown::Shutdown,
 ) -> anyhow::Result<()> {
-    let tokens = cfg.review_api.all_tokens()?;
+    let tls = Acceptor::new(&cfg.review_api.tls, "review_api.tls", API, &[b"http/1.1"])?;
+    if tls.is_none() {
+        tracing::warn!("review api served without tls (review_api.tls.plaintext)");
+    }
+    let authenticator = Authenticator::new(&cfg.auth, "auth")?;
+    let cfg = cfg.clone();
+    tokio::spawn(async move {
+        if let Err(e) = start(cfg, view, tls, authenticator, shutdown).await {
+            tracing::error!(error = %e, "review api could not start");
+        }
+    });
+    Ok(())
+}
+
+async fn start(
+    cfg: crate::Config,
+    view: Arc<Mutex<Option<ReviewView>>>,
+    tls: Option<Arc<Acceptor>>,
+    authenticator: Arc<Authenticator>,
+    shutdown: sluice_runtime::shutdown::Shutdown,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(&cfg.review_api.addr).await?;
     let store = sluice_runtime::stage::schema_store(&cfg.runtime)?;
     sluice_runtime::stage::register_with_retry(&store, crate::SERVICE, &shutdown).await?;
-    let producer = AckedProducer::new(
-        &cfg.runtime.kafka,
-        crate::SERVICE,
-        "identifier-match-review",
-        Duration::from_secs(30),
-    )?;
+    // its own transactional id: the stage's producer must not be fenced by this one
+    let (rt, sd) = (cfg.runtime.clone(), shutdown.clone());
+    let client_id = format!("{}-review-{}", crate::SERVICE, cfg.runtime.instance_id);
+    let Some(writer) = tokio::task::spawn_blocking(move || TransactionalWriter::start_as(&rt, crate::SERVICE, &client_id, &sd)).await??
+    else {
+        return Ok(());
+    };
     let api = Api {
-        tokens: Arc::new(tokens),
         view,
         store,
-        producer: Arc::new(producer),
+        writer: Arc::new(writer),
     };
-    let listener = tokio::net::TcpListener::bind(&cfg.review_api.addr).await?;
-    tracing::info!(addr = %listener.local_addr()?, "review api listening");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, api.router())
-            .with_graceful_shutdown(async move { shutdown.wait().await })
-            .await;
-    });
+    tracing::info!(addr = %listener.local_addr()?, tls = tls.is_some(), "review api listening");
+    let grace = Duration::from_secs(cfg.runtime.drain_grace_secs);
+    sluice_runtime::http::serve(listener, api.router(authenticator), tls, API, shutdown, grace).await;
     Ok(())
 }

@@ -49,6 +49,19 @@ pub struct Config {
     /// A weights file (see `crates/matcher/weights/`); empty: the compiled-in one.
     pub weights_file: String,
     pub review_api: api::ApiConfig,
+    /// Who may call the review API: viewers list, reviewers open items and decide.
+    pub auth: sluice_runtime::auth::AuthConfig,
+}
+
+impl Config {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.runtime.validate()?;
+        if self.review_api.enabled() {
+            self.review_api.tls.validate("review_api.tls")?;
+            self.auth.validate("auth")?;
+        }
+        Ok(())
+    }
 }
 
 /// Held events kept as Avro (Confluent wire format) inside review items.
@@ -295,13 +308,13 @@ pub fn load(cfg: &Config, store: Arc<SchemaStore>, handle: &tokio::runtime::Hand
 }
 
 pub async fn run(cfg: Config, shutdown: Shutdown, health: Health) -> anyhow::Result<()> {
-    cfg.review_api.validate()?;
+    cfg.validate()?;
     weights(&cfg)?;
     let view: Arc<std::sync::Mutex<Option<resolve::ReviewView>>> = Arc::default();
     if cfg.review_api.enabled() {
-        api::serve(&cfg, view.clone(), shutdown.clone()).await?;
+        api::serve(&cfg, view.clone(), shutdown.clone())?;
     } else {
-        tracing::info!("review api not started: no reviewer tokens configured");
+        tracing::info!("review api not started: review_api.addr is empty");
     }
     let c = cfg.clone();
     sluice_runtime::stage::run_stage(
@@ -322,6 +335,10 @@ pub async fn run(cfg: Config, shutdown: Shutdown, health: Health) -> anyhow::Res
 impl sluice_runtime::ServiceConfig for Config {
     fn runtime(&self) -> &RuntimeConfig {
         &self.runtime
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        Config::validate(self)
     }
 }
 

@@ -415,16 +415,33 @@ fn only_state_of_committed_work_is_trusted_at_start_up() {
 }
 
 #[test]
-fn the_review_api_refuses_callers_without_a_token_or_role() {
-    use crate::api::{ApiConfig, ApiToken};
-    let cfg = ApiConfig {
-        tokens: vec![ApiToken {
+fn the_review_api_needs_authentication_and_tls_or_explicit_plaintext() {
+    use crate::api::ApiConfig;
+    use sluice_runtime::auth::{AuthConfig, Role, StaticToken};
+    let off = crate::Config::default();
+    assert!(!off.review_api.enabled(), "no address: no api");
+    off.validate().expect("an identity stage without the api needs no tokens");
+    let on = crate::Config {
+        review_api: ApiConfig {
+            addr: "127.0.0.1:0".into(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let e = on.validate().expect_err("no tls, no plaintext").to_string();
+    assert!(e.contains("review_api.tls.cert_file"), "{e}");
+    let mut plain = on.clone();
+    plain.review_api.tls.plaintext = true;
+    let e = plain.validate().expect_err("no tokens").to_string();
+    assert!(e.contains("auth.tokens"), "{e}");
+    plain.auth = AuthConfig {
+        tokens: vec![StaticToken {
             actor: "v".into(),
-            role: "viewer".into(),
+            role: Role::Viewer,
             token: sluice_runtime::config::Secret::new("short"),
         }],
         ..Default::default()
     };
-    assert!(cfg.validate().is_err(), "a short token is refused at start-up");
-    assert!(!ApiConfig::default().enabled(), "no tokens: no api");
+    let e = plain.validate().expect_err("a short token is refused at start-up").to_string();
+    assert!(e.contains("auth.tokens[0]") && !e.contains("short\""), "{e}");
 }

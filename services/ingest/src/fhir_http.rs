@@ -11,6 +11,11 @@
 //!
 //! Answers never echo the body or any value from it.
 //!
+//! Served over HTTPS (`fhir_tls`; plaintext only when `fhir_tls.plaintext` says so). POSTs need a
+//! bearer token of the `sender` role ([`sluice_runtime::auth`]): without one the answer is
+//! `401` (`403` for a token of another role) before the body is read, and nothing is kept. The
+//! CapabilityStatement (`GET /fhir/metadata`) is public: it describes the endpoint, nothing else.
+//!
 //! Bounded under abuse: request headers and body must arrive within `frame_timeout_secs` (also
 //! the idle limit of a kept-alive connection), bodies count against the process's memory budget,
 //! connections are limited overall and per peer (past a limit the sender gets `503` with
@@ -29,6 +34,7 @@ use http_body_util::BodyExt;
 use serde_json::json;
 use sluice_model::RawMessage;
 use sluice_model::topology::names;
+use sluice_runtime::auth::{self, Authenticator, Role};
 use sluice_runtime::shutdown::Shutdown;
 use sluice_runtime::{now_micros, trace};
 use std::net::SocketAddr;
@@ -85,13 +91,29 @@ fn capability() -> Response {
     fhir_json(StatusCode::OK, &body)
 }
 
-pub fn router(ingest: Arc<Ingest>) -> Router {
-    Router::new()
+/// Who may call each route: POSTs need the sender role; the CapabilityStatement is public.
+pub const POLICY: &[auth::Route] = &[
+    auth::Route::post("/fhir", &[Role::Sender]),
+    auth::Route::post("/fhir/", &[Role::Sender]),
+    auth::Route::post("/fhir/{resource_type}", &[Role::Sender]),
+    auth::Route::get("/fhir/metadata", &[]),
+];
+
+/// A refusal of the token as an OperationOutcome (no body was read, nothing was kept).
+fn auth_answer(status: StatusCode, reason: &'static str, text: &'static str) -> Response {
+    let code = if status == StatusCode::FORBIDDEN { "forbidden" } else { "login" };
+    outcome(status, "error", code, reason, text)
+}
+
+/// The routes, behind authentication (`auth`: the ingest's [`Authenticator`]).
+pub fn router(ingest: Arc<Ingest>, authenticator: Arc<Authenticator>) -> Router {
+    let routes = Router::new()
         .route("/fhir", post(receive_any))
         .route("/fhir/", post(receive_any))
         .route("/fhir/metadata", get(|| async { capability() }))
         .route("/fhir/{resource_type}", post(receive_typed))
-        .with_state(ingest)
+        .with_state(ingest);
+    auth::protect(routes, LISTENER, authenticator, POLICY, auth_answer)
 }
 
 async fn receive_any(
@@ -334,7 +356,11 @@ fn unavailable() -> Response {
 /// shutdown idle connections close at once, requests in flight finish within the drain grace.
 pub async fn serve(ingest: Arc<Ingest>, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
     let cfg = &ingest.cfg;
-    let app = router(ingest.clone());
+    let authenticator = ingest
+        .auth
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("the fhir endpoint needs auth configured"))?;
+    let app = router(ingest.clone(), authenticator);
     let limit = Arc::new(tokio::sync::Semaphore::new(cfg.max_connections));
     let peers = PeerLimits::new(cfg.max_connections_per_peer);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -370,19 +396,28 @@ pub async fn serve(ingest: Arc<Ingest>, listener: TcpListener, shutdown: Shutdow
             req.extensions_mut().insert(ConnectInfo(peer));
             req
         });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(header_limit)
-            .keep_alive(refusal.is_none())
-            .serve_connection(
-                hyper_util::rt::TokioIo::new(stream),
-                hyper_util::service::TowerToHyperService::new(svc),
-            );
-        let conn = graceful.watch(conn);
+        let tls = ingest.fhir_tls.clone();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
             let _held = held;
+            let io: Box<dyn crate::Stream> = match &tls {
+                None => Box::new(stream),
+                Some(acceptor) => match acceptor.handshake(stream).await {
+                    Ok(s) => Box::new(s),
+                    Err(refusal) => {
+                        metrics().refusals.with_label_values(&[LISTENER, refusal.as_str()]).inc();
+                        sluice_runtime::tls::log_refusal(LISTENER, refusal, &peer.ip().to_string());
+                        return;
+                    }
+                },
+            };
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_limit)
+                .keep_alive(refusal.is_none())
+                .serve_connection(hyper_util::rt::TokioIo::new(io), hyper_util::service::TowerToHyperService::new(svc));
             metrics().connections.with_label_values(&[LISTENER]).inc();
-            let _ = conn.await;
+            let _ = watcher.watch(conn).await;
             metrics().connections.with_label_values(&[LISTENER]).dec();
         });
     }

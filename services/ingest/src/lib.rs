@@ -9,7 +9,14 @@
 //! - if Kafka is unavailable the sender gets `AR` (207, application internal error) and
 //!   nothing is acknowledged; the connection stays open;
 //! - the raw bytes are kept exactly as received (MLLP framing removed); segment separators may
-//!   be CR, LF or CRLF.
+//!   be CR, LF or CRLF;
+//! - every entrance is encrypted: MLLP over TLS (`mllp_tls`, optionally mutual: a sender
+//!   without a certificate from `client_ca_file` is refused in the handshake, counted in
+//!   `sluice_ingest_refusals_total{reason="tls_..."}` and logged) and the FHIR endpoint over
+//!   HTTPS (`fhir_tls`), with certificates reloaded when their files change. Plaintext only
+//!   when a listener's `plaintext: true` says so;
+//! - the FHIR endpoint accepts a body only with a bearer token of the `sender` role
+//!   ([`sluice_runtime::auth`]); a refused request is not read, kept or acknowledged.
 
 pub mod ack;
 pub mod fhir_http;
@@ -21,10 +28,12 @@ use sluice_hl7::Message;
 use sluice_model::topology::names;
 use sluice_model::{DeadLetter, MshSummary, RawMessage};
 use sluice_registry::SchemaStore;
+use sluice_runtime::auth::{AuthConfig, Authenticator};
 use sluice_runtime::config::RuntimeConfig;
 use sluice_runtime::kafka::{AckedProducer, SendError};
 use sluice_runtime::shutdown::Shutdown;
 use sluice_runtime::telemetry::{self, Health, Readiness};
+use sluice_runtime::tls::{Acceptor, ListenerTls};
 use sluice_runtime::{now_micros, trace};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -62,6 +71,13 @@ pub struct Config {
     pub split_batched_frames: bool,
     /// How long parsing one FHIR body may take before it is refused and kept as a dead letter.
     pub parse_budget_ms: u64,
+    /// TLS of the MLLP listener (mutual with `client_ca_file`); `plaintext: true` to serve
+    /// plain MLLP, only ever explicitly.
+    pub mllp_tls: ListenerTls,
+    /// TLS of the FHIR endpoint.
+    pub fhir_tls: ListenerTls,
+    /// Who may POST FHIR (the `sender` role): static tokens and/or OIDC.
+    pub auth: AuthConfig,
 }
 
 impl Default for Config {
@@ -81,7 +97,40 @@ impl Default for Config {
             buffer_budget_bytes: 256 * 1024 * 1024,
             split_batched_frames: false,
             parse_budget_ms: 5_000,
+            mllp_tls: ListenerTls::default(),
+            fhir_tls: ListenerTls::default(),
+            auth: AuthConfig::default(),
         }
+    }
+}
+
+impl Config {
+    /// Every setting agrees with the others; errors name the field, never a secret. Files
+    /// (certificates, tokens) are opened at start-up, not here.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.runtime.validate()?;
+        if self.ack_timeout_ms < 1_000 {
+            anyhow::bail!("configuration field ack_timeout_ms is invalid: must be at least 1000");
+        }
+        for (field, v) in [
+            ("frame_timeout_secs", self.frame_timeout_secs),
+            ("write_timeout_secs", self.write_timeout_secs),
+            ("idle_timeout_secs", self.idle_timeout_secs),
+            ("parse_budget_ms", self.parse_budget_ms),
+        ] {
+            if v == 0 {
+                anyhow::bail!("configuration field {field} is invalid: must be at least 1");
+            }
+        }
+        if self.buffer_budget_bytes < self.max_frame_bytes {
+            anyhow::bail!("configuration field buffer_budget_bytes is invalid: must be at least max_frame_bytes");
+        }
+        self.mllp_tls.validate("mllp_tls")?;
+        if !self.fhir_listen_addr.is_empty() {
+            self.fhir_tls.validate("fhir_tls")?;
+            self.auth.validate("auth")?;
+        }
+        Ok(())
     }
 }
 
@@ -126,6 +175,11 @@ pub struct Ingest {
     pub(crate) budget: limits::Budget,
     /// One FHIR parse per core at a time, on blocking threads.
     pub(crate) parse_slots: Arc<tokio::sync::Semaphore>,
+    /// TLS of the MLLP listener; `None`: explicitly plaintext.
+    pub(crate) mllp_tls: Option<Arc<Acceptor>>,
+    pub(crate) fhir_tls: Option<Arc<Acceptor>>,
+    /// Bearer tokens of the FHIR endpoint; `None` when it is off.
+    pub(crate) auth: Option<Arc<Authenticator>>,
 }
 
 /// Whether a record was written.
@@ -156,25 +210,22 @@ pub struct Handled {
 
 impl Ingest {
     pub async fn new(cfg: Config, health: &Health, shutdown: &Shutdown) -> anyhow::Result<Arc<Ingest>> {
-        cfg.runtime.validate()?;
+        cfg.validate()?;
+        // certificates and tokens first: a service that cannot secure its entrances does not start
+        let mllp_tls = Acceptor::new(&cfg.mllp_tls, "mllp_tls", &cfg.listener_name, &[])?;
+        let (fhir_tls, auth) = if cfg.fhir_listen_addr.is_empty() {
+            (None, None)
+        } else {
+            (
+                Acceptor::new(&cfg.fhir_tls, "fhir_tls", fhir_http::LISTENER, &[b"http/1.1"])?,
+                Some(Authenticator::new(&cfg.auth, "auth")?),
+            )
+        };
+        if mllp_tls.is_none() {
+            tracing::warn!(listener = %cfg.listener_name, "mllp served without tls (mllp_tls.plaintext)");
+        }
         let store = sluice_runtime::stage::schema_store(&cfg.runtime)?;
         sluice_runtime::stage::register_with_retry(&store, SERVICE, shutdown).await?;
-        if cfg.ack_timeout_ms < 1_000 {
-            anyhow::bail!("configuration field ack_timeout_ms is invalid: must be at least 1000");
-        }
-        for (field, v) in [
-            ("frame_timeout_secs", cfg.frame_timeout_secs),
-            ("write_timeout_secs", cfg.write_timeout_secs),
-            ("idle_timeout_secs", cfg.idle_timeout_secs),
-            ("parse_budget_ms", cfg.parse_budget_ms),
-        ] {
-            if v == 0 {
-                anyhow::bail!("configuration field {field} is invalid: must be at least 1");
-            }
-        }
-        if cfg.buffer_budget_bytes < cfg.max_frame_bytes {
-            anyhow::bail!("configuration field buffer_budget_bytes is invalid: must be at least max_frame_bytes");
-        }
         let fds = limits::check_file_descriptors(2 * cfg.max_connections).map_err(|e| anyhow::anyhow!(e))?;
         tracing::info!(limit = fds, "open-file limit");
         let producer = AckedProducer::new(
@@ -194,6 +245,9 @@ impl Ingest {
             parse_slots: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
             )),
+            mllp_tls,
+            fhir_tls,
+            auth,
         }))
     }
 
@@ -442,6 +496,10 @@ pub async fn serve(ingest: Arc<Ingest>, listener: TcpListener, shutdown: Shutdow
                 tasks.spawn(async move {
                     let _held = (permit, slot);
                     let listener = ing.cfg.listener_name.clone();
+                    // ACKs are small: a bounded send buffer keeps what a peer that never reads
+                    // can hold in the kernel small too, so the write timeout notices it soon
+                    let _ = socket2::SockRef::from(&stream).set_send_buffer_size(mllp::ACK_SEND_BUFFER);
+                    let Some(stream) = secure(&ing, stream, &peer).await else { return };
                     metrics().connections.with_label_values(&[&listener]).inc();
                     let r = mllp::connection(stream, &peer.to_string(), &ing, &sd).await;
                     metrics().connections.with_label_values(&[&listener]).dec();
@@ -466,15 +524,38 @@ pub async fn serve(ingest: Arc<Ingest>, listener: TcpListener, shutdown: Shutdow
 /// How many refused connections are answered at once; past that they are closed (and counted).
 const REFUSERS: usize = 128;
 
+/// A stream MLLP can be read from: TLS or, explicitly configured, plain TCP.
+pub trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
+/// The connection after the TLS handshake, or as it is on an explicitly plaintext listener;
+/// `None` when the handshake was refused (counted by reason and logged, without data: none was
+/// read).
+async fn secure(ingest: &Ingest, stream: tokio::net::TcpStream, peer: &std::net::SocketAddr) -> Option<Box<dyn Stream>> {
+    let Some(tls) = &ingest.mllp_tls else {
+        return Some(Box::new(stream));
+    };
+    match tls.handshake(stream).await {
+        Ok(s) => Some(Box::new(s)),
+        Err(refusal) => {
+            let listener = ingest.cfg.listener_name.as_str();
+            metrics().refusals.with_label_values(&[listener, refusal.as_str()]).inc();
+            sluice_runtime::tls::log_refusal(listener, refusal, &peer.ip().to_string());
+            None
+        }
+    }
+}
+
 /// Answers a connection over a limit: its first frame gets AR 207, then it is closed.
 fn refuse_connection(
     ingest: &Arc<Ingest>,
-    mut stream: tokio::net::TcpStream,
+    stream: tokio::net::TcpStream,
     reason: &'static str,
     refusers: &Arc<tokio::sync::Semaphore>,
     tasks: &mut tokio::task::JoinSet<()>,
 ) {
     let listener = ingest.cfg.listener_name.clone();
+    let ing = ingest.clone();
     metrics().refusals.with_label_values(&[&listener, reason]).inc();
     let Ok(permit) = refusers.clone().try_acquire_owned() else {
         metrics().refusals.with_label_values(&[&listener, "refused_unanswered"]).inc();
@@ -482,6 +563,10 @@ fn refuse_connection(
     };
     tasks.spawn(async move {
         let _permit = permit;
+        let Ok(peer) = stream.peer_addr() else { return };
+        let Some(mut stream) = secure(&ing, stream, &peer).await else {
+            return;
+        };
         let mut dec = mllp::Decoder::new(64 * 1024);
         let mut buf = vec![0u8; 8192];
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -559,5 +644,9 @@ async fn probe_broker(ingest: Arc<Ingest>, shutdown: Shutdown) {
 impl sluice_runtime::ServiceConfig for Config {
     fn runtime(&self) -> &RuntimeConfig {
         &self.runtime
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        Config::validate(self)
     }
 }

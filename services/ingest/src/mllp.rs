@@ -14,14 +14,13 @@ use crate::Ingest;
 use crate::metrics;
 use sluice_runtime::shutdown::Shutdown;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 pub const START: u8 = 0x0B;
 pub const END: [u8; 2] = [0x1C, 0x0D];
 
 /// Kernel send buffer of an MLLP connection (the kernel doubles it): room for hundreds of ACKs.
-const ACK_SEND_BUFFER: usize = 64 * 1024;
+pub(crate) const ACK_SEND_BUFFER: usize = 64 * 1024;
 
 /// Noise kept from one run of bytes outside frames.
 const MAX_NOISE_KEPT: usize = 64 * 1024;
@@ -264,7 +263,7 @@ impl Decoder {
 
 /// Writes one ACK frame, giving up after the write timeout (a peer that never reads its ACKs
 /// cannot hold a blocked write open).
-async fn write_ack(stream: &mut TcpStream, ack: &[u8], timeout: Duration, listener: &str) -> std::io::Result<()> {
+async fn write_ack<S: AsyncWrite + Unpin>(stream: &mut S, ack: &[u8], timeout: Duration, listener: &str) -> std::io::Result<()> {
     match tokio::time::timeout(timeout, stream.write_all(&frame(ack))).await {
         Ok(r) => r,
         Err(_) => {
@@ -275,11 +274,13 @@ async fn write_ack(stream: &mut TcpStream, ack: &[u8], timeout: Duration, listen
 }
 
 /// Serves one connection: one message at a time, each answered before the next is read.
-pub async fn connection(mut stream: TcpStream, peer: &str, ingest: &Ingest, shutdown: &Shutdown) -> std::io::Result<()> {
+pub async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    peer: &str,
+    ingest: &Ingest,
+    shutdown: &Shutdown,
+) -> std::io::Result<()> {
     let cfg = &ingest.cfg;
-    // ACKs are small: a bounded send buffer keeps what a peer that never reads can hold in the
-    // kernel small too, so the write timeout notices it soon
-    let _ = socket2::SockRef::from(&stream).set_send_buffer_size(ACK_SEND_BUFFER);
     let listener = cfg.listener_name.as_str();
     let idle = Duration::from_secs(cfg.idle_timeout_secs);
     let frame_limit = Duration::from_secs(cfg.frame_timeout_secs);
@@ -351,7 +352,7 @@ pub async fn connection(mut stream: TcpStream, peer: &str, ingest: &Ingest, shut
 
 /// Sends one message over an open connection and reads its ACK (a minimal MLLP client, used by
 /// `sluice send` and the tests).
-pub async fn send_one(stream: &mut TcpStream, payload: &[u8], timeout: Duration) -> std::io::Result<Vec<u8>> {
+pub async fn send_one<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, payload: &[u8], timeout: Duration) -> std::io::Result<Vec<u8>> {
     stream.write_all(&frame(payload)).await?;
     let mut dec = Decoder::new(16 * 1024 * 1024);
     let mut buf = vec![0u8; 8192];
