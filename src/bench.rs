@@ -111,7 +111,8 @@ pub struct Figures {
     pub per_sec: f64,
     pub ack: Vec<Duration>,
     pub e2e: Vec<Duration>,
-    /// accepted but never seen at the end
+    /// accepted but not seen on the routed topics by the end: held for identity review or
+    /// dead-lettered (the pipeline's own tests account for each; this only reports the count)
     pub missing: usize,
 }
 

@@ -66,6 +66,8 @@ pub fn index(patients: u64) -> Index {
         }
     }
     ix.commit();
+    // as after a restart: the records are already written, nothing is waiting to be
+    let _ = ix.take_dirty();
     ix
 }
 

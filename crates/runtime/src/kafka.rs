@@ -341,6 +341,7 @@ impl TransactionalWriter {
                 }
                 p.send(rec).map_err(|(e, _)| e)?;
             }
+            crate::transactional::serve_deliveries(&p, timeout);
             p.commit_transaction(timeout)
         };
         send().inspect_err(|_| {

@@ -560,13 +560,7 @@ fn commit<C: ConsumerContext>(
     let Some(group) = consumer.group_metadata() else {
         return Err(CommitError::Abort("group_metadata", KafkaError::NoMessageReceived));
     };
-    // commit_transaction first waits for every delivery report; rust-rdkafka's BaseProducer
-    // waits for them by polling in 100 ms slices that always run to their end, which put 100 ms
-    // on every transaction. Serving the reports here in 1 ms polls leaves it nothing to wait for.
-    let deadline = Instant::now() + OP_TIMEOUT;
-    while producer.in_flight_count() > 0 && Instant::now() < deadline {
-        producer.poll(Duration::from_millis(1));
-    }
+    serve_deliveries(producer, OP_TIMEOUT);
     retrying(stage, "send_offsets_to_transaction", || {
         producer.send_offsets_to_transaction(&tpl, &group, OP_TIMEOUT)
     })?;
@@ -578,6 +572,17 @@ fn commit<C: ConsumerContext>(
         .with_label_values(&[stage.name])
         .inc_by(batch.records as u64);
     Ok(())
+}
+
+/// Waits for the delivery reports of everything sent, serving them in 1 ms polls. Call it before
+/// `commit_transaction`: that first waits for every delivery report itself, and rust-rdkafka's
+/// `BaseProducer` does so by polling in 100 ms slices that always run to their end, which put
+/// 100 ms on every transaction. Whatever is still in flight at `timeout` is left to the commit.
+pub(crate) fn serve_deliveries<C: ProducerContext>(producer: &BaseProducer<C>, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while producer.in_flight_count() > 0 && Instant::now() < deadline {
+        producer.poll(Duration::from_millis(1));
+    }
 }
 
 fn retrying(stage: &Stage<'_>, op: &'static str, mut f: impl FnMut() -> Result<(), KafkaError>) -> Result<(), CommitError> {
