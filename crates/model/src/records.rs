@@ -695,12 +695,14 @@ mod tests {
     fn round_trip<T: Record + PartialEq + std::fmt::Debug>(set: &SchemaSet, v: &T) {
         let s = set.get(T::TYPE);
         let bytes = wire::encode(s, 7, v).expect("encode");
-        let direct = wire::encode_direct(set.for_encoding(T::TYPE), 7, v).expect("encode directly");
+        let direct = wire::encode_direct(set.expanded_schema(T::TYPE), 7, v).expect("encode directly");
         assert_eq!(direct, bytes, "the direct encoder writes what the checked one writes");
         let (id, body) = wire::split(&bytes).expect("split");
         assert_eq!(id, 7);
         let back: T = wire::decode(s, s, body).expect("decode");
         assert_eq!(&back, v);
+        let direct: T = wire::decode_direct(set.expanded_schema(T::TYPE), body).expect("decode directly");
+        assert_eq!(&direct, v);
     }
 
     pub fn sample_event() -> ClinicalEvent {

@@ -215,7 +215,7 @@ pub fn schema(record: RecordType) -> Result<Schema, SchemaError> {
 pub struct SchemaSet {
     schemas: BTreeMap<RecordType, Schema>,
     /// The same schemas with every named reference replaced by its definition, for
-    /// [`crate::wire::encode_direct`].
+    /// [`crate::wire::encode_direct`] and [`crate::wire::decode_direct`].
     expanded: BTreeMap<RecordType, Schema>,
 }
 
@@ -235,8 +235,9 @@ impl SchemaSet {
         Ok(SchemaSet { schemas, expanded })
     }
 
-    /// The schema of `r` for encoding: no named references (see [`crate::wire::encode_direct`]).
-    pub fn for_encoding(&self, r: RecordType) -> &Schema {
+    /// The schema of `r` with no named references, for [`crate::wire::encode_direct`] and
+    /// [`crate::wire::decode_direct`].
+    pub fn expanded_schema(&self, r: RecordType) -> &Schema {
         #[allow(clippy::indexing_slicing)]
         &self.expanded[&r]
     }

@@ -83,7 +83,7 @@ impl SchemaStore {
     /// Encodes a record for a topic registered with [`SchemaStore::register`].
     pub fn encode<T: Record>(&self, topic: &str, record: &T) -> Result<Vec<u8>, EncodeError> {
         let id = self.writer_id(topic).ok_or_else(|| EncodeError::NotRegistered(topic.to_owned()))?;
-        Ok(wire::encode_direct(self.own.for_encoding(T::TYPE), id, record)?)
+        Ok(wire::encode_direct(self.own.expanded_schema(T::TYPE), id, record)?)
     }
 
     /// Decodes a framed value whose writer schema is cached (see [`SchemaStore::prefetch`]).
@@ -114,7 +114,10 @@ impl SchemaStore {
                 same
             }
         };
-        Ok(wire::decode(if same { own } else { &writer }, own, body)?)
+        if same {
+            return Ok(wire::decode_direct(self.own.expanded_schema(T::TYPE), body)?);
+        }
+        Ok(wire::decode(&writer, own, body)?)
     }
 }
 

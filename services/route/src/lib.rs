@@ -207,8 +207,19 @@ impl Processor for Router {
             unrouted().with_label_values(&[SERVICE]).inc();
         }
         let key = input.key.map(<[u8]>::to_vec).unwrap_or_default();
+        // the input's own bytes where its writer schema is the one registered for the
+        // destination (the usual case: same schema, same id): re-encoding would write them again
+        let writer = sluice_model::wire::split(input.value).ok().map(|(id, _)| id);
         let mut outputs = Vec::with_capacity(dests.len());
         for d in dests {
+            if writer.is_some() && self.store.writer_id(d) == writer {
+                outputs.push(Output {
+                    topic: d.to_owned(),
+                    key: key.clone(),
+                    value: input.value.to_vec(),
+                });
+                continue;
+            }
             match self.store.encode(d, &m) {
                 Ok(value) => outputs.push(Output {
                     topic: d.to_owned(),
