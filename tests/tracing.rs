@@ -282,10 +282,13 @@ async fn one_message_is_one_trace_across_the_services_and_no_span_holds_patient_
         );
     }
     println!(
-        "tracing: {} spans from {} services; one trace ingest -> normalise -> identifier-match -> route",
+        "tracing: {} spans from {} services; one trace ingest -> normalise -> identifier-match -> route:",
         spans.len(),
         services.len()
     );
+    for s in &chain {
+        println!("  {} {} span {} parent {:?} {:?}", s.service, s.name, s.id, s.parent, s.attributes);
+    }
 }
 
 /// The four spans of the message ingest wrote at (partition, offset) of the raw topic, once the

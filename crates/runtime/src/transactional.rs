@@ -81,6 +81,8 @@ struct RebalanceFlag {
     committed: Committed,
     /// The lag series this instance exports, so a partition that moved away stops being one.
     lag_series: Mutex<HashSet<(String, i32)>>,
+    /// Whether the loop has a transaction open (set before each poll, which serves `stats`).
+    batch_open: Arc<AtomicBool>,
 }
 
 /// Input offsets committed by this instance since its last rebalance: the rewind target after
@@ -97,7 +99,7 @@ impl ClientContext for RebalanceFlag {
 
     fn stats(&self, statistics: rdkafka::Statistics) {
         let committed = self.committed.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let lags = lag_of(&statistics, &committed);
+        let lags = lag_of(&statistics, &committed, !self.batch_open.load(Ordering::SeqCst));
         let gauge = &runtime_metrics().consumer_lag;
         let mut series = self.lag_series.lock().unwrap_or_else(|e| e.into_inner());
         for gone in series.iter().filter(|k| !lags.contains_key(*k)) {
@@ -110,11 +112,8 @@ impl ClientContext for RebalanceFlag {
     }
 }
 
-/// The lag of every partition assigned to this consumer: the last stable offset (what
-/// `read_committed` can see; the high watermark when the broker gives none) minus the offset
-/// committed for it: by this instance when it has committed since its assignment, else the
-/// group's committed offset as the consumer last read it, else the consumer's fetch position.
-fn lag_of(statistics: &rdkafka::Statistics, committed_here: &HashMap<(String, i32), i64>) -> BTreeMap<(String, i32), i64> {
+/// The lag of every partition assigned to this consumer (see [`partition_lag`]).
+fn lag_of(statistics: &rdkafka::Statistics, committed_here: &HashMap<(String, i32), i64>, idle: bool) -> BTreeMap<(String, i32), i64> {
     let mut out = BTreeMap::new();
     for (topic, t) in &statistics.topics {
         for (id, p) in &t.partitions {
@@ -122,19 +121,65 @@ fn lag_of(statistics: &rdkafka::Statistics, committed_here: &HashMap<(String, i3
             if *id < 0 || !p.desired {
                 continue;
             }
-            let end = if p.ls_offset >= 0 { p.ls_offset } else { p.hi_offset };
             let key = (topic.clone(), *id);
-            let done = committed_here
+            let committed = committed_here
                 .get(&key)
                 .copied()
-                .or((p.committed_offset >= 0).then_some(p.committed_offset))
-                .or((p.next_offset >= 0).then_some(p.next_offset));
-            if let (true, Some(done)) = (end >= 0, done) {
-                out.insert(key, (end - done).max(0));
+                .or((p.committed_offset >= 0).then_some(p.committed_offset));
+            let position = Position {
+                end: if p.ls_offset >= 0 { p.ls_offset } else { p.hi_offset },
+                committed,
+                next_fetch: p.next_offset,
+                delivered: p.app_offset,
+                queued: p.fetchq_cnt,
+                idle,
+            };
+            let lag = partition_lag(&position);
+            tracing::debug!(topic, partition = id, ?position, ?lag, "consumer lag");
+            if let Some(lag) = lag {
+                out.insert(key, lag);
             }
         }
     }
     out
+}
+
+/// What a consumer's statistics say about one partition.
+#[derive(Debug, Clone, Copy)]
+struct Position {
+    /// The last stable offset (what `read_committed` can see), else the high watermark.
+    end: i64,
+    /// The offset committed for it: by this instance since its assignment, else the group's
+    /// as the consumer last read it.
+    committed: Option<i64>,
+    /// The next offset the consumer will fetch.
+    next_fetch: i64,
+    /// The offset after the last record handed to the stage (negative: none yet).
+    delivered: i64,
+    /// Records fetched and not yet handed to the stage.
+    queued: i64,
+    /// The stage has no transaction open: everything handed to it is committed (or was
+    /// aborted and rewound).
+    idle: bool,
+}
+
+/// Records of a partition the stage has not committed: `end` minus the committed offset. A
+/// committed transaction leaves a control record (its commit marker) after its last record, and
+/// aborted transactions leave records `read_committed` skips: when the stage has no transaction
+/// open (so all it was handed is committed) and nothing more is queued, the offsets up to the
+/// consumer's position hold only those, and count as done: a stage that is caught up has no
+/// lag, not one per transaction. `None` when nothing is known yet.
+fn partition_lag(p: &Position) -> Option<i64> {
+    if p.end < 0 {
+        return None;
+    }
+    let committed = p.committed.or((p.next_fetch >= 0).then_some(p.next_fetch))?;
+    let done = if p.idle && p.queued == 0 {
+        committed.max(p.next_fetch).max(p.delivered)
+    } else {
+        committed
+    };
+    Some((p.end - done).max(0))
 }
 
 impl ConsumerContext for RebalanceFlag {
@@ -273,6 +318,7 @@ pub fn run<P: Processor>(stage: Stage<'_>, make: impl FnOnce() -> anyhow::Result
     // offsets this instance committed since its last rebalance: the rewind target after an
     // abort, without asking the coordinator (which may be the thing that is failing)
     let committed_here: Committed = Arc::default();
+    let batch_open = Arc::new(AtomicBool::new(false));
     let consumer: BaseConsumer<RebalanceFlag> = kafka::read_committed_consumer(&cfg.kafka, &instance, &crate::group_id(svc))
         .set("statistics.interval.ms", LAG_INTERVAL.as_millis().to_string())
         // dynamic membership on purpose: with a static group.instance.id, librdkafka turns a
@@ -284,6 +330,7 @@ pub fn run<P: Processor>(stage: Stage<'_>, make: impl FnOnce() -> anyhow::Result
             service: svc,
             committed: committed_here.clone(),
             lag_series: Mutex::default(),
+            batch_open: batch_open.clone(),
         })
         .map_err(RuntimeError::Client)?;
 
@@ -323,6 +370,7 @@ pub fn run<P: Processor>(stage: Stage<'_>, make: impl FnOnce() -> anyhow::Result
 
         let mut failed: Option<(&'static str, Option<KafkaError>)> = None;
         if !shutting_down {
+            batch_open.store(batch.is_some(), Ordering::SeqCst);
             let polled = consumer.poll(Duration::from_millis(50));
             let rebalanced = revoked.swap(false, Ordering::SeqCst);
             if rebalanced {
@@ -847,5 +895,40 @@ impl Backoff {
     fn sleep(&mut self) {
         std::thread::sleep(self.next);
         self.next = (self.next * 2).min(MAX_BACKOFF);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(end: i64, committed: Option<i64>, next_fetch: i64, delivered: i64, queued: i64, idle: bool) -> Option<i64> {
+        partition_lag(&Position {
+            end,
+            committed,
+            next_fetch,
+            delivered,
+            queued,
+            idle,
+        })
+    }
+
+    #[test]
+    fn lag_counts_uncommitted_records_and_not_commit_markers() {
+        // caught up: the record at 0 committed (1), its transaction's marker at 1; the consumer
+        // is past it (what librdkafka reports, measured)
+        assert_eq!(at(2, Some(1), 2, 2, 0, true), Some(0));
+        // nothing handed over since the assignment, the group committed 1 before the marker
+        assert_eq!(at(2, Some(1), 2, -1001, 0, true), Some(0));
+        // behind: 100 records after the committed offset, some fetched and queued
+        assert_eq!(at(142, Some(41), 90, 41, 49, true), Some(101));
+        // a transaction open: what it was handed is not committed yet
+        assert_eq!(at(42, Some(30), 42, 41, 0, false), Some(12));
+        // rewound after an abort: fetching again from the committed offset
+        assert_eq!(at(142, Some(41), 41, -1001, 0, true), Some(101));
+        // nothing committed known yet: from the fetch position
+        assert_eq!(at(10, None, 4, -1001, 0, true), Some(6));
+        assert_eq!(at(-1001, Some(3), 4, -1001, 0, true), None);
+        assert_eq!(at(10, None, -1001, -1001, 0, true), None);
     }
 }
