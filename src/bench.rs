@@ -72,11 +72,14 @@ pub struct PipelineArgs {
     #[arg(long)]
     pub no_baseline: bool,
     /// Settings to try (default: the services' defaults): runtime.batch_max_records,
-    /// runtime.batch_max_ms, runtime.kafka.fetch_wait_max_ms, runtime.kafka.linger_ms
+    /// runtime.batch_max_ms, runtime.batch_idle_ms, runtime.kafka.fetch_wait_max_ms,
+    /// runtime.kafka.linger_ms
     #[arg(long)]
     pub batch_max_records: Option<usize>,
     #[arg(long)]
     pub batch_max_ms: Option<u64>,
+    #[arg(long)]
+    pub batch_idle_ms: Option<u64>,
     #[arg(long)]
     pub fetch_wait_max_ms: Option<u32>,
     #[arg(long)]
@@ -488,12 +491,13 @@ async fn one_size(a: &PipelineArgs, known_patients: u64) -> anyhow::Result<Measu
     };
     rt.batch_max_records = a.batch_max_records.unwrap_or(rt.batch_max_records);
     rt.batch_max_ms = a.batch_max_ms.unwrap_or(rt.batch_max_ms);
+    rt.batch_idle_ms = a.batch_idle_ms.unwrap_or(rt.batch_idle_ms);
     rt.kafka.fetch_wait_max_ms = a.fetch_wait_max_ms.unwrap_or(rt.kafka.fetch_wait_max_ms);
     rt.kafka.linger_ms = a.linger_ms.unwrap_or(rt.kafka.linger_ms);
     rt.validate()?;
     eprintln!(
-        "batch_max_records {} batch_max_ms {} fetch_wait_max_ms {} linger_ms {}",
-        rt.batch_max_records, rt.batch_max_ms, rt.kafka.fetch_wait_max_ms, rt.kafka.linger_ms
+        "batch_max_records {} batch_max_ms {} batch_idle_ms {} fetch_wait_max_ms {} linger_ms {}",
+        rt.batch_max_records, rt.batch_max_ms, rt.batch_idle_ms, rt.kafka.fetch_wait_max_ms, rt.kafka.linger_ms
     );
     crate::topology::apply(&rt.kafka, 1).await?;
     let store = sluice_runtime::stage::schema_store(&rt)?;
@@ -574,7 +578,7 @@ async fn one_size(a: &PipelineArgs, known_patients: u64) -> anyhow::Result<Measu
     let msgs = Arc::new(generate::messages_for(count, count, 3));
     let c = Collector::start(&rt, &routed)?;
     let first = micros_now();
-    let report = crate::load::load(&mllp, msgs.clone(), a.rate, a.conns.min(8), a.seconds).await?;
+    let report = crate::load::load(&mllp, msgs.clone(), a.rate, a.conns, a.seconds).await?;
     let seen = c.finish(Duration::from_secs(10), Duration::from_secs(900)).await;
     let (received, _) = receipts(&rt, &store).await?;
     let pipeline_rate = pipeline_figures(&store, &seen, &received, &msgs, first, report.latencies, report.accepted).await;
@@ -612,6 +616,19 @@ async fn one_size(a: &PipelineArgs, known_patients: u64) -> anyhow::Result<Measu
             let _ = t.join();
         }
     }
+
+    // how long the stages' transactions stayed open (first input to commit), the main term of
+    // each hop's latency
+    let m = sluice_runtime::telemetry::runtime_metrics();
+    let mut open = Vec::new();
+    for s in ["normalise", "identifier-match", "route"].iter().chain(PASS_STAGES.iter()) {
+        let h = m.transaction_seconds.with_label_values(&[s]);
+        let (n, sum) = (h.get_sample_count(), h.get_sample_sum());
+        if n > 0 {
+            open.push(format!("{s} {:.1} ms x{n}", sum * 1000.0 / n as f64));
+        }
+    }
+    eprintln!("mean transaction time (count): {}", open.join(", "));
 
     shutdown.trigger();
     while services.join_next().await.is_some() {}
@@ -754,10 +771,20 @@ async fn stages(a: StagesArgs) -> anyhow::Result<()> {
         })
         .collect::<Result<_, _>>()?;
     let only = a.only.as_deref();
-    let report = |what: &str, n: usize, out: usize, took: Duration| {
+    let report = |what: &str, n: usize, out: &[Rec], took: Duration| {
+        let mut per_topic = std::collections::BTreeMap::<&str, usize>::new();
+        for (t, _, _) in out {
+            *per_topic.entry(t.as_str()).or_default() += 1;
+        }
+        let per_topic: Vec<String> = per_topic
+            .iter()
+            .map(|(t, c)| format!("{t} {:.2}", *c as f64 / n.max(1) as f64))
+            .collect();
         println!(
-            "{what:<18} {n:>6} inputs -> {out:>6} outputs  {:>8.1} µs per input",
-            took.as_secs_f64() * 1e6 / n.max(1) as f64
+            "{what:<18} {n:>6} inputs -> {:>6} outputs  {:>8.1} µs per input  (outputs per input: {})",
+            out.len(),
+            took.as_secs_f64() * 1e6 / n.max(1) as f64,
+            per_topic.join(", ")
         );
     };
 
@@ -765,7 +792,7 @@ async fn stages(a: StagesArgs) -> anyhow::Result<()> {
     let t = Instant::now();
     let normalised = stage_normalise(&mut normaliser, &raws);
     if only.is_none_or(|o| o == "normalise") {
-        report("normalise", raws.len(), normalised.len(), t.elapsed());
+        report("normalise", raws.len(), &normalised, t.elapsed());
     }
     let normalised: Vec<_> = normalised.into_iter().filter(|(t, _, _)| t == names::NORMALISED).collect();
 
@@ -775,7 +802,7 @@ async fn stages(a: StagesArgs) -> anyhow::Result<()> {
     let t = Instant::now();
     let matched = stage_identifier_match(&mut matcher, &normalised);
     if only.is_none_or(|o| o == "identifier-match") {
-        report("identifier-match", normalised.len(), matched.len(), t.elapsed());
+        report("identifier-match", normalised.len(), &matched, t.elapsed());
     }
     let matched: Vec<_> = matched.into_iter().filter(|(t, _, _)| t == names::MATCHED).collect();
 
@@ -783,7 +810,7 @@ async fn stages(a: StagesArgs) -> anyhow::Result<()> {
     let t = Instant::now();
     let routed = stage_route(&mut router, &matched);
     if only.is_none_or(|o| o == "route") {
-        report("route", matched.len(), routed.len(), t.elapsed());
+        report("route", matched.len(), &routed, t.elapsed());
     }
     anyhow::ensure!(!routed.is_empty(), "nothing came out of route");
     shutdown.trigger();

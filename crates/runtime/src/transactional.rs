@@ -369,9 +369,15 @@ pub fn run<P: Processor>(stage: Stage<'_>, make: impl FnOnce() -> anyhow::Result
         producer.poll(Duration::ZERO);
 
         let mut failed: Option<(&'static str, Option<KafkaError>)> = None;
+        // an open batch waits only batch_idle_ms for more input before it commits
+        let mut idle = false;
         if !shutting_down {
+            let wait = match (&batch, cfg.batch_idle_ms) {
+                (Some(_), ms) if ms > 0 => Duration::from_millis(ms),
+                _ => Duration::from_millis(50),
+            };
             batch_open.store(batch.is_some(), Ordering::SeqCst);
-            let polled = consumer.poll(Duration::from_millis(50));
+            let polled = consumer.poll(wait);
             let rebalanced = revoked.swap(false, Ordering::SeqCst);
             if rebalanced {
                 // another member may own (and advance) these partitions now
@@ -383,6 +389,7 @@ pub fn run<P: Processor>(stage: Stage<'_>, make: impl FnOnce() -> anyhow::Result
             } else {
                 match polled {
                     None => {
+                        idle = batch.is_some() && cfg.batch_idle_ms > 0;
                         // nothing waiting, the group has given it its partitions and the
                         // coordinator has said where to resume on each of them: it is consuming
                         if batch.is_none() && assigned.load(Ordering::SeqCst) {
@@ -440,7 +447,7 @@ pub fn run<P: Processor>(stage: Stage<'_>, make: impl FnOnce() -> anyhow::Result
 
         let due = batch
             .as_ref()
-            .is_some_and(|b| b.records >= cfg.batch_max_records || b.started.elapsed() >= batch_max || shutting_down);
+            .is_some_and(|b| b.records >= cfg.batch_max_records || b.started.elapsed() >= batch_max || idle || shutting_down);
         if failed.is_none()
             && due
             && let Some(b) = batch.take()
@@ -763,6 +770,13 @@ fn commit<C: ConsumerContext>(
     let Some(group) = consumer.group_metadata() else {
         return Err(CommitError::Abort("group_metadata", KafkaError::NoMessageReceived));
     };
+    // commit_transaction first waits for every delivery report; rust-rdkafka's BaseProducer
+    // waits for them by polling in 100 ms slices that always run to their end, which put 100 ms
+    // on every transaction. Serving the reports here in 1 ms polls leaves it nothing to wait for.
+    let deadline = Instant::now() + OP_TIMEOUT;
+    while producer.in_flight_count() > 0 && Instant::now() < deadline {
+        producer.poll(Duration::from_millis(1));
+    }
     retrying(stage, "send_offsets_to_transaction", || {
         producer.send_offsets_to_transaction(&tpl, &group, OP_TIMEOUT)
     })?;
