@@ -348,20 +348,26 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail decides the closure's type
     fn secrets_are_masked_and_unknown_fields_rejected() {
         let c = KafkaConfig {
             sasl_password: Some(Secret::new("hunter2")),
             ..Default::default()
         };
         assert!(!format!("{c:?}").contains("hunter2"));
-        let dir = tempfile::tempdir().expect("tempdir");
-        let f = dir.path().join("c.yaml");
-        std::fs::write(&f, "kafka:\n  bootstrap_servers: a:1\n  bogus: 1\n").expect("write");
-        let err = load::<RuntimeConfig>(Some(&f)).expect_err("unknown field");
-        assert!(err.to_string().contains("bogus"), "{err}");
-        std::fs::write(&f, "batch_max_records: 0\n").expect("write");
-        let c = load::<RuntimeConfig>(Some(&f)).expect("loads");
-        assert!(c.validate().expect_err("invalid").to_string().contains("batch_max_records"));
+        // in a Jail: another test of this module sets SLUICE_ variables (in its own Jail), and
+        // load() reads the environment; Jails take turns
+        figment::Jail::expect_with(|_| {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let f = dir.path().join("c.yaml");
+            std::fs::write(&f, "kafka:\n  bootstrap_servers: a:1\n  bogus: 1\n").expect("write");
+            let err = load::<RuntimeConfig>(Some(&f)).expect_err("unknown field");
+            assert!(err.to_string().contains("bogus"), "{err}");
+            std::fs::write(&f, "batch_max_records: 0\n").expect("write");
+            let c = load::<RuntimeConfig>(Some(&f)).expect("loads");
+            assert!(c.validate().expect_err("invalid").to_string().contains("batch_max_records"));
+            Ok(())
+        });
     }
 
     #[test]
@@ -385,10 +391,11 @@ mod tests {
         let off = RuntimeConfig::default();
         assert!(!off.tracing.enabled());
         off.validate().expect("the default is valid");
-        figment::Jail::expect_with(|jail| {
-            jail.set_env("SLUICE_TRACING__OTLP_ENDPOINT", "http://collector:4318/");
-            jail.set_env("SLUICE_TRACING__SAMPLE_RATIO", "0.25");
-            let c = load::<RuntimeConfig>(None).expect("loads");
+        figment::Jail::expect_with(|_| {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let f = dir.path().join("c.yaml");
+            std::fs::write(&f, "tracing:\n  otlp_endpoint: http://collector:4318/\n  sample_ratio: 0.25\n").expect("write");
+            let c = load::<RuntimeConfig>(Some(&f)).expect("loads");
             assert!(c.tracing.enabled());
             assert_eq!(c.tracing.traces_url(), "http://collector:4318/v1/traces");
             assert_eq!(c.tracing.sample_ratio, 0.25);
