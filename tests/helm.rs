@@ -25,9 +25,14 @@ fn render(sets: &[&str]) -> String {
     run_ok(&mut c)
 }
 
-const ALL_ON: [&str; 8] = [
+const ALL_ON: [&str; 13] = [
     "prometheusRule.enabled=true",
     "serviceMonitor.enabled=true",
+    "grafanaDashboards.enabled=true",
+    "tracing.otlpEndpoint=http://otel-collector.monitoring:4318",
+    "tracing.sampleRatio=0.25",
+    "ingest.expectedQuietSecs.PAS^RGT01=900",
+    "ingest.expectedQuietSecs.LAB^RGT01=60",
     "kafka.securityProtocol=sasl_ssl",
     "kafka.saslMechanism=SCRAM-SHA-512",
     "kafka.saslUsername=sluice",
@@ -86,6 +91,33 @@ fn prometheus_rule_is_the_tested_rule_file() {
     let file: serde_yaml::Value =
         serde_yaml::from_str(&std::fs::read_to_string(repo().join("helm/sluice/files/prometheus-rules.yml")).unwrap()).unwrap();
     assert_eq!(rule["spec"]["groups"], file["groups"]);
+}
+
+#[test]
+fn dashboards_are_config_maps_for_the_grafana_sidecar_when_asked() {
+    let maps = |manifest: &str| -> Vec<serde_yaml::Value> {
+        serde_yaml::Deserializer::from_str(manifest)
+            .map(|d| <serde_yaml::Value as serde::Deserialize>::deserialize(d).unwrap())
+            .filter(|v| v["kind"] == "ConfigMap" && v["metadata"]["labels"]["grafana_dashboard"] == "1")
+            .collect()
+    };
+    assert!(maps(&render(&[])).is_empty(), "off by default");
+    let rendered = maps(&render(&ALL_ON));
+    let mut files: Vec<String> = std::fs::read_dir(repo().join("helm/sluice/dashboards"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(rendered.len(), files.len(), "one ConfigMap per dashboard");
+    for f in files {
+        let shipped = std::fs::read_to_string(repo().join("helm/sluice/dashboards").join(&f)).unwrap();
+        let found = rendered
+            .iter()
+            .find_map(|m| m["data"][f.as_str()].as_str())
+            .unwrap_or_else(|| panic!("{f} is in no ConfigMap"));
+        let parsed: serde_json::Value = serde_json::from_str(found).unwrap();
+        assert_eq!(parsed, serde_json::from_str::<serde_json::Value>(&shipped).unwrap(), "{f}");
+    }
 }
 
 #[test]

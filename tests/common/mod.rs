@@ -20,6 +20,7 @@
 pub mod abuse;
 pub mod chaos;
 pub mod kafka;
+pub mod prometheus;
 pub mod proxy;
 
 pub use kafka::{KafkaCluster, Security};
@@ -559,6 +560,15 @@ impl Pipeline {
 
     /// Every committed record of a topic: (partition, offset, key, value).
     pub fn read_all(&self, topic: &str) -> Vec<(i32, i64, Vec<u8>, Vec<u8>)> {
+        self.read_records(topic)
+            .into_iter()
+            .map(|r| (r.partition, r.offset, r.key, r.value))
+            .collect()
+    }
+
+    /// Every committed record of a topic, with its headers.
+    pub fn read_records(&self, topic: &str) -> Vec<ReadRecord> {
+        use rdkafka::message::Headers;
         let consumer: BaseConsumer = self
             .client_config()
             .set("group.id", "e2e-reader")
@@ -581,12 +591,21 @@ impl Pipeline {
             match consumer.poll(Duration::from_millis(200)) {
                 Some(Ok(m)) => {
                     eof.remove(&m.partition());
-                    out.push((
-                        m.partition(),
-                        m.offset(),
-                        m.key().unwrap_or_default().to_vec(),
-                        m.payload().unwrap_or_default().to_vec(),
-                    ));
+                    let headers = m
+                        .headers()
+                        .map(|h| {
+                            h.iter()
+                                .map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    out.push(ReadRecord {
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        key: m.key().unwrap_or_default().to_vec(),
+                        value: m.payload().unwrap_or_default().to_vec(),
+                        headers,
+                    });
                 }
                 Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
                     eof.insert(p);
@@ -596,6 +615,15 @@ impl Pipeline {
         }
         out
     }
+}
+
+/// One committed record, as [`Pipeline::read_records`] read it.
+pub struct ReadRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub headers: std::collections::BTreeMap<String, String>,
 }
 
 /// Sends messages over one MLLP connection; returns (MSA-1, ACK latency) per message.

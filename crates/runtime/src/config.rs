@@ -118,6 +118,85 @@ pub struct RuntimeConfig {
     /// `processing_budget_exceeded` (its outputs dropped) instead of holding the stage and every
     /// patient behind it; the mappers are linear in input size, so this is a backstop.
     pub process_budget_ms: u64,
+    /// OpenTelemetry trace export (off unless `tracing.otlp_endpoint` is set).
+    pub tracing: TracingConfig,
+}
+
+/// Where and how much to export traces. Spans carry only bounded values (service, topic,
+/// partition, offset, outcome and reason codes), never message content; see `docs/runbook.md`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingConfig {
+    /// The OTLP collector's base URL, for example `http://otel-collector:4318` (spans go to
+    /// `<endpoint>/v1/traces`; a URL already ending in `/v1/traces` is used as it is). Empty:
+    /// no export, the default. Headers for the collector (an API key) come from the standard
+    /// `OTEL_EXPORTER_OTLP_HEADERS` variable.
+    pub otlp_endpoint: String,
+    /// `http/protobuf`, the one OTLP transport built in (every collector serves it, on 4318).
+    pub otlp_protocol: String,
+    /// The fraction of new traces that are sampled, 0.0 to 1.0. A trace is started per message
+    /// at ingest; every later stage follows the decision carried in the record's `traceparent`,
+    /// so a message's trace is exported whole or not at all.
+    pub sample_ratio: f64,
+    /// How long one export to the collector may take before it is abandoned (spans dropped,
+    /// never the records: export runs beside the pipeline, not in it).
+    pub export_timeout_ms: u64,
+}
+
+/// The OTLP transport [`TracingConfig::otlp_protocol`] accepts.
+pub const OTLP_HTTP_PROTOBUF: &str = "http/protobuf";
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        TracingConfig {
+            otlp_endpoint: String::new(),
+            otlp_protocol: OTLP_HTTP_PROTOBUF.into(),
+            sample_ratio: 1.0,
+            export_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl TracingConfig {
+    pub fn enabled(&self) -> bool {
+        !self.otlp_endpoint.trim().is_empty()
+    }
+
+    /// The URL spans are posted to.
+    pub fn traces_url(&self) -> String {
+        let base = self.otlp_endpoint.trim();
+        if base.ends_with("/v1/traces") {
+            base.to_owned()
+        } else {
+            format!("{}/v1/traces", base.trim_end_matches('/'))
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, why| Err(ConfigError::Invalid { field, why });
+        if !(0.0..=1.0).contains(&self.sample_ratio) {
+            return invalid("runtime.tracing.sample_ratio", "must be between 0.0 and 1.0");
+        }
+        match self.otlp_protocol.as_str() {
+            OTLP_HTTP_PROTOBUF => {}
+            "grpc" => {
+                return invalid(
+                    "runtime.tracing.otlp_protocol",
+                    "grpc is not built in: use http/protobuf and the collector's OTLP/HTTP port (4318)",
+                );
+            }
+            _ => return invalid("runtime.tracing.otlp_protocol", "must be http/protobuf"),
+        }
+        let endpoint = self.otlp_endpoint.trim();
+        let url = endpoint.starts_with("http://") || endpoint.starts_with("https://");
+        if !endpoint.is_empty() && !url {
+            return invalid("runtime.tracing.otlp_endpoint", "must be an http:// or https:// URL");
+        }
+        if self.export_timeout_ms == 0 {
+            return invalid("runtime.tracing.export_timeout_ms", "must be at least 1");
+        }
+        Ok(())
+    }
 }
 
 impl Default for RuntimeConfig {
@@ -136,6 +215,7 @@ impl Default for RuntimeConfig {
             process_budget_ms: 5_000,
             http_addr: "127.0.0.1:9464".into(),
             log_format: "text".into(),
+            tracing: TracingConfig::default(),
         }
     }
 }
@@ -232,6 +312,7 @@ impl RuntimeConfig {
         if !matches!(self.log_format.as_str(), "json" | "text") {
             return invalid("runtime.log_format", "must be json or text");
         }
+        self.tracing.validate()?;
         Ok(())
     }
 }
@@ -267,20 +348,26 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail decides the closure's type
     fn secrets_are_masked_and_unknown_fields_rejected() {
         let c = KafkaConfig {
             sasl_password: Some(Secret::new("hunter2")),
             ..Default::default()
         };
         assert!(!format!("{c:?}").contains("hunter2"));
-        let dir = tempfile::tempdir().expect("tempdir");
-        let f = dir.path().join("c.yaml");
-        std::fs::write(&f, "kafka:\n  bootstrap_servers: a:1\n  bogus: 1\n").expect("write");
-        let err = load::<RuntimeConfig>(Some(&f)).expect_err("unknown field");
-        assert!(err.to_string().contains("bogus"), "{err}");
-        std::fs::write(&f, "batch_max_records: 0\n").expect("write");
-        let c = load::<RuntimeConfig>(Some(&f)).expect("loads");
-        assert!(c.validate().expect_err("invalid").to_string().contains("batch_max_records"));
+        // in a Jail: another test of this module sets SLUICE_ variables (in its own Jail), and
+        // load() reads the environment; Jails take turns
+        figment::Jail::expect_with(|_| {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let f = dir.path().join("c.yaml");
+            std::fs::write(&f, "kafka:\n  bootstrap_servers: a:1\n  bogus: 1\n").expect("write");
+            let err = load::<RuntimeConfig>(Some(&f)).expect_err("unknown field");
+            assert!(err.to_string().contains("bogus"), "{err}");
+            std::fs::write(&f, "batch_max_records: 0\n").expect("write");
+            let c = load::<RuntimeConfig>(Some(&f)).expect("loads");
+            assert!(c.validate().expect_err("invalid").to_string().contains("batch_max_records"));
+            Ok(())
+        });
     }
 
     #[test]
@@ -296,6 +383,56 @@ mod tests {
             assert!(load::<RuntimeConfig>(None).is_err(), "other unknown settings are still refused");
             Ok(())
         });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail decides the closure's type
+    fn tracing_is_off_by_default_and_checked_when_on() {
+        let off = RuntimeConfig::default();
+        assert!(!off.tracing.enabled());
+        off.validate().expect("the default is valid");
+        figment::Jail::expect_with(|_| {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let f = dir.path().join("c.yaml");
+            std::fs::write(&f, "tracing:\n  otlp_endpoint: http://collector:4318/\n  sample_ratio: 0.25\n").expect("write");
+            let c = load::<RuntimeConfig>(Some(&f)).expect("loads");
+            assert!(c.tracing.enabled());
+            assert_eq!(c.tracing.traces_url(), "http://collector:4318/v1/traces");
+            assert_eq!(c.tracing.sample_ratio, 0.25);
+            c.validate().expect("valid");
+            Ok(())
+        });
+        let full = TracingConfig {
+            otlp_endpoint: "https://c.example/v1/traces".into(),
+            ..Default::default()
+        };
+        assert_eq!(full.traces_url(), "https://c.example/v1/traces");
+        for (bad, field) in [
+            (
+                TracingConfig {
+                    sample_ratio: 1.5,
+                    ..Default::default()
+                },
+                "runtime.tracing.sample_ratio",
+            ),
+            (
+                TracingConfig {
+                    otlp_protocol: "grpc".into(),
+                    ..Default::default()
+                },
+                "runtime.tracing.otlp_protocol",
+            ),
+            (
+                TracingConfig {
+                    otlp_endpoint: "collector:4318".into(),
+                    ..Default::default()
+                },
+                "runtime.tracing.otlp_endpoint",
+            ),
+        ] {
+            let e = bad.validate().expect_err("invalid").to_string();
+            assert!(e.contains(field), "{e}");
+        }
     }
 
     fn kafka_error(k: KafkaConfig) -> String {

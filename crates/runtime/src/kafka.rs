@@ -13,14 +13,13 @@
 
 use crate::config::{KafkaConfig, RuntimeConfig};
 use crate::shutdown::Shutdown;
-use crate::telemetry::runtime_metrics;
+use crate::telemetry::{Throttle, runtime_metrics};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, FutureProducer, FutureRecord, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, ClientContext};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
@@ -124,10 +123,11 @@ pub fn is_refused_identity(error: &KafkaError, reason: &str) -> bool {
         || reason.contains("certificate")
 }
 
-/// Logs one error reported by librdkafka (see [`ClientLog`]).
+/// Logs one error reported by librdkafka (see [`ClientLog`]): each kind at most once per 10 s,
+/// with how many were left out in between.
 pub fn log_client_error(service: &'static str, error: &KafkaError, reason: &str) {
-    static LAST_REFUSED: AtomicU64 = AtomicU64::new(0);
-    static LAST_OTHER: AtomicU64 = AtomicU64::new(0);
+    static REFUSED: Throttle = Throttle::new(Duration::from_secs(10));
+    static OTHER: Throttle = Throttle::new(Duration::from_secs(10));
     let refused = is_refused_identity(error, reason);
     if refused {
         runtime_metrics()
@@ -135,22 +135,21 @@ pub fn log_client_error(service: &'static str, error: &KafkaError, reason: &str)
             .with_label_values(&[service, "kafka_refused_identity"])
             .inc();
     }
-    let last = if refused { &LAST_REFUSED } else { &LAST_OTHER };
-    let now = crate::now_micros().max(0) as u64 / 1_000_000;
-    let before = last.load(Ordering::Relaxed);
-    if before != 0 && now.saturating_sub(before) < 10 {
+    let throttle = if refused { &REFUSED } else { &OTHER };
+    let Some(left_out) = throttle.check() else {
         return;
-    }
-    last.store(now, Ordering::Relaxed);
+    };
     if refused {
         tracing::error!(
             service,
             error = %error,
             reason,
-            "kafka refused this client's credentials or certificate: check runtime.kafka security settings"
+            left_out,
+            "kafka refused this client's credentials or certificate: check runtime.kafka security settings{}",
+            throttle.more(left_out)
         );
     } else {
-        tracing::warn!(service, error = %error, reason, "kafka client error");
+        tracing::warn!(service, error = %error, reason, left_out, "kafka client error{}", throttle.more(left_out));
     }
 }
 
@@ -205,9 +204,10 @@ impl AckedProducer {
         self.producer.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Writes one record and waits for the brokers' confirmation. A record that does not
-    /// [`fits`] is [`SendError::TooLarge`] without being tried.
-    pub async fn send(&self, topic: &str, key: &[u8], value: &[u8], headers: &[(&str, &[u8])]) -> Result<(), SendError> {
+    /// Writes one record and waits for the brokers' confirmation; returns where it was written
+    /// (partition, offset). A record that does not [`fits`] is [`SendError::TooLarge`] without
+    /// being tried.
+    pub async fn send(&self, topic: &str, key: &[u8], value: &[u8], headers: &[(&str, &[u8])]) -> Result<(i32, i64), SendError> {
         if !fits(&self.cfg, key.len(), value.len()) {
             return Err(SendError::TooLarge);
         }
@@ -218,7 +218,7 @@ impl AckedProducer {
         let rec = FutureRecord::to(topic).key(key).payload(value).headers(h);
         let producer = self.current();
         match producer.send(rec, self.delivery_timeout).await {
-            Ok(_) => Ok(()),
+            Ok(delivered) => Ok((delivered.partition, delivered.offset)),
             Err((e, _)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge) => Err(SendError::TooLarge),
             Err((e, _)) => {
                 self.replace_if_broken(&producer, &e);

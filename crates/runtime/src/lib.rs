@@ -6,7 +6,7 @@
 //!   outputs, dead letters and the consumed offsets commit together or not at all;
 //! - [`config`]: layered configuration (defaults, file, `SLUICE_` environment variables);
 //! - [`kafka`]: client settings shared by every producer and consumer;
-//! - [`telemetry`]: logs, metrics, `/metrics`, `/healthz`, `/readyz`;
+//! - [`telemetry`]: logs, metrics, `/metrics`, `/healthz`, `/readyz`, OTLP trace export;
 //! - [`shutdown`]: SIGTERM/SIGINT as a future and a flag;
 //! - [`trace`]: W3C `traceparent` carried in Kafka headers;
 //! - [`tls`], [`auth`], [`http`], [`audit`]: every entrance encrypted and authenticated: TLS
@@ -87,19 +87,20 @@ where
                 .help("YAML configuration file (environment variables SLUICE_* override it)"),
         )
         .get_matches();
-    serve_service(args.get_one::<std::path::PathBuf>("config").map(|p| p.as_path()), run).await
+    serve_service(name, args.get_one::<std::path::PathBuf>("config").map(|p| p.as_path()), run).await
 }
 
 /// Everything a service binary does besides its own logic: load the layered config, start
-/// logging, handle SIGTERM/SIGINT, serve `/metrics`, `/healthz` and `/readyz`, then run.
-pub async fn serve_service<C, F, Fut>(config_file: Option<&std::path::Path>, run: F) -> anyhow::Result<()>
+/// logging (and trace export, when configured, as `name`), handle SIGTERM/SIGINT, serve
+/// `/metrics`, `/healthz` and `/readyz`, then run.
+pub async fn serve_service<C, F, Fut>(name: &str, config_file: Option<&std::path::Path>, run: F) -> anyhow::Result<()>
 where
     C: ServiceConfig,
     F: FnOnce(C, shutdown::Shutdown, telemetry::Health) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
     let cfg: C = config::load(config_file)?;
-    telemetry::init_logging(&cfg.runtime().log_format);
+    let _telemetry = telemetry::init(&cfg.runtime().log_format, &cfg.runtime().tracing, name)?;
     let shutdown = shutdown::Shutdown::new();
     shutdown.on_signals()?;
     let health = telemetry::Health::new();

@@ -12,6 +12,9 @@ use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVe
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::config::TracingConfig;
 
 /// The registry behind `/metrics`.
 pub fn registry() -> &'static Registry {
@@ -62,6 +65,8 @@ pub struct RuntimeMetrics {
     pub ready: IntGaugeVec,
     pub assigned_partitions: IntGaugeVec,
     pub stage_restarts: IntCounterVec,
+    pub replayed: IntCounterVec,
+    pub consumer_lag: IntGaugeVec,
 }
 
 pub fn runtime_metrics() -> &'static RuntimeMetrics {
@@ -119,6 +124,16 @@ pub fn runtime_metrics() -> &'static RuntimeMetrics {
             "sluice_runtime_stage_restarts_total",
             "stage runs ended by a fatal kafka error and started again with new clients, by operation",
             &["service", "op"],
+        ),
+        replayed: counter(
+            "sluice_runtime_replayed_records_total",
+            "replayed records (re-produced by the dead-letter service) consumed, by outcome (emit, skip, reject, retry)",
+            &["service", "outcome"],
+        ),
+        consumer_lag: gauge(
+            "sluice_runtime_consumer_lag_records",
+            "records on an assigned input partition not yet committed by this stage (last stable offset minus committed offset), from the consumer's statistics",
+            &["service", "topic", "partition"],
         ),
     })
 }
@@ -221,14 +236,171 @@ pub async fn serve_http(addr: &str, router: Router, shutdown: crate::shutdown::S
     Ok(local)
 }
 
-/// Logs to stderr as JSON or text. Filter with `RUST_LOG` (default info).
+/// Logs to stderr as JSON or text. Filter with `RUST_LOG` (default info). No trace export (see
+/// [`init`]).
 pub fn init_logging(format: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if format == "json" {
-        builder.json().try_init()
+    let _ = init(format, &TracingConfig::default(), "sluice");
+}
+
+/// Keeps trace export running; dropping it flushes the spans not yet exported (bounded by
+/// `runtime.tracing.export_timeout_ms`).
+#[must_use = "dropping the guard stops trace export"]
+pub struct TelemetryGuard {
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.provider.take()
+            && let Err(e) = p.shutdown()
+        {
+            tracing::warn!(error = %e, "trace export did not flush at shutdown");
+        }
+    }
+}
+
+/// Logs to stderr (JSON or text, filtered by `RUST_LOG`, default info) and, when
+/// `tracing.otlp_endpoint` is set, exports Sluice's spans (target [`crate::trace::SPAN_TARGET`])
+/// over OTLP as `service` (the resource's `service.name`).
+///
+/// Export is beside the pipeline: spans are batched on their own thread and dropped (never
+/// waited for) when the collector is slow or away. Only spans of Sluice's target, plus WARN and
+/// ERROR events inside them, reach the exporter; the log output never shows the spans.
+pub fn init(format: &str, tracing: &TracingConfig, service: &str) -> anyhow::Result<TelemetryGuard> {
+    use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{Layer, Registry};
+
+    tracing.validate()?;
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn"));
+    if let Ok(d) = format!("{}=off", crate::trace::SPAN_TARGET).parse() {
+        filter = filter.add_directive(d);
+    }
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = if format == "json" {
+        fmt.json().with_filter(filter).boxed()
     } else {
-        builder.try_init()
+        fmt.with_filter(filter).boxed()
     };
+    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = vec![logs];
+    let provider = if tracing.enabled() {
+        let provider = tracer_provider(tracing, service)?;
+        let tracer = opentelemetry::trace::TracerProvider::tracer(&provider, "sluice");
+        let spans = Targets::new()
+            .with_target(crate::trace::SPAN_TARGET, LevelFilter::TRACE)
+            .with_default(LevelFilter::WARN);
+        let layer = tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_location(false)
+            .with_threads(false)
+            .with_filter(spans)
+            .boxed();
+        layers.push(layer);
+        Some(provider)
+    } else {
+        None
+    };
+    // a second call (tests, `sluice up` after a command) keeps the first subscriber
+    if tracing_subscriber::registry().with(layers).try_init().is_ok() && provider.is_some() {
+        tracing::info!(endpoint = %tracing.traces_url(), sample_ratio = tracing.sample_ratio, "exporting traces over otlp");
+    }
+    Ok(TelemetryGuard { provider })
+}
+
+fn tracer_provider(cfg: &TracingConfig, service: &str) -> anyhow::Result<opentelemetry_sdk::trace::SdkTracerProvider> {
+    use opentelemetry_otlp::{Protocol, WithExportConfig};
+    use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(Protocol::HttpBinary)
+        .with_endpoint(cfg.traces_url())
+        .with_timeout(std::time::Duration::from_millis(cfg.export_timeout_ms))
+        .build()?;
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(service.to_owned())
+        .with_attribute(opentelemetry::KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+        .build();
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        // a message's trace is sampled at ingest; every later stage follows its traceparent
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(cfg.sample_ratio))))
+        .with_resource(resource)
+        .build())
+}
+
+/// Bounds a log line that could repeat once per message (a broker outage fails every write):
+/// the first occurrence is logged, the rest of the window only counted, and the next line after
+/// the window says how many were left out (`n more like this in the last 10 s`).
+pub struct Throttle {
+    window: Duration,
+    state: Mutex<ThrottleState>,
+}
+
+struct ThrottleState {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Throttle {
+    pub const fn new(window: Duration) -> Throttle {
+        Throttle {
+            window,
+            state: Mutex::new(ThrottleState { last: None, suppressed: 0 }),
+        }
+    }
+
+    /// `Some(left_out)` when this occurrence should be logged, with how many were left out since
+    /// the last logged one; `None` when it is only counted.
+    pub fn check(&self) -> Option<u64> {
+        self.check_at(Instant::now())
+    }
+
+    pub fn check_at(&self, now: Instant) -> Option<u64> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match s.last {
+            Some(t) if now.saturating_duration_since(t) < self.window => {
+                s.suppressed += 1;
+                None
+            }
+            _ => {
+                s.last = Some(now);
+                Some(std::mem::take(&mut s.suppressed))
+            }
+        }
+    }
+
+    /// The text appended to a logged line: empty, or `; n more like this in the last 10 s`.
+    pub fn more(&self, left_out: u64) -> String {
+        if left_out == 0 {
+            String::new()
+        } else {
+            format!("; {left_out} more like this in the last {} s", self.window.as_secs())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_line_is_logged_once_per_window_with_the_count_left_out() {
+        let t = Throttle::new(Duration::from_secs(10));
+        let start = Instant::now();
+        assert_eq!(t.check_at(start), Some(0), "the first is logged");
+        for i in 1..=99 {
+            assert_eq!(
+                t.check_at(start + Duration::from_millis(i * 50)),
+                None,
+                "the rest of the window is counted"
+            );
+        }
+        let next = t.check_at(start + Duration::from_secs(11));
+        assert_eq!(next, Some(99));
+        assert_eq!(t.more(99), "; 99 more like this in the last 10 s");
+        assert_eq!(t.more(0), "");
+        assert_eq!(t.check_at(start + Duration::from_secs(12)), None);
+        assert_eq!(t.check_at(start + Duration::from_secs(30)), Some(1));
+    }
 }

@@ -31,8 +31,8 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use sluice_model::DeadLetter;
 use sluice_registry::SchemaStore;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Header marking a record re-produced by the dead-letter service.
@@ -70,16 +70,116 @@ pub struct Stage<'a> {
 /// partition is aborted instead of committed under a stale assignment; and another while this
 /// member holds an assignment from the group (possibly empty: an idle spare member), so the
 /// stage reports ready only once it consumes its partitions, not while it waits to join.
+///
+/// It also turns the consumer's statistics (every [`LAG_INTERVAL`], served by the loop's own
+/// polls, so nothing waits on the brokers for it) into `sluice_runtime_consumer_lag_records`.
 struct RebalanceFlag {
     revoked: Arc<AtomicBool>,
     assigned: Arc<AtomicBool>,
     service: &'static str,
+    /// Offsets this instance committed since its last rebalance (the loop's, shared).
+    committed: Committed,
+    /// The lag series this instance exports, so a partition that moved away stops being one.
+    lag_series: Mutex<HashSet<(String, i32)>>,
+    /// Whether the loop has a transaction open (set before each poll, which serves `stats`).
+    batch_open: Arc<AtomicBool>,
 }
+
+/// Input offsets committed by this instance since its last rebalance: the rewind target after
+/// an abort, and the committed side of the lag.
+type Committed = Arc<Mutex<HashMap<(String, i32), i64>>>;
+
+/// How often the stage's consumer reports its statistics, and so its lag.
+const LAG_INTERVAL: Duration = Duration::from_secs(5);
 
 impl ClientContext for RebalanceFlag {
     fn error(&self, error: KafkaError, reason: &str) {
         kafka::log_client_error(self.service, &error, reason);
     }
+
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let committed = self.committed.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let lags = lag_of(&statistics, &committed, !self.batch_open.load(Ordering::SeqCst));
+        let gauge = &runtime_metrics().consumer_lag;
+        let mut series = self.lag_series.lock().unwrap_or_else(|e| e.into_inner());
+        for gone in series.iter().filter(|k| !lags.contains_key(*k)) {
+            let _ = gauge.remove_label_values(&[self.service, &gone.0, &gone.1.to_string()]);
+        }
+        for ((topic, partition), lag) in &lags {
+            gauge.with_label_values(&[self.service, topic, &partition.to_string()]).set(*lag);
+        }
+        *series = lags.into_keys().collect();
+    }
+}
+
+/// The lag of every partition assigned to this consumer (see [`partition_lag`]).
+fn lag_of(statistics: &rdkafka::Statistics, committed_here: &HashMap<(String, i32), i64>, idle: bool) -> BTreeMap<(String, i32), i64> {
+    let mut out = BTreeMap::new();
+    for (topic, t) in &statistics.topics {
+        for (id, p) in &t.partitions {
+            // -1 is librdkafka's internal unassigned partition; `desired`: ours
+            if *id < 0 || !p.desired {
+                continue;
+            }
+            let key = (topic.clone(), *id);
+            let committed = committed_here
+                .get(&key)
+                .copied()
+                .or((p.committed_offset >= 0).then_some(p.committed_offset));
+            let position = Position {
+                end: if p.ls_offset >= 0 { p.ls_offset } else { p.hi_offset },
+                committed,
+                next_fetch: p.next_offset,
+                delivered: p.app_offset,
+                queued: p.fetchq_cnt,
+                idle,
+            };
+            let lag = partition_lag(&position);
+            tracing::debug!(topic, partition = id, ?position, ?lag, "consumer lag");
+            if let Some(lag) = lag {
+                out.insert(key, lag);
+            }
+        }
+    }
+    out
+}
+
+/// What a consumer's statistics say about one partition.
+#[derive(Debug, Clone, Copy)]
+struct Position {
+    /// The last stable offset (what `read_committed` can see), else the high watermark.
+    end: i64,
+    /// The offset committed for it: by this instance since its assignment, else the group's
+    /// as the consumer last read it.
+    committed: Option<i64>,
+    /// The next offset the consumer will fetch.
+    next_fetch: i64,
+    /// The offset after the last record handed to the stage (negative: none yet).
+    delivered: i64,
+    /// Records fetched and not yet handed to the stage.
+    queued: i64,
+    /// The stage has no transaction open: everything handed to it is committed (or was
+    /// aborted and rewound).
+    idle: bool,
+}
+
+/// Records of a partition the stage has not committed: `end` minus the committed offset. A
+/// committed transaction leaves a control record (its commit marker) after its last record, and
+/// aborted transactions leave records `read_committed` skips: when the stage has no transaction
+/// open (so all it was handed is committed) and nothing more is queued, the offsets up to the
+/// consumer's position hold only those, and count as done: a stage that is caught up has no
+/// lag, not one per transaction. `None` when nothing is known yet.
+fn partition_lag(p: &Position) -> Option<i64> {
+    if p.end < 0 {
+        return None;
+    }
+    let committed = p.committed.or((p.next_fetch >= 0).then_some(p.next_fetch))?;
+    let done = if p.idle && p.queued == 0 {
+        committed.max(p.next_fetch).max(p.delivered)
+    } else {
+        committed
+    };
+    Some((p.end - done).max(0))
 }
 
 impl ConsumerContext for RebalanceFlag {
@@ -168,6 +268,37 @@ struct Batch {
     started: Instant,
     records: usize,
     offsets: HashMap<(String, i32), i64>,
+    /// The transaction's span (a root of its own: its records belong to their messages' traces
+    /// and link to it).
+    span: tracing::Span,
+}
+
+impl Batch {
+    fn new(service: &'static str) -> Batch {
+        Batch {
+            started: Instant::now(),
+            records: 0,
+            offsets: HashMap::new(),
+            span: tracing::info_span!(
+                target: trace::SPAN_TARGET,
+                parent: None,
+                "stage.batch",
+                service,
+                records = tracing::field::Empty,
+                result = tracing::field::Empty,
+                abort_reason = tracing::field::Empty,
+            ),
+        }
+    }
+
+    /// Ends the batch's span with how the transaction ended (bounded codes only).
+    fn finish(self, result: &'static str, abort_reason: Option<&'static str>) {
+        self.span.record("records", self.records);
+        self.span.record("result", result);
+        if let Some(r) = abort_reason {
+            self.span.record("abort_reason", r);
+        }
+    }
 }
 
 /// Runs the loop until shutdown. Returns an error only for fatal conditions.
@@ -184,7 +315,12 @@ pub fn run<P: Processor>(stage: Stage<'_>, make: impl FnOnce() -> anyhow::Result
         .map_err(RuntimeError::Client)?;
     let revoked = Arc::new(AtomicBool::new(false));
     let assigned = Arc::new(AtomicBool::new(false));
+    // offsets this instance committed since its last rebalance: the rewind target after an
+    // abort, without asking the coordinator (which may be the thing that is failing)
+    let committed_here: Committed = Arc::default();
+    let batch_open = Arc::new(AtomicBool::new(false));
     let consumer: BaseConsumer<RebalanceFlag> = kafka::read_committed_consumer(&cfg.kafka, &instance, &crate::group_id(svc))
+        .set("statistics.interval.ms", LAG_INTERVAL.as_millis().to_string())
         // dynamic membership on purpose: with a static group.instance.id, librdkafka turns a
         // session timeout during a network cut into a fatal "fenced by other consumer with
         // the same group.instance.id" (measured in the chaos suite; confluentinc/librdkafka#3437)
@@ -192,6 +328,9 @@ pub fn run<P: Processor>(stage: Stage<'_>, make: impl FnOnce() -> anyhow::Result
             revoked: revoked.clone(),
             assigned: assigned.clone(),
             service: svc,
+            committed: committed_here.clone(),
+            lag_series: Mutex::default(),
+            batch_open: batch_open.clone(),
         })
         .map_err(RuntimeError::Client)?;
 
@@ -208,9 +347,6 @@ pub fn run<P: Processor>(stage: Stage<'_>, make: impl FnOnce() -> anyhow::Result
     let mut batch: Option<Batch> = None;
     // inputs whose outputs were larger than a record may be: refused when the batch is redone
     let mut oversized: HashSet<(String, i32, i64)> = HashSet::new();
-    // offsets this instance committed since its last rebalance: the rewind target after an
-    // abort, without asking the coordinator (which may be the thing that is failing)
-    let mut committed_here: HashMap<(String, i32), i64> = HashMap::new();
     let batch_max = Duration::from_millis(cfg.batch_max_ms);
     let mut draining_since: Option<Instant> = None;
     // the committed offsets of the current assignment were read (readiness)
@@ -240,11 +376,12 @@ pub fn run<P: Processor>(stage: Stage<'_>, make: impl FnOnce() -> anyhow::Result
                 (Some(_), ms) if ms > 0 => Duration::from_millis(ms),
                 _ => Duration::from_millis(50),
             };
+            batch_open.store(batch.is_some(), Ordering::SeqCst);
             let polled = consumer.poll(wait);
             let rebalanced = revoked.swap(false, Ordering::SeqCst);
             if rebalanced {
                 // another member may own (and advance) these partitions now
-                committed_here.clear();
+                committed_here.lock().unwrap_or_else(|e| e.into_inner()).clear();
                 resumable = false;
             }
             if rebalanced && batch.is_some() {
@@ -289,18 +426,19 @@ pub fn run<P: Processor>(stage: Stage<'_>, make: impl FnOnce() -> anyhow::Result
                                 }
                                 failed = Some(("begin_transaction", Some(e)));
                             } else {
-                                batch = Some(Batch {
-                                    started: Instant::now(),
-                                    records: 0,
-                                    offsets: HashMap::new(),
-                                });
+                                batch = Some(Batch::new(svc));
                             }
                         }
                         if failed.is_none()
                             && let Some(b) = batch.as_mut()
-                            && let Err(code) = handle_record(&stage, &producer, &mut processor, &msg, b, &mut oversized)
                         {
-                            failed = Some((code, None));
+                            let (span, record) = open_record(svc, &msg, b);
+                            let _in_span = span.enter();
+                            if let Err(code) = handle_record(&stage, &producer, &mut processor, &msg, b, &mut oversized, &span, record) {
+                                span.record("outcome", "not_processed");
+                                span.record("reason", code);
+                                failed = Some((code, None));
+                            }
                         }
                     }
                 }
@@ -317,7 +455,10 @@ pub fn run<P: Processor>(stage: Stage<'_>, make: impl FnOnce() -> anyhow::Result
             match commit(&stage, &producer, &consumer, &b) {
                 Ok(()) => {
                     processor.committed();
-                    committed_here.extend(b.offsets.iter().map(|(k, v)| (k.clone(), *v)));
+                    committed_here
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .extend(b.offsets.iter().map(|(k, v)| (k.clone(), *v)));
                     metrics.transactions.with_label_values(&[svc, "committed"]).inc();
                     metrics
                         .transaction_seconds
@@ -325,9 +466,16 @@ pub fn run<P: Processor>(stage: Stage<'_>, make: impl FnOnce() -> anyhow::Result
                         .observe(b.started.elapsed().as_secs_f64());
                     stage.readiness.set(true);
                     backoff.reset();
+                    b.finish("committed", None);
                 }
-                Err(CommitError::Fatal(op, e)) => return Err(RuntimeError::Fatal { op, source: e }),
-                Err(CommitError::Abort(op, e)) => failed = Some((op, Some(e))),
+                Err(CommitError::Fatal(op, e)) => {
+                    b.finish("fatal", Some(op));
+                    return Err(RuntimeError::Fatal { op, source: e });
+                }
+                Err(CommitError::Abort(op, e)) => {
+                    b.finish("aborted", Some(op));
+                    failed = Some((op, Some(e)));
+                }
             }
         }
 
@@ -348,9 +496,12 @@ pub fn run<P: Processor>(stage: Stage<'_>, make: impl FnOnce() -> anyhow::Result
                 }
                 metrics.transactions.with_label_values(&[svc, "aborted"]).inc();
             }
-            batch = None;
+            if let Some(b) = batch.take() {
+                b.finish("aborted", Some(op));
+            }
             processor.aborted();
-            if let Err(e) = rewind(&consumer, &committed_here, svc) {
+            let here = committed_here.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if let Err(e) = rewind(&consumer, &here, svc) {
                 return Err(RuntimeError::Fatal { op: "rewind", source: e });
             }
             if op != "rebalance" && op != OUTPUT_TOO_LARGE {
@@ -369,23 +520,11 @@ const OUTPUT_TOO_LARGE: &str = "output_too_large";
 /// An input whose processing took longer than `runtime.process_budget_ms`.
 const PROCESSING_BUDGET_EXCEEDED: &str = "processing_budget_exceeded";
 
-/// Processes one record into the open transaction. An `Err` is an infrastructure failure code.
-///
-/// An input whose outputs would be larger than `kafka.max_record_bytes` would fail every
-/// attempt to commit and stop the stage for everyone behind it. It is remembered in
-/// `oversized` and the batch is redone (so the processor forgets what it emitted for it); on
-/// the redo the input is dead-lettered as `output_too_large` without being processed.
-fn handle_record<P: Processor>(
-    stage: &Stage<'_>,
-    producer: &BaseProducer<kafka::ClientLog>,
-    processor: &mut P,
-    msg: &rdkafka::message::BorrowedMessage<'_>,
-    batch: &mut Batch,
-    oversized: &mut HashSet<(String, i32, i64)>,
-) -> Result<(), &'static str> {
-    let metrics = runtime_metrics();
-    let svc = stage.name;
-    let value = msg.payload().unwrap_or(&[]);
+/// Reads a record's headers and opens its span (`stage.record`): a child of the span that
+/// produced the record (its `traceparent`), linked to the batch's span, and the parent of
+/// whatever the next stage does with its outputs. Its attributes are the record's position and
+/// the outcome, nothing of its content.
+fn open_record(service: &'static str, msg: &rdkafka::message::BorrowedMessage<'_>, batch: &Batch) -> (tracing::Span, Record) {
     let mut parent_trace = None;
     let mut replay = false;
     let mut headers_map = BTreeMap::new();
@@ -401,6 +540,65 @@ fn handle_record<P: Processor>(
             headers_map.insert(header.key.to_owned(), v);
         }
     }
+    let span = tracing::info_span!(
+        target: trace::SPAN_TARGET,
+        parent: None,
+        "stage.record",
+        otel.kind = "consumer",
+        service,
+        messaging.system = "kafka",
+        messaging.destination.name = msg.topic(),
+        messaging.destination.partition.id = msg.partition(),
+        messaging.kafka.offset = msg.offset(),
+        replay,
+        outcome = tracing::field::Empty,
+        reason = tracing::field::Empty,
+        outputs = tracing::field::Empty,
+    );
+    trace::continue_from(&span, parent_trace.as_deref());
+    trace::link(&span, &batch.span);
+    let tp = trace::header_for(&span, parent_trace.as_deref());
+    let record = Record {
+        replay,
+        headers: headers_map,
+        tp,
+    };
+    (span, record)
+}
+
+/// What [`open_record`] read from a record's headers.
+struct Record {
+    replay: bool,
+    headers: BTreeMap<String, String>,
+    /// The `traceparent` of everything produced from this record.
+    tp: String,
+}
+
+/// Processes one record into the open transaction. An `Err` is an infrastructure failure code.
+///
+/// An input whose outputs would be larger than `kafka.max_record_bytes` would fail every
+/// attempt to commit and stop the stage for everyone behind it. It is remembered in
+/// `oversized` and the batch is redone (so the processor forgets what it emitted for it); on
+/// the redo the input is dead-lettered as `output_too_large` without being processed.
+#[allow(clippy::too_many_arguments)]
+fn handle_record<P: Processor>(
+    stage: &Stage<'_>,
+    producer: &BaseProducer<kafka::ClientLog>,
+    processor: &mut P,
+    msg: &rdkafka::message::BorrowedMessage<'_>,
+    batch: &mut Batch,
+    oversized: &mut HashSet<(String, i32, i64)>,
+    span: &tracing::Span,
+    record: Record,
+) -> Result<(), &'static str> {
+    let metrics = runtime_metrics();
+    let svc = stage.name;
+    let value = msg.payload().unwrap_or(&[]);
+    let Record {
+        replay,
+        headers: headers_map,
+        tp,
+    } = record;
     if stage.handle.block_on(stage.store.prefetch(value)).is_err() {
         return Err("schema_fetch");
     }
@@ -451,14 +649,24 @@ fn handle_record<P: Processor>(
         .process_seconds
         .with_label_values(&[svc])
         .observe(started.elapsed().as_secs_f64());
-    let tp = trace::child_of(parent_trace.as_deref());
+    let kind = match &outcome {
+        Outcome::Emit(_) => "emit",
+        Outcome::Skip(_) => "skip",
+        Outcome::Retry { .. } => "retry",
+        Outcome::Reject { .. } => "reject",
+    };
+    span.record("outcome", kind);
+    if replay {
+        metrics.replayed.with_label_values(&[svc, kind]).inc();
+    }
     let outputs = match outcome {
         Outcome::Emit(outputs) => {
             metrics.outcomes.with_label_values(&[svc, "emit"]).inc();
             outputs
         }
-        Outcome::Skip(_) => {
+        Outcome::Skip(reason) => {
             metrics.outcomes.with_label_values(&[svc, "skip"]).inc();
+            span.record("reason", reason);
             Vec::new()
         }
         Outcome::Retry { code } => {
@@ -467,6 +675,7 @@ fn handle_record<P: Processor>(
         }
         Outcome::Reject { code, detail } => {
             metrics.outcomes.with_label_values(&[svc, "reject"]).inc();
+            span.record("reason", code);
             metrics.dead_letters.with_label_values(&[svc, code]).inc();
             let now = ctx.now_micros;
             let attempt = headers_map.get("sluice-attempt").and_then(|a| a.parse::<i32>().ok()).unwrap_or(0) + 1;
@@ -518,6 +727,7 @@ fn handle_record<P: Processor>(
             }]
         }
     };
+    span.record("outputs", outputs.len());
     for out in &outputs {
         let headers = OwnedHeaders::new().insert(Header {
             key: trace::HEADER,
@@ -704,5 +914,40 @@ impl Backoff {
     fn sleep(&mut self) {
         std::thread::sleep(self.next);
         self.next = (self.next * 2).min(MAX_BACKOFF);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(end: i64, committed: Option<i64>, next_fetch: i64, delivered: i64, queued: i64, idle: bool) -> Option<i64> {
+        partition_lag(&Position {
+            end,
+            committed,
+            next_fetch,
+            delivered,
+            queued,
+            idle,
+        })
+    }
+
+    #[test]
+    fn lag_counts_uncommitted_records_and_not_commit_markers() {
+        // caught up: the record at 0 committed (1), its transaction's marker at 1; the consumer
+        // is past it (what librdkafka reports, measured)
+        assert_eq!(at(2, Some(1), 2, 2, 0, true), Some(0));
+        // nothing handed over since the assignment, the group committed 1 before the marker
+        assert_eq!(at(2, Some(1), 2, -1001, 0, true), Some(0));
+        // behind: 100 records after the committed offset, some fetched and queued
+        assert_eq!(at(142, Some(41), 90, 41, 49, true), Some(101));
+        // a transaction open: what it was handed is not committed yet
+        assert_eq!(at(42, Some(30), 42, 41, 0, false), Some(12));
+        // rewound after an abort: fetching again from the committed offset
+        assert_eq!(at(142, Some(41), 41, -1001, 0, true), Some(101));
+        // nothing committed known yet: from the fetch position
+        assert_eq!(at(10, None, 4, -1001, 0, true), Some(6));
+        assert_eq!(at(-1001, Some(3), 4, -1001, 0, true), None);
+        assert_eq!(at(10, None, -1001, -1001, 0, true), None);
     }
 }

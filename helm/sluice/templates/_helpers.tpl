@@ -146,6 +146,14 @@ containers:
       - {name: SLUICE_RUNTIME__LOG_FORMAT, value: json}
       - name: SLUICE_RUNTIME__INSTANCE_ID
         valueFrom: {fieldRef: {fieldPath: metadata.name}}
+      {{- with .root.Values.tracing.otlpEndpoint }}
+      - {name: SLUICE_RUNTIME__TRACING__OTLP_ENDPOINT, value: {{ . | quote }}}
+      - {name: SLUICE_RUNTIME__TRACING__SAMPLE_RATIO, value: {{ $.root.Values.tracing.sampleRatio | toString | quote }}}
+      {{- end }}
+      {{- with .root.Values.tracing.headersSecret }}
+      - name: OTEL_EXPORTER_OTLP_HEADERS
+        valueFrom: {secretKeyRef: {name: {{ . | quote }}, key: headers}}
+      {{- end }}
       {{- range .extraEnv }}
       - {name: {{ .name }}, value: {{ .value | quote }}}
       {{- end }}

@@ -39,7 +39,7 @@ use sluice_runtime::http::Peer;
 use sluice_runtime::kafka::{self, Followed, Record, TransactionalWriter};
 use sluice_runtime::now_micros;
 use sluice_runtime::shutdown::Shutdown;
-use sluice_runtime::telemetry::Health;
+use sluice_runtime::telemetry::{self, Health};
 use sluice_runtime::tls::{Acceptor, ListenerTls};
 use sluice_runtime::transactional::REPLAY_HEADER;
 use std::collections::BTreeMap;
@@ -94,6 +94,43 @@ pub struct Entry {
 #[derive(Default)]
 pub struct Index {
     entries: BTreeMap<String, Entry>,
+    /// The label sets exported by the last [`Index::export`], so an emptied one goes away.
+    exported: Exported,
+}
+
+#[derive(Default)]
+struct Exported {
+    letters: std::collections::HashSet<(String, String, &'static str)>,
+    oldest: std::collections::HashSet<String>,
+}
+
+/// The dead-letter service's metrics. Labels: the stage that rejected (a service name), the
+/// bounded reason code and the status; never anything of the record.
+pub struct Metrics {
+    pub letters: prometheus::IntGaugeVec,
+    pub oldest: prometheus::IntGaugeVec,
+    pub actions: prometheus::IntCounterVec,
+}
+
+pub fn metrics() -> &'static Metrics {
+    static M: std::sync::OnceLock<Metrics> = std::sync::OnceLock::new();
+    M.get_or_init(|| Metrics {
+        letters: telemetry::gauge(
+            "sluice_dead_letter_letters",
+            "dead letters in the index, by stage, reason code and status (quarantined: waiting for a decision; replayed; discarded)",
+            &["stage", "reason", "status"],
+        ),
+        oldest: telemetry::gauge(
+            "sluice_dead_letter_oldest_quarantined_timestamp_seconds",
+            "when the oldest dead letter still waiting for a decision first failed (Unix seconds), by stage; absent when none waits",
+            &["stage"],
+        ),
+        actions: telemetry::counter(
+            "sluice_dead_letter_actions_total",
+            "operator actions through the api (replay, discard, view_payload) that were audited and done",
+            &["action"],
+        ),
+    })
 }
 
 impl Index {
@@ -106,6 +143,38 @@ impl Index {
             audit: vec![],
         });
         e.letter = letter;
+    }
+
+    /// Sets the index's gauges: letters by stage, reason and status, and the oldest waiting
+    /// letter's first failure per stage.
+    pub fn export(&mut self) {
+        let m = metrics();
+        let mut letters: BTreeMap<(String, String, &'static str), i64> = BTreeMap::new();
+        let mut oldest: BTreeMap<String, i64> = BTreeMap::new();
+        for e in self.entries.values() {
+            let l = &e.letter;
+            *letters.entry((l.stage.clone(), l.reason_code.clone(), e.status)).or_default() += 1;
+            if e.status == "quarantined" {
+                let first = l.first_failed_at / 1_000_000;
+                oldest.entry(l.stage.clone()).and_modify(|t| *t = (*t).min(first)).or_insert(first);
+            }
+        }
+        for gone in self.exported.letters.iter().filter(|k| !letters.contains_key(*k)) {
+            let _ = m.letters.remove_label_values(&[&gone.0, &gone.1, gone.2]);
+        }
+        for gone in self.exported.oldest.iter().filter(|k| !oldest.contains_key(*k)) {
+            let _ = m.oldest.remove_label_values(&[gone]);
+        }
+        for ((stage, reason, status), n) in &letters {
+            m.letters.with_label_values(&[stage.as_str(), reason.as_str(), status]).set(*n);
+        }
+        for (stage, t) in &oldest {
+            m.oldest.with_label_values(&[stage]).set(*t);
+        }
+        self.exported = Exported {
+            letters: letters.into_keys().collect(),
+            oldest: oldest.into_keys().collect(),
+        };
     }
 
     pub fn audit(&mut self, a: DeadLetterAudit) {
@@ -256,6 +325,7 @@ async fn payload(
             "the view could not be audited (kafka did not confirm): payload not shown, try again",
         ));
     }
+    metrics().actions.with_label_values(&["view_payload"]).inc();
     tracing::info!(stage = %letter.stage, reason_code = %letter.reason_code, "dead-letter payload viewed");
     Ok(Json(json!({
         "id": id,
@@ -370,6 +440,7 @@ async fn act(api: Api, caller: Caller, peer: Option<String>, id: String, d: Deci
     .await
     .map_err(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "the write did not finish"))?;
     result.map_err(|_| error(StatusCode::SERVICE_UNAVAILABLE, "kafka write failed, nothing changed"))?;
+    metrics().actions.with_label_values(&[action]).inc();
     tracing::info!(action, stage = %entry.letter.stage, reason_code = %entry.letter.reason_code, "dead letter handled");
     api.index.lock().unwrap_or_else(|e| e.into_inner()).audit(dl_audit);
     Ok(Json(
@@ -411,6 +482,9 @@ impl Api {
     }
 }
 
+/// How often the index's gauges are recounted.
+const EXPORT_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Keeps the index up to date from the dead-letter and audit topics (runs on its own thread).
 fn follow(
     cfg: &RuntimeConfig,
@@ -424,9 +498,21 @@ fn follow(
     let group = format!("sluice-dead-letter-{}-{}", cfg.instance_id, now_micros());
     let mut topics: Vec<&str> = DEAD_LETTER_TOPICS.to_vec();
     topics.push(names::DL_AUDIT);
+    // the gauges are recounted from the whole index, at most once a second
+    let mut exported_at: Option<std::time::Instant> = None;
+    let mut export = |index: &Mutex<Index>| {
+        if exported_at.is_none_or(|t| t.elapsed() >= EXPORT_INTERVAL) {
+            index.lock().unwrap_or_else(|e| e.into_inner()).export();
+            exported_at = Some(std::time::Instant::now());
+        }
+    };
     kafka::follow(&cfg.kafka, SERVICE, &group, &topics, &shutdown, |followed| match followed {
-        Followed::Idle => ready.set(true),
+        Followed::Idle => {
+            export(&index);
+            ready.set(true);
+        }
         Followed::Record { topic, value } => {
+            export(&index);
             if handle.block_on(store.prefetch(value)).is_err() {
                 tracing::warn!("schema for a dead-letter record could not be fetched");
                 return;

@@ -1,7 +1,7 @@
 //! identifier-match's own metrics. Labels come from fixed sets only.
 
-use prometheus::IntCounterVec;
-use sluice_runtime::telemetry::counter;
+use prometheus::{IntCounterVec, IntGaugeVec};
+use sluice_runtime::telemetry::{counter, gauge};
 use std::sync::OnceLock;
 
 pub struct Metrics {
@@ -9,6 +9,8 @@ pub struct Metrics {
     pub changes: IntCounterVec,
     pub decisions: IntCounterVec,
     pub api_requests: IntCounterVec,
+    pub review_open: IntGaugeVec,
+    pub review_oldest: IntGaugeVec,
 }
 
 pub fn metrics() -> &'static Metrics {
@@ -34,7 +36,34 @@ pub fn metrics() -> &'static Metrics {
             "review api requests by route and status class",
             &["route", "status"],
         ),
+        review_open: gauge(
+            "sluice_identity_review_open_items",
+            "identity review items waiting for a person (committed), in this instance",
+            &[],
+        ),
+        review_oldest: gauge(
+            "sluice_identity_review_oldest_open_timestamp_seconds",
+            "when the oldest open review item was opened (Unix seconds); absent when none is open",
+            &[],
+        ),
     })
+}
+
+/// Sets the review queue's gauges from the open items' opening times (microseconds).
+pub fn review_queue(opened_at: impl Iterator<Item = i64>) {
+    let m = metrics();
+    let (mut open, mut oldest) = (0i64, None::<i64>);
+    for t in opened_at {
+        open += 1;
+        oldest = Some(oldest.map_or(t, |o| o.min(t)));
+    }
+    m.review_open.with_label_values::<&str>(&[]).set(open);
+    match oldest {
+        Some(t) => m.review_oldest.with_label_values::<&str>(&[]).set(t / 1_000_000),
+        None => {
+            let _ = m.review_oldest.remove_label_values::<&str>(&[]);
+        }
+    }
 }
 
 /// A label value from a fixed set.

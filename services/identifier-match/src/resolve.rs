@@ -101,6 +101,7 @@ impl Resolver {
     fn publish_view(&self) {
         let mut v = self.view.write().unwrap_or_else(|e| e.into_inner());
         *v = self.items.iter().map(|(k, i)| (k.clone(), i.clone())).collect();
+        crate::metrics::review_queue(self.items.values().map(|i| i.opened_at));
     }
 
     pub fn commit(&mut self) {

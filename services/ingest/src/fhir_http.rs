@@ -41,6 +41,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
+use tracing::Instrument;
 
 pub const LISTENER: &str = "fhir";
 
@@ -243,11 +244,30 @@ async fn parse_off_thread(ing: &Ingest, body: Bytes) -> Result<(sluice_fhir::For
     }
 }
 
-/// Accepts or rejects one body; see the module documentation.
+/// Accepts or rejects one body; see the module documentation. Each body starts a trace, as an
+/// MLLP message does ([`crate::Ingest::handle`]).
 pub async fn receive(ing: &Ingest, path_type: Option<&str>, peer: &str, headers: &HeaderMap, body: Bytes) -> Response {
+    let span = crate::message_span("http", LISTENER);
+    let tp = trace::header_for(&span, None);
+    let interface = ing.interfaces.labels(b"fhir", LISTENER.as_bytes());
+    span.record("hl7.sending_application", interface.0.as_str());
+    span.record("hl7.sending_facility", interface.1.as_str());
+    let (response, result) = receive_in(ing, path_type, peer, headers, body, &tp).instrument(span.clone()).await;
+    span.record("result", result);
+    ing.interfaces.seen(&interface, result);
+    response
+}
+
+async fn receive_in(
+    ing: &Ingest,
+    path_type: Option<&str>,
+    peer: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+    tp: &str,
+) -> (Response, &'static str) {
     let started = Instant::now();
     metrics().bytes.with_label_values(&[LISTENER]).inc_by(body.len() as u64);
-    let tp = trace::new_root();
     let media = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -281,11 +301,12 @@ pub async fn receive(ing: &Ingest, path_type: Option<&str>, peer: &str, headers:
         },
     };
     let response = if let Some((status, code, text)) = problem {
-        if ing.keep_rejected(body, code, text.clone(), peer, &tp).await {
+        tracing::Span::current().record("reason", code);
+        if ing.keep_rejected(body, code, text.clone(), peer, tp).await {
             metrics().messages.with_label_values(&[LISTENER, "rejected"]).inc();
-            outcome(status, "error", "invalid", code, &text)
+            (outcome(status, "error", "invalid", code, &text), "rejected")
         } else {
-            unavailable()
+            (unavailable(), "failed")
         }
     } else {
         let key = parsed
@@ -305,30 +326,33 @@ pub async fn receive(ing: &Ingest, path_type: Option<&str>, peer: &str, headers:
             warnings: Vec::new(),
         };
         let written = match ing.store.encode(names::FHIR_RAW, &raw) {
-            Ok(v) => ing.produce(names::FHIR_RAW, &key, &v, &tp).await,
+            Ok(v) => ing.produce(names::FHIR_RAW, &key, &v, tp).await,
             Err(_) => Written::No,
         };
         match written {
             Written::Yes => {
                 metrics().messages.with_label_values(&[LISTENER, "accepted"]).inc();
-                outcome(
+                let r = outcome(
                     StatusCode::ACCEPTED,
                     "information",
                     "informational",
                     "accepted",
                     "durably accepted for processing",
-                )
+                );
+                (r, "accepted")
             }
             Written::TooLarge => {
                 let text = "body larger than a Kafka record may be";
-                if ing.keep_rejected(body, "message_too_large", text.into(), peer, &tp).await {
+                tracing::Span::current().record("reason", "message_too_large");
+                if ing.keep_rejected(body, "message_too_large", text.into(), peer, tp).await {
                     metrics().messages.with_label_values(&[LISTENER, "rejected"]).inc();
-                    outcome(StatusCode::PAYLOAD_TOO_LARGE, "error", "too-costly", "message_too_large", text)
+                    let r = outcome(StatusCode::PAYLOAD_TOO_LARGE, "error", "too-costly", "message_too_large", text);
+                    (r, "rejected")
                 } else {
-                    unavailable()
+                    (unavailable(), "failed")
                 }
             }
-            Written::No => unavailable(),
+            Written::No => (unavailable(), "failed"),
         }
     };
     metrics()

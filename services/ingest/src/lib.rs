@@ -20,6 +20,7 @@
 
 pub mod ack;
 pub mod fhir_http;
+pub mod interfaces;
 pub mod limits;
 pub mod mllp;
 
@@ -32,14 +33,18 @@ use sluice_runtime::auth::{AuthConfig, Authenticator};
 use sluice_runtime::config::RuntimeConfig;
 use sluice_runtime::kafka::{AckedProducer, SendError};
 use sluice_runtime::shutdown::Shutdown;
-use sluice_runtime::telemetry::{self, Health, Readiness};
+use sluice_runtime::telemetry::{self, Health, Readiness, Throttle};
 use sluice_runtime::tls::{Acceptor, ListenerTls};
 use sluice_runtime::{now_micros, trace};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
+use tracing::Instrument;
 
 pub const SERVICE: &str = "ingest";
+
+/// A log line that can repeat once per message is written at most once per this window.
+pub const LOG_WINDOW: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -78,6 +83,8 @@ pub struct Config {
     pub fhir_tls: ListenerTls,
     /// Who may POST FHIR (the `sender` role): static tokens and/or OIDC.
     pub auth: AuthConfig,
+    /// Per-interface metrics (MSH-3/MSH-4): the label cap and each feed's expected silence.
+    pub interfaces: interfaces::InterfacesConfig,
 }
 
 impl Default for Config {
@@ -100,6 +107,7 @@ impl Default for Config {
             mllp_tls: ListenerTls::default(),
             fhir_tls: ListenerTls::default(),
             auth: AuthConfig::default(),
+            interfaces: interfaces::InterfacesConfig::default(),
         }
     }
 }
@@ -126,6 +134,7 @@ impl Config {
             anyhow::bail!("configuration field buffer_budget_bytes is invalid: must be at least max_frame_bytes");
         }
         self.mllp_tls.validate("mllp_tls")?;
+        self.interfaces.validate()?;
         if !self.fhir_listen_addr.is_empty() {
             self.fhir_tls.validate("fhir_tls")?;
             self.auth.validate("auth")?;
@@ -180,6 +189,8 @@ pub struct Ingest {
     pub(crate) fhir_tls: Option<Arc<Acceptor>>,
     /// Bearer tokens of the FHIR endpoint; `None` when it is off.
     pub(crate) auth: Option<Arc<Authenticator>>,
+    /// The interfaces (sending application and facility) labelled in metrics.
+    pub(crate) interfaces: interfaces::Interfaces,
 }
 
 /// Whether a record was written.
@@ -236,6 +247,7 @@ impl Ingest {
         )?;
         let readiness = health.service(SERVICE);
         let budget = limits::Budget::new(cfg.buffer_budget_bytes);
+        let interfaces = interfaces::Interfaces::new(&cfg.interfaces);
         Ok(Arc::new(Ingest {
             cfg,
             producer,
@@ -248,25 +260,45 @@ impl Ingest {
             mllp_tls,
             fhir_tls,
             auth,
+            interfaces,
         }))
     }
 
     /// Writes one record and waits for the broker's confirmation. A record larger than a
     /// record may be (`runtime.kafka.max_record_bytes`, or the broker's limit) is
     /// [`Written::TooLarge`] without being tried: no resend could ever succeed.
+    ///
+    /// Both failures can repeat once per message (every write fails while the brokers are
+    /// away), so each is logged at most once per [`LOG_WINDOW`] with the count left out; the
+    /// metrics count every one.
     pub(crate) async fn produce(&self, topic: &str, key: &[u8], value: &[u8], tp: &str) -> Written {
+        static TOO_LARGE: Throttle = Throttle::new(LOG_WINDOW);
+        static FAILED: Throttle = Throttle::new(LOG_WINDOW);
         match self.producer.send(topic, key, value, &[(trace::HEADER, tp.as_bytes())]).await {
-            Ok(()) => {
+            Ok((partition, offset)) => {
+                let span = tracing::Span::current();
+                span.record("messaging.destination.name", topic);
+                span.record("messaging.destination.partition.id", partition);
+                span.record("messaging.kafka.offset", offset);
                 self.readiness.set(true);
                 Written::Yes
             }
             Err(SendError::TooLarge) => {
-                tracing::warn!(topic, "record larger than a kafka record may be");
+                if let Some(left_out) = TOO_LARGE.check() {
+                    tracing::warn!(
+                        topic,
+                        left_out,
+                        "record larger than a kafka record may be{}",
+                        TOO_LARGE.more(left_out)
+                    );
+                }
                 Written::TooLarge
             }
             Err(e) => {
                 // the error names the broker-side cause only; the record is not logged
-                tracing::warn!(topic, error = %e, "write to kafka failed, answering AR 207");
+                if let Some(left_out) = FAILED.check() {
+                    tracing::warn!(topic, error = %e, left_out, "write to kafka failed, answering AR 207{}", FAILED.more(left_out));
+                }
                 self.readiness.set(false);
                 Written::No
             }
@@ -370,12 +402,24 @@ impl Ingest {
 
     /// Handles one message; `refusal` names why it cannot be accepted, when the framing
     /// already decided that.
+    ///
+    /// Each message starts a trace: its span (`ingest.message`) is the parent of every stage's
+    /// span for it, through the `traceparent` header of what is written. The span holds the
+    /// listener, the interface labels, the result and where the record went, nothing else.
     pub async fn handle(&self, payload: &[u8], refusal: Option<Refusal>, peer: &str) -> Handled {
+        let span = message_span("mllp", &self.cfg.listener_name);
+        let tp = trace::header_for(&span, None);
+        let handled = self.handle_in(payload, refusal, peer, &tp).instrument(span.clone()).await;
+        span.record("result", handled.result);
+        handled
+    }
+
+    async fn handle_in(&self, payload: &[u8], refusal: Option<Refusal>, peer: &str, tp: &str) -> Handled {
         let listener = self.cfg.listener_name.as_str();
         metrics().bytes.with_label_values(&[listener]).inc_by(payload.len() as u64);
         let msg = Message::parse(payload);
         let now = now_micros();
-        let tp = trace::new_root();
+        let interface = self.interface_of(&msg);
         let problem = refusal.map(|r| (r.code, r.text, r.hl7_code, r.detail)).or_else(|| {
             msg.fatal_problem().map(|p| {
                 (
@@ -387,8 +431,9 @@ impl Ingest {
             })
         });
         if let Some((code, text, hl7_code, detail)) = problem {
-            let kept = self.keep_rejected(payload, code, detail, peer, &tp).await;
-            return if kept {
+            tracing::Span::current().record("reason", code);
+            let kept = self.keep_rejected(payload, code, detail, peer, tp).await;
+            let handled = if kept {
                 metrics().messages.with_label_values(&[listener, "rejected"]).inc();
                 Handled {
                     ack: ack::build(&msg, "AR", Some((hl7_code, text))),
@@ -397,6 +442,8 @@ impl Ingest {
             } else {
                 failed(&msg, listener)
             };
+            self.interfaces.seen(&interface, handled.result);
+            return handled;
         }
         let msh = msg.segment(0);
         let t = |n: usize| String::from_utf8_lossy(msh.field(n).raw()).into_owned();
@@ -427,13 +474,10 @@ impl Ingest {
             warnings: msg.problems().iter().map(|p| p.code.as_str().to_owned()).collect(),
         };
         let written = match self.store.encode(names::RAW, &raw) {
-            Ok(v) => {
-                self.produce(names::RAW, &sluice_model::ids::source_patient_key(&msg), &v, &tp)
-                    .await
-            }
+            Ok(v) => self.produce(names::RAW, &sluice_model::ids::source_patient_key(&msg), &v, tp).await,
             Err(_) => Written::No,
         };
-        match written {
+        let handled = match written {
             Written::Yes => {
                 metrics().messages.with_label_values(&[listener, "accepted"]).inc();
                 Handled {
@@ -444,7 +488,8 @@ impl Ingest {
             // larger than Kafka takes: a resend cannot help, so refuse it and keep its start
             Written::TooLarge => {
                 let text = "message larger than a Kafka record may be";
-                if self.keep_rejected(payload, "message_too_large", text.into(), peer, &tp).await {
+                tracing::Span::current().record("reason", "message_too_large");
+                if self.keep_rejected(payload, "message_too_large", text.into(), peer, tp).await {
                     metrics().messages.with_label_values(&[listener, "rejected"]).inc();
                     Handled {
                         ack: ack::build(&msg, "AR", Some(("100", text))),
@@ -455,8 +500,46 @@ impl Ingest {
                 }
             }
             Written::No => failed(&msg, listener),
-        }
+        };
+        self.interfaces.seen(&interface, handled.result);
+        handled
     }
+
+    /// The interface labels of a message (MSH-3 and MSH-4), also on its span.
+    fn interface_of(&self, msg: &Message<'_>) -> (String, String) {
+        let msh = msg.segment(0);
+        let first = |n: usize| msh.field(n).repetition(0).component(1).raw();
+        let labels = if msh.name() == b"MSH" {
+            self.interfaces.labels(first(3), first(4))
+        } else {
+            self.interfaces.labels(b"", b"")
+        };
+        let span = tracing::Span::current();
+        span.record("hl7.sending_application", labels.0.as_str());
+        span.record("hl7.sending_facility", labels.1.as_str());
+        labels
+    }
+}
+
+/// The span of one message received (MLLP or FHIR): a trace's root.
+pub(crate) fn message_span(transport: &'static str, listener: &str) -> tracing::Span {
+    tracing::info_span!(
+        target: trace::SPAN_TARGET,
+        parent: None,
+        "ingest.message",
+        otel.kind = "producer",
+        service = SERVICE,
+        transport,
+        listener,
+        hl7.sending_application = tracing::field::Empty,
+        hl7.sending_facility = tracing::field::Empty,
+        result = tracing::field::Empty,
+        reason = tracing::field::Empty,
+        messaging.system = "kafka",
+        messaging.destination.name = tracing::field::Empty,
+        messaging.destination.partition.id = tracing::field::Empty,
+        messaging.kafka.offset = tracing::field::Empty,
+    )
 }
 
 /// Accepts connections until shutdown, then waits (up to the drain grace) for open
