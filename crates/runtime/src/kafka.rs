@@ -341,8 +341,11 @@ impl TransactionalWriter {
                 }
                 p.send(rec).map_err(|(e, _)| e)?;
             }
+            // one deadline for the whole write: callers promise an answer within `timeout`
+            let deadline = std::time::Instant::now() + timeout;
             crate::transactional::serve_deliveries(&p, timeout);
-            p.commit_transaction(timeout)
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            p.commit_transaction(left.max(Duration::from_millis(1)))
         };
         send().inspect_err(|_| {
             if let Err(e) = crate::transactional::abort(&p, self.service) {
