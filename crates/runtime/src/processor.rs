@@ -53,4 +53,12 @@ pub trait Processor: Send {
 
     /// The open transaction aborted: forget state changed since the last commit.
     fn aborted(&mut self) {}
+
+    /// The group gave this instance partitions again after a rebalance, and no transaction is
+    /// open. State that another instance may have added while it owned those partitions (read
+    /// back from a state topic at start-up) must be read again here, before the first record
+    /// of the new assignment. An error leaves the records unprocessed; the stage retries.
+    fn reassigned(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
 }

@@ -83,6 +83,9 @@ struct RebalanceFlag {
     lag_series: Mutex<HashSet<(String, i32)>>,
     /// Whether the loop has a transaction open (set before each poll, which serves `stats`).
     batch_open: Arc<AtomicBool>,
+    /// Set by every assignment after the first: the processor reads its state again.
+    reassigned: Arc<AtomicBool>,
+    first_assignment_seen: AtomicBool,
 }
 
 /// Input offsets committed by this instance since its last rebalance: the rewind target after
@@ -197,6 +200,9 @@ impl ConsumerContext for RebalanceFlag {
                 .with_label_values(&[self.service])
                 .set(i64::try_from(partitions.count()).unwrap_or(i64::MAX));
             self.assigned.store(true, Ordering::SeqCst);
+            if self.first_assignment_seen.swap(true, Ordering::SeqCst) {
+                self.reassigned.store(true, Ordering::SeqCst);
+            }
         } else {
             runtime_metrics().assigned_partitions.with_label_values(&[self.service]).set(0);
         }
@@ -315,6 +321,7 @@ pub fn run<P: Processor>(stage: Stage<'_>, make: impl FnOnce() -> anyhow::Result
         .map_err(RuntimeError::Client)?;
     let revoked = Arc::new(AtomicBool::new(false));
     let assigned = Arc::new(AtomicBool::new(false));
+    let reassigned = Arc::new(AtomicBool::new(false));
     // offsets this instance committed since its last rebalance: the rewind target after an
     // abort, without asking the coordinator (which may be the thing that is failing)
     let committed_here: Committed = Arc::default();
@@ -331,6 +338,8 @@ pub fn run<P: Processor>(stage: Stage<'_>, make: impl FnOnce() -> anyhow::Result
             committed: committed_here.clone(),
             lag_series: Mutex::default(),
             batch_open: batch_open.clone(),
+            reassigned: reassigned.clone(),
+            first_assignment_seen: AtomicBool::new(false),
         })
         .map_err(RuntimeError::Client)?;
 
@@ -416,7 +425,16 @@ pub fn run<P: Processor>(stage: Stage<'_>, make: impl FnOnce() -> anyhow::Result
                     }
                     Some(Ok(msg)) => {
                         metrics.consumed.with_label_values(&[svc]).inc();
-                        if batch.is_none() {
+                        // partitions that moved here may carry state another instance wrote
+                        if batch.is_none()
+                            && reassigned.swap(false, Ordering::SeqCst)
+                            && let Err(e) = processor.reassigned()
+                        {
+                            tracing::warn!(service = svc, error = %e, "reading state again after a rebalance failed, retrying");
+                            reassigned.store(true, Ordering::SeqCst);
+                            failed = Some(("reassigned", None));
+                        }
+                        if failed.is_none() && batch.is_none() {
                             if let Err(e) = producer.begin_transaction() {
                                 if matches!(classify(&e), Action::Fatal) {
                                     return Err(RuntimeError::Fatal {

@@ -39,6 +39,8 @@ pub struct Config {
 
 pub struct Normaliser {
     store: Arc<SchemaStore>,
+    /// Where to read the seen-events again when partitions move here from another instance.
+    reload: Option<(RuntimeConfig, tokio::runtime::Handle)>,
     seen: Seen,
     pending: Seen,
     /// What the open transaction skipped or flagged, logged and counted once it commits.
@@ -58,10 +60,19 @@ impl Normaliser {
     pub fn new(store: Arc<SchemaStore>, seen: Seen) -> Normaliser {
         Normaliser {
             store,
+            reload: None,
             seen,
             pending: Seen::default(),
             tally: Vec::new(),
         }
+    }
+
+    /// Reads `normalise.seen.v1` again whenever the group gives this instance partitions after
+    /// a rebalance: another instance may have normalised (and recorded) messages of those
+    /// partitions since this one started, and a resend of one of them must still be skipped.
+    pub fn reloading_from(mut self, cfg: RuntimeConfig, handle: tokio::runtime::Handle) -> Normaliser {
+        self.reload = Some((cfg, handle));
+        self
     }
 
     fn reject(code: &'static str, detail: String) -> Outcome {
@@ -212,6 +223,14 @@ impl Processor for Normaliser {
         }
     }
 
+    fn reassigned(&mut self) -> anyhow::Result<()> {
+        if let Some((cfg, handle)) = &self.reload {
+            self.seen = load_seen(cfg, &self.store, handle)?;
+            self.pending = Seen::default();
+        }
+        Ok(())
+    }
+
     fn aborted(&mut self) {
         self.pending = Seen::default();
         self.tally.clear();
@@ -264,7 +283,7 @@ pub async fn run(cfg: Config, shutdown: Shutdown, health: Health) -> anyhow::Res
         health,
         move |store, handle| {
             let seen = load_seen(&rt, &store, &handle)?;
-            Ok(Normaliser::new(store, seen))
+            Ok(Normaliser::new(store, seen).reloading_from(rt.clone(), handle))
         },
     )
     .await
