@@ -1,21 +1,9 @@
 //! Enterprise ids: UUID-shaped (version 8) ids made the same way as
 //! `sluice_model::ids::uuid_from(["epi", anchor])`, kept as 16 bytes in memory.
 
-use sha2::{Digest, Sha256};
-
 /// The enterprise id whose anchor is `anchor` (`nhs|<number>`, or a record's key).
 pub fn epi(anchor: &str) -> [u8; 16] {
-    let mut h = Sha256::new();
-    for p in [b"epi".as_slice(), anchor.as_bytes()] {
-        h.update((p.len() as u64).to_be_bytes());
-        h.update(p);
-    }
-    let d = h.finalize();
-    let mut b = [0u8; 16];
-    b.copy_from_slice(&d[..16]);
-    b[6] = (b[6] & 0x0f) | 0x80;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    b
+    sluice_model::ids::uuid_bytes(&[b"epi", anchor.as_bytes()])
 }
 
 pub fn format(b: &[u8; 16]) -> String {

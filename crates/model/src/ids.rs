@@ -11,17 +11,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// A UUID-shaped (version 8) id from a hash over the parts, each length-prefixed so that part
 /// boundaries cannot be confused.
 pub fn uuid_from(parts: &[&[u8]]) -> String {
-    let mut h = Sha256::new();
-    for p in parts {
-        h.update((p.len() as u64).to_be_bytes());
-        h.update(p);
-    }
-    let d = h.finalize();
-    let mut b = [0u8; 16];
-    b.copy_from_slice(&d[..16]);
-    b[6] = (b[6] & 0x0f) | 0x80;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let x = hex::encode(b);
+    let x = hex::encode(uuid_bytes(parts));
     format!("{}-{}-{}-{}-{}", &x[..8], &x[8..12], &x[12..16], &x[16..20], &x[20..])
 }
 
@@ -111,6 +101,22 @@ pub fn source_patient_key(msg: &sluice_hl7::Message<'_>) -> Vec<u8> {
         _ => key.extend_from_slice(msg.segment(0).field(10).raw()),
     }
     key
+}
+
+/// The 16 bytes of [`uuid_from`]: SHA-256 over the length-prefixed parts, version 8 and the RFC
+/// 9562 variant set.
+pub fn uuid_bytes(parts: &[&[u8]]) -> [u8; 16] {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p);
+    }
+    let d = h.finalize();
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&d[..16]);
+    b[6] = (b[6] & 0x0f) | 0x80;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    b
 }
 
 #[cfg(test)]
