@@ -105,8 +105,7 @@ pub struct RuntimeConfig {
     pub batch_max_ms: u64,
     /// ... or no further input has arrived for this long. Under light load a batch is then a
     /// few records committed within milliseconds (low latency); under heavy load records keep
-    /// arriving and batches grow to the limits above (throughput). 0, the default, turns it
-    /// off: the extra commits cost ingest's ACK latency on a small machine.
+    /// arriving and batches grow to the limits above (throughput). 0 turns it off.
     pub batch_idle_ms: u64,
     pub transaction_timeout_ms: u64,
     /// How long SIGTERM/SIGINT waits for in-flight work before giving up.
@@ -210,7 +209,7 @@ impl Default for RuntimeConfig {
             instance_id: "0".into(),
             batch_max_records: 500,
             batch_max_ms: 100,
-            batch_idle_ms: 0,
+            batch_idle_ms: 5,
             transaction_timeout_ms: 60_000,
             drain_grace_secs: 10,
             process_budget_ms: 5_000,
