@@ -285,3 +285,66 @@ async fn a_restarted_stage_is_ready_only_once_it_consumes_its_partitions_and_a_f
         .assert_exactly_once(&hl7_event_ids(&all));
     assert!(p.exited().is_empty(), "a stage process exited after a fatal kafka error");
 }
+
+/// Issue 8: a resend must be skipped by whichever normalise instance holds its partition now.
+/// Two instances share normalise's input; each remembers what it emitted itself. When one
+/// leaves, the other takes its partitions and must read the seen-events the leaver wrote (it
+/// started before they existed) before it judges a record of them. Without that, every resend
+/// of a message the leaver normalised is emitted a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_resend_is_skipped_after_its_partition_moves_to_another_normalise_instance() {
+    let mut p = Pipeline::start_on(BrokerKind::exactly_once(), &[]).await;
+    let assigned = r#"sluice_runtime_assigned_partitions{service="normalise"}"#;
+    let consumed = r#"sluice_runtime_records_consumed_total{service="normalise"}"#;
+    p.start_instance("normalise-b", "normalise", &[]);
+    p.wait_ready("normalise-b").await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while p.metric("normalise", assigned).await < 1.0 || p.metric("normalise-b", assigned).await < 1.0 {
+        assert!(Instant::now() < deadline, "the two normalise instances never shared the partitions");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // both instances normalise part of this, each remembering only its own part
+    let msgs = sluice::generate::messages(300, 41);
+    for (code, _) in send_phase(p.mllp_port, &msgs, 4).await {
+        assert_eq!(code, "AA");
+    }
+    let ids = hl7_event_ids(&msgs);
+    p.wait_routed(&ids, Duration::from_secs(120)).await.assert_exactly_once(&ids);
+    let by_b = p.metric("normalise-b", consumed).await;
+    assert!(
+        by_b > 0.0 && p.metric("normalise", consumed).await > 0.0,
+        "the test needs both instances to have normalised part of the traffic"
+    );
+
+    // b leaves: its partitions move to the first instance, which then gets the resends
+    let all = p.metric("normalise", assigned).await + p.metric("normalise-b", assigned).await;
+    assert_eq!(p.terminate("normalise-b", Duration::from_secs(60)), Some(0));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while p.metric("normalise", assigned).await < all {
+        assert!(
+            Instant::now() < deadline,
+            "the first normalise never took over the partitions: it holds {} of {all}",
+            p.metric("normalise", assigned).await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let skipped = r#"sluice_normalise_resends_skipped_total{source="hl7v2"}"#;
+    let before = p.metric("normalise", skipped).await;
+    for (code, _) in send_phase(p.mllp_port, &msgs, 4).await {
+        assert_eq!(code, "AA");
+    }
+    // every resend is judged and skipped (a count, so the wait ends once they were)
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while p.metric("normalise", skipped).await - before < msgs.len() as f64 {
+        assert!(
+            Instant::now() < deadline,
+            "resends skipped: {} of {} (the others were emitted again)",
+            p.metric("normalise", skipped).await - before,
+            msgs.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    p.wait_routed(&ids, Duration::from_secs(60)).await.assert_exactly_once(&ids);
+    assert!(p.exited().is_empty(), "a stage process exited");
+}
