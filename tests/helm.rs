@@ -470,10 +470,15 @@ fn certificates_tokens_and_oidc_settings_come_from_secrets() {
 }
 
 #[test]
-fn the_chart_refuses_entrances_without_certificates_or_tokens() {
+fn the_chart_refuses_entrances_without_certificates_or_tokens_and_a_second_identity_index() {
     for (sets, why) in [
         (&["tls.secret="][..], "tls.secret is required"),
         (&["auth.tokensSecret="][..], "auth.tokensSecret or auth.oidc.secret is required"),
+        // two identity indexes would link patients apart (each missing the other's records)
+        (
+            &["stages.identifier-match.replicas=2"][..],
+            "identifier-match.replicas must be 0 or 1",
+        ),
     ] {
         let mut c = Command::new(tool("bin/helm"));
         c.args(["template", "sluice", "helm/sluice"]).current_dir(repo());
