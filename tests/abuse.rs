@@ -28,6 +28,11 @@ const MAX_FRAME: usize = 256 * 1024;
 /// Resident memory ingest may reach under this suite (its buffer budget is 16 MiB).
 const MEMORY_BOUND_MB: u64 = 256;
 
+/// The tests of this file run one at a time: two of them judge a valid sender's ACK latency,
+/// and three pipelines side by side on a 2-core machine measure the machine, not ingest (with
+/// them in parallel the p99 came to 39-51 ms where it is 23-25 ms with one pipeline).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn ingest_env() -> Vec<(&'static str, &'static str, &'static str)> {
     vec![
         ("ingest", "SLUICE_MAX_FRAME_BYTES", "262144"),
@@ -182,6 +187,7 @@ fn count(reasons: &[&'static str]) -> BTreeMap<String, usize> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn malformed_input_by_rule_gets_its_answer_and_is_kept() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let p = Pipeline::start_with_env(&ingest_env()).await;
     let pid = p.services["ingest"].child.id();
     let baseline = rss_mb(pid);
@@ -232,6 +238,11 @@ async fn malformed_input_by_rule_gets_its_answer_and_is_kept() {
         got = dead_letter_reasons(&p).await;
     }
     assert_eq!(got, want, "dead letters by reason");
+    println!(
+        "valid sender during the abuse: ACK p99 {:?} over {} messages",
+        p99(latencies.clone()),
+        latencies.len()
+    );
     assert!(
         p99(latencies.clone()) < Duration::from_millis(50),
         "a valid sender's ACK p99 was {:?} over {} messages",
@@ -249,6 +260,7 @@ async fn malformed_input_by_rule_gets_its_answer_and_is_kept() {
 /// valid sender on another address is unaffected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn abusive_clients_are_cut_off_answered_and_counted() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let p = Pipeline::start_with_env(&ingest_env()).await;
     let pid = p.services["ingest"].child.id();
     let baseline = rss_mb(pid);
@@ -453,6 +465,7 @@ async fn abusive_clients_are_cut_off_answered_and_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_with_idle_and_slow_connections_open_ends_ingest_within_its_grace() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let mut p = Pipeline::start_with_env(&ingest_env()).await;
     let (mllp, http) = (p.mllp_port, p.fhir_port);
     let mut held = Vec::new();
