@@ -84,11 +84,11 @@ pub struct Args {
     /// Stop after the demo report instead of running until Ctrl-C
     #[arg(long)]
     pub exit_after_demo: bool,
-    /// Export traces to this OTLP collector (its base URL, e.g. http://127.0.0.1:4318); off
-    /// without it
+    /// Export traces to this OTLP collector (its base URL, e.g. http://127.0.0.1:4318, or
+    /// http://127.0.0.1:4317 with grpc); off without it
     #[arg(long)]
     pub otlp_endpoint: Option<String>,
-    /// The OTLP transport: http/protobuf
+    /// The OTLP transport: http/protobuf or grpc
     #[arg(long, default_value = sluice_runtime::config::OTLP_HTTP_PROTOBUF)]
     pub otlp_protocol: String,
     /// The fraction of messages whose trace is exported, 0.0 to 1.0

@@ -25,11 +25,12 @@ fn render(sets: &[&str]) -> String {
     run_ok(&mut c)
 }
 
-const ALL_ON: [&str; 13] = [
+const ALL_ON: [&str; 14] = [
     "prometheusRule.enabled=true",
     "serviceMonitor.enabled=true",
     "grafanaDashboards.enabled=true",
-    "tracing.otlpEndpoint=http://otel-collector.monitoring:4318",
+    "tracing.otlpEndpoint=http://otel-collector.monitoring:4317",
+    "tracing.otlpProtocol=grpc",
     "tracing.sampleRatio=0.25",
     "ingest.expectedQuietSecs.PAS^RGT01=900",
     "ingest.expectedQuietSecs.LAB^RGT01=60",

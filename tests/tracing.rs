@@ -1,5 +1,5 @@
-//! Trace export end to end: every service a process of its own, exporting over OTLP/HTTP to a
-//! real OpenTelemetry collector process (Rotel, from `.tools`, installed by
+//! Trace export end to end: every service a process of its own, exporting over OTLP (normalise
+//! and route over gRPC, the others over HTTP/protobuf) to a real OpenTelemetry collector process (Rotel, from `.tools`, installed by
 //! `scripts/setup-tools.sh`), which prints every span it receives in full (the collector's
 //! detailed debug output: resource, names, attributes, events, links, status).
 //!
@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 struct Collector {
     _proc: Proc,
     http_port: u16,
+    grpc_port: u16,
     out: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -58,6 +59,7 @@ impl Collector {
         Collector {
             _proc: Proc { child },
             http_port,
+            grpc_port,
             out,
             _dir: dir,
         }
@@ -169,11 +171,18 @@ const PATIENT_DATA: [&str; 18] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_message_is_one_trace_across_the_services_and_no_span_holds_patient_data() {
     let collector = Collector::start();
-    let endpoint = format!("http://127.0.0.1:{}", collector.http_port);
-    let env: Vec<(&'static str, &str, &str)> = SERVICES
-        .iter()
-        .map(|s| (*s, "SLUICE_RUNTIME__TRACING__OTLP_ENDPOINT", endpoint.as_str()))
-        .collect();
+    let http = format!("http://127.0.0.1:{}", collector.http_port);
+    let grpc = format!("http://127.0.0.1:{}", collector.grpc_port);
+    // both transports in one trace: normalise and route export over gRPC, the rest over HTTP
+    let mut env: Vec<(&'static str, &str, &str)> = Vec::new();
+    for s in SERVICES {
+        if matches!(s, "normalise" | "route") {
+            env.push((s, "SLUICE_RUNTIME__TRACING__OTLP_ENDPOINT", grpc.as_str()));
+            env.push((s, "SLUICE_RUNTIME__TRACING__OTLP_PROTOCOL", "grpc"));
+        } else {
+            env.push((s, "SLUICE_RUNTIME__TRACING__OTLP_ENDPOINT", http.as_str()));
+        }
+    }
     let p = Pipeline::start_with_env(&env).await;
 
     let first = adt(

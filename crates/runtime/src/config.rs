@@ -127,12 +127,14 @@ pub struct RuntimeConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TracingConfig {
-    /// The OTLP collector's base URL, for example `http://otel-collector:4318` (spans go to
-    /// `<endpoint>/v1/traces`; a URL already ending in `/v1/traces` is used as it is). Empty:
-    /// no export, the default. Headers for the collector (an API key) come from the standard
-    /// `OTEL_EXPORTER_OTLP_HEADERS` variable.
+    /// The OTLP collector's base URL. With `http/protobuf`, for example
+    /// `http://otel-collector:4318` (spans go to `<endpoint>/v1/traces`; a URL already ending
+    /// in `/v1/traces` is used as it is); with `grpc`, for example `http://otel-collector:4317`
+    /// (used as it is; `https://` for TLS against the web PKI roots). Empty: no export, the
+    /// default. Headers for the collector (an API key) come from the standard
+    /// `OTEL_EXPORTER_OTLP_HEADERS` variable, with either transport.
     pub otlp_endpoint: String,
-    /// `http/protobuf`, the one OTLP transport built in (every collector serves it, on 4318).
+    /// `http/protobuf` (the default; collectors serve it on 4318) or `grpc` (on 4317).
     pub otlp_protocol: String,
     /// The fraction of new traces that are sampled, 0.0 to 1.0. A trace is started per message
     /// at ingest; every later stage follows the decision carried in the record's `traceparent`,
@@ -143,8 +145,9 @@ pub struct TracingConfig {
     pub export_timeout_ms: u64,
 }
 
-/// The OTLP transport [`TracingConfig::otlp_protocol`] accepts.
+/// The OTLP transports [`TracingConfig::otlp_protocol`] accepts.
 pub const OTLP_HTTP_PROTOBUF: &str = "http/protobuf";
+pub const OTLP_GRPC: &str = "grpc";
 
 impl Default for TracingConfig {
     fn default() -> Self {
@@ -162,10 +165,11 @@ impl TracingConfig {
         !self.otlp_endpoint.trim().is_empty()
     }
 
-    /// The URL spans are posted to.
+    /// Where spans are sent: the URL they are posted to (http/protobuf), or the collector's
+    /// gRPC endpoint.
     pub fn traces_url(&self) -> String {
         let base = self.otlp_endpoint.trim();
-        if base.ends_with("/v1/traces") {
+        if self.otlp_protocol == OTLP_GRPC || base.ends_with("/v1/traces") {
             base.to_owned()
         } else {
             format!("{}/v1/traces", base.trim_end_matches('/'))
@@ -178,14 +182,8 @@ impl TracingConfig {
             return invalid("runtime.tracing.sample_ratio", "must be between 0.0 and 1.0");
         }
         match self.otlp_protocol.as_str() {
-            OTLP_HTTP_PROTOBUF => {}
-            "grpc" => {
-                return invalid(
-                    "runtime.tracing.otlp_protocol",
-                    "grpc is not built in: use http/protobuf and the collector's OTLP/HTTP port (4318)",
-                );
-            }
-            _ => return invalid("runtime.tracing.otlp_protocol", "must be http/protobuf"),
+            OTLP_HTTP_PROTOBUF | OTLP_GRPC => {}
+            _ => return invalid("runtime.tracing.otlp_protocol", "must be http/protobuf or grpc"),
         }
         let endpoint = self.otlp_endpoint.trim();
         let url = endpoint.starts_with("http://") || endpoint.starts_with("https://");
@@ -407,6 +405,14 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(full.traces_url(), "https://c.example/v1/traces");
+        // grpc takes the collector's endpoint as it is (no http path)
+        let grpc = TracingConfig {
+            otlp_endpoint: "http://collector:4317".into(),
+            otlp_protocol: OTLP_GRPC.into(),
+            ..Default::default()
+        };
+        grpc.validate().expect("valid");
+        assert_eq!(grpc.traces_url(), "http://collector:4317");
         for (bad, field) in [
             (
                 TracingConfig {
@@ -417,7 +423,7 @@ mod tests {
             ),
             (
                 TracingConfig {
-                    otlp_protocol: "grpc".into(),
+                    otlp_protocol: "http/json".into(),
                     ..Default::default()
                 },
                 "runtime.tracing.otlp_protocol",

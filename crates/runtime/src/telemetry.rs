@@ -309,24 +309,99 @@ pub fn init(format: &str, tracing: &TracingConfig, service: &str) -> anyhow::Res
 }
 
 fn tracer_provider(cfg: &TracingConfig, service: &str) -> anyhow::Result<opentelemetry_sdk::trace::SdkTracerProvider> {
-    use opentelemetry_otlp::{Protocol, WithExportConfig};
+    use opentelemetry_otlp::{Protocol, WithExportConfig, WithTonicConfig};
     use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .with_protocol(Protocol::HttpBinary)
-        .with_endpoint(cfg.traces_url())
-        .with_timeout(std::time::Duration::from_millis(cfg.export_timeout_ms))
-        .build()?;
+    let timeout = Duration::from_millis(cfg.export_timeout_ms);
     let resource = opentelemetry_sdk::Resource::builder()
         .with_service_name(service.to_owned())
         .with_attribute(opentelemetry::KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
         .build();
-    Ok(SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
+    let builder = SdkTracerProvider::builder()
         // a message's trace is sampled at ingest; every later stage follows its traceparent
         .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(cfg.sample_ratio))))
-        .with_resource(resource)
-        .build())
+        .with_resource(resource);
+    let builder = if cfg.otlp_protocol == crate::config::OTLP_GRPC {
+        // tonic needs a tokio reactor, and the batch exporter's thread has none: the channel is
+        // made, and every export runs, on a one-thread runtime of the exporter's own
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("sluice-otlp-grpc")
+            .enable_all()
+            .build()?;
+        let mut grpc = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(cfg.traces_url())
+            .with_timeout(timeout);
+        if cfg.otlp_endpoint.trim().starts_with("https://") {
+            grpc = grpc.with_tls_config(opentelemetry_otlp::tonic_types::transport::ClientTlsConfig::new().with_webpki_roots());
+        }
+        let inner = {
+            let _in_rt = rt.enter();
+            grpc.build()?
+        };
+        builder.with_batch_exporter(OnOwnRuntime { inner, rt: Some(rt) })
+    } else {
+        let http = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(Protocol::HttpBinary)
+            .with_endpoint(cfg.traces_url())
+            .with_timeout(timeout)
+            .build()?;
+        builder.with_batch_exporter(http)
+    };
+    Ok(builder.build())
+}
+
+/// A span exporter that needs tokio (OTLP over gRPC), driven on a runtime of its own: the SDK's
+/// batch processor calls `export` from a plain thread and polls the future without a reactor.
+#[derive(Debug)]
+struct OnOwnRuntime<E> {
+    inner: E,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanExporter for OnOwnRuntime<E> {
+    fn export(
+        &self,
+        batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    ) -> impl std::future::Future<Output = opentelemetry_sdk::error::OTelSdkResult> + Send {
+        let done = match &self.rt {
+            Some(rt) => rt.block_on(self.inner.export(batch)),
+            None => Err(opentelemetry_sdk::error::OTelSdkError::AlreadyShutdown),
+        };
+        std::future::ready(done)
+    }
+
+    fn shutdown_with_timeout(&mut self, timeout: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
+        let done = match &self.rt {
+            Some(rt) => {
+                let _in_rt = rt.enter();
+                self.inner.shutdown_with_timeout(timeout)
+            }
+            None => Ok(()),
+        };
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+        done
+    }
+
+    fn force_flush(&mut self) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+impl<E> Drop for OnOwnRuntime<E> {
+    fn drop(&mut self) {
+        // dropping a runtime blocks, which panics inside another runtime's task: let it go
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// Bounds a log line that could repeat once per message (a broker outage fails every write):
@@ -383,6 +458,37 @@ impl Throttle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The gRPC exporter brings its own runtime: spans are exported from the SDK's plain
+    /// thread, and the provider can be shut down (or dropped) from a plain thread or from
+    /// inside another runtime's task, with the collector away, without a panic. (The
+    /// tracing suite sends real spans over gRPC to a real collector.)
+    #[test]
+    fn the_grpc_exporter_runs_on_its_own_runtime_and_ends_anywhere() {
+        use opentelemetry::trace::{Tracer, TracerProvider};
+        let cfg = TracingConfig {
+            // nothing listens on the discard port
+            otlp_endpoint: "http://127.0.0.1:9".into(),
+            otlp_protocol: crate::config::OTLP_GRPC.into(),
+            export_timeout_ms: 200,
+            ..Default::default()
+        };
+        let provider = tracer_provider(&cfg, "sluice-test").expect("built outside a runtime");
+        provider.tracer("t").in_span("s", |_| {});
+        assert!(provider.force_flush().is_err(), "the collector is away");
+        provider.shutdown().expect("shuts down");
+
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("rt");
+        rt.block_on(async {
+            let provider = tracer_provider(&cfg, "sluice-test").expect("built inside a runtime");
+            provider.tracer("t").in_span("s", |_| {});
+            drop(provider);
+        });
+    }
 
     #[test]
     fn a_repeated_line_is_logged_once_per_window_with_the_count_left_out() {

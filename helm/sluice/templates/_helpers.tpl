@@ -149,6 +149,7 @@ containers:
       {{- with .root.Values.tracing.otlpEndpoint }}
       - {name: SLUICE_RUNTIME__TRACING__OTLP_ENDPOINT, value: {{ . | quote }}}
       - {name: SLUICE_RUNTIME__TRACING__SAMPLE_RATIO, value: {{ $.root.Values.tracing.sampleRatio | toString | quote }}}
+      - {name: SLUICE_RUNTIME__TRACING__OTLP_PROTOCOL, value: {{ $.root.Values.tracing.otlpProtocol | default "http/protobuf" | quote }}}
       {{- end }}
       {{- with .root.Values.tracing.headersSecret }}
       - name: OTEL_EXPORTER_OTLP_HEADERS
