@@ -792,6 +792,19 @@ async fn every_route_answers_each_role_what_it_should_and_nothing_more(p: &Pipel
         .await
             >= 1.0
     );
+    // and logged at WARN (at most once per api and reason every 10 s), without the token
+    for (svc, reason) in [
+        ("dead-letter", "forbidden"),
+        ("ingest", "expired"),
+        ("identifier-match", "bad_signature"),
+    ] {
+        let log = p.log_of(svc);
+        assert!(
+            log.lines()
+                .any(|l| l.contains("WARN") && l.contains("api request refused") && l.contains(reason)),
+            "{svc} did not log a refusal for {reason}"
+        );
+    }
 }
 
 /// The reason the operator gives throughout.

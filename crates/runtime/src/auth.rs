@@ -799,9 +799,25 @@ async fn check(State(g): State<Guard>, mut req: Request, next: Next) -> Response
     next.run(req).await
 }
 
+/// Logs a refused request at WARN, at most once per API and reason every ten seconds (with
+/// how many were not logged in between): failed access is an operator's business, and a scan
+/// or a sender with a stale token cannot flood the log. No token, claim or path is logged.
+fn log_refusal(api: &'static str, reason: &'static str) {
+    type Windows = std::collections::HashMap<(&'static str, &'static str), crate::telemetry::Throttle>;
+    static WINDOWS: std::sync::OnceLock<std::sync::Mutex<Windows>> = std::sync::OnceLock::new();
+    let mut windows = WINDOWS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    let t = windows
+        .entry((api, reason))
+        .or_insert_with(|| crate::telemetry::Throttle::new(std::time::Duration::from_secs(10)));
+    match t.check() {
+        Some(left_out) => tracing::warn!(api, reason, "api request refused{}", t.more(left_out)),
+        None => tracing::debug!(api, reason, "api request refused"),
+    }
+}
+
 fn refuse(g: &Guard, r: Refused) -> Response {
     refusals().with_label_values(&[g.api, r.reason]).inc();
-    tracing::debug!(api = g.api, reason = r.reason, "api request refused");
+    log_refusal(g.api, r.reason);
     let mut resp = (g.answer)(r.status, r.reason, r.text());
     if r.status == StatusCode::UNAUTHORIZED {
         let challenge = if r.reason == "missing_token" {
