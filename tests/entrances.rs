@@ -427,6 +427,31 @@ async fn mllp_over_mutual_tls_refuses_what_it_must_and_serves_a_rotated_certific
         .await
             >= 1.0
     );
+    // the expiry of the certificate in service is a metric (rcgen's default notAfter, 4096-01-01)
+    let expiry = "sluice_tls_certificate_expiry_timestamp_seconds{listener=\"mllp\"}";
+    assert_eq!(metric(p, "ingest", expiry).await, 67_090_118_400.0);
+    // a rotation that cannot load keeps the certificate in service and says so until fixed
+    let failing = "sluice_tls_certificate_reload_failing{listener=\"mllp\"}";
+    assert_eq!(metric(p, "ingest", failing).await, 0.0);
+    std::fs::write(pki.dir.path().join("mllp.pem"), "not a certificate\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(p, "ingest", failing).await != 1.0 {
+        assert!(Instant::now() < deadline, "a broken rotation was never reported");
+        let _ = mllp_once(port, Some(&trusts_new), &adt("TLS-BROKEN")).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        mllp_once(port, Some(&trusts_new), &adt("TLS-STILL")).await,
+        Ok("AA".into()),
+        "the certificate in service is kept"
+    );
+    rotated.write(pki.dir.path(), "mllp").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(p, "ingest", failing).await != 0.0 {
+        assert!(Instant::now() < deadline, "a fixed rotation was never reported");
+        let _ = mllp_once(port, Some(&trusts_new), &adt("TLS-FIXED")).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert_eq!(p.services["ingest"].child.id(), pid, "ingest was not restarted");
 }
 

@@ -206,6 +206,36 @@ fn reloads() -> &'static prometheus::IntCounterVec {
     })
 }
 
+/// The certificate in service per listener: when it expires (unix seconds, from its notAfter),
+/// and whether the last rotation of its files failed to load (1) or not (0). An alert on each
+/// (`SluiceCertificateExpiring`, `SluiceCertificateReloadFailing`) warns before clients are
+/// refused.
+fn certificate_gauges() -> &'static (prometheus::IntGaugeVec, prometheus::IntGaugeVec) {
+    static M: std::sync::OnceLock<(prometheus::IntGaugeVec, prometheus::IntGaugeVec)> = std::sync::OnceLock::new();
+    M.get_or_init(|| {
+        (
+            crate::telemetry::gauge(
+                "sluice_tls_certificate_expiry_timestamp_seconds",
+                "when the certificate a listener serves expires (its notAfter, unix seconds)",
+                &["listener"],
+            ),
+            crate::telemetry::gauge(
+                "sluice_tls_certificate_reload_failing",
+                "1 while a listener's rotated certificate files could not be loaded (the previous certificate stays in service)",
+                &["listener"],
+            ),
+        )
+    })
+}
+
+fn in_service(listener: &str, not_after: Option<i64>) {
+    let (expiry, failing) = certificate_gauges();
+    if let Some(t) = not_after {
+        expiry.with_label_values(&[listener]).set(t);
+    }
+    failing.with_label_values(&[listener]).set(0);
+}
+
 /// A TLS acceptor that picks up rotated files.
 pub struct Acceptor {
     cfg: ListenerTls,
@@ -225,7 +255,8 @@ impl Acceptor {
         }
         let alpn: Vec<Vec<u8>> = alpn.iter().map(|a| a.to_vec()).collect();
         let stamp = Stamp::of(&[&cfg.cert_file, &cfg.key_file, &cfg.client_ca_file]);
-        let server = load(cfg, prefix, &alpn)?;
+        let (server, not_after) = load(cfg, prefix, &alpn)?;
+        in_service(listener, not_after);
         Ok(Some(Arc::new(Acceptor {
             cfg: cfg.clone(),
             listener: listener.to_owned(),
@@ -248,13 +279,15 @@ impl Acceptor {
             if stamp != cur.stamp {
                 cur.stamp = stamp;
                 match load(&self.cfg, &self.listener, &self.alpn) {
-                    Ok(server) => {
+                    Ok((server, not_after)) => {
                         cur.acceptor = TlsAcceptor::from(server);
+                        in_service(&self.listener, not_after);
                         reloads().with_label_values(&[&self.listener, "loaded"]).inc();
                         tracing::info!(listener = %self.listener, "tls certificate reloaded");
                     }
                     Err(e) => {
                         reloads().with_label_values(&[&self.listener, "failed"]).inc();
+                        certificate_gauges().1.with_label_values(&[&self.listener]).set(1);
                         tracing::error!(listener = %self.listener, error = %e, "rotated tls files could not be loaded; the previous certificate stays in service");
                     }
                 }
@@ -281,7 +314,8 @@ impl Acceptor {
     }
 }
 
-fn load(cfg: &ListenerTls, prefix: &str, alpn: &[Vec<u8>]) -> Result<Arc<ServerConfig>, TlsError> {
+/// The server configuration of these files, and when its certificate expires.
+fn load(cfg: &ListenerTls, prefix: &str, alpn: &[Vec<u8>]) -> Result<(Arc<ServerConfig>, Option<i64>), TlsError> {
     let file_error = |field: &str, file: &str, why: String| TlsError::File {
         field: format!("{prefix}.{field}"),
         file: file.to_owned(),
@@ -293,6 +327,7 @@ fn load(cfg: &ListenerTls, prefix: &str, alpn: &[Vec<u8>]) -> Result<Arc<ServerC
     if certs.is_empty() {
         return Err(file_error("cert_file", &cfg.cert_file, "holds no certificate".into()));
     }
+    let not_after = certs.first().and_then(|c| not_after(c.as_ref()));
     // the key's own error text could quote the file: name only the kind of failure
     let key = PrivateKeyDer::from_pem_file(&cfg.key_file).map_err(|e| file_error("key_file", &cfg.key_file, key_error(&e).into()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -327,7 +362,78 @@ fn load(cfg: &ListenerTls, prefix: &str, alpn: &[Vec<u8>]) -> Result<Arc<ServerC
         .with_single_cert(certs, key)
         .map_err(|e| rustls_error(format!("certificate and key: {e}")))?;
     server.alpn_protocols = alpn.to_vec();
-    Ok(Arc::new(server))
+    Ok((Arc::new(server), not_after))
+}
+
+/// One DER element: its tag, its content and what follows it.
+fn der_element(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, b) = b.split_first()?;
+    let (&first, b) = b.split_first()?;
+    let (len, b) = if first < 0x80 {
+        (usize::from(first), b)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || b.len() < n {
+            return None;
+        }
+        let len = b[..n].iter().fold(0usize, |acc, x| (acc << 8) | usize::from(*x));
+        (len, &b[n..])
+    };
+    (b.len() >= len).then(|| (tag, &b[..len], &b[len..]))
+}
+
+/// A certificate's notAfter (unix seconds), read from its DER: Certificate { tbsCertificate {
+/// [0] version?, serialNumber, signature, issuer, validity { notBefore, notAfter } ... } }.
+fn not_after(der: &[u8]) -> Option<i64> {
+    let (0x30, cert, _) = der_element(der)? else { return None };
+    let (0x30, tbs, _) = der_element(cert)? else { return None };
+    let (mut tag, _, mut rest) = der_element(tbs)?;
+    if tag == 0xa0 {
+        (tag, _, rest) = der_element(rest)?;
+    }
+    // serial number, then the signature algorithm and the issuer
+    if tag != 0x02 {
+        return None;
+    }
+    for _ in 0..2 {
+        let (0x30, _, r) = der_element(rest)? else { return None };
+        rest = r;
+    }
+    let (0x30, validity, _) = der_element(rest)? else { return None };
+    let (_, _, after) = der_element(validity)?;
+    let (tag, time, _) = der_element(after)?;
+    let text = std::str::from_utf8(time).ok()?;
+    let digits = text.strip_suffix('Z')?;
+    let (year, rest) = match (tag, digits.len()) {
+        // UTCTime: YYMMDDHHMMSS, 50-99 meaning 19xx (RFC 5280)
+        (0x17, 12) => {
+            let yy: i64 = digits[..2].parse().ok()?;
+            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, &digits[2..])
+        }
+        // GeneralizedTime: YYYYMMDDHHMMSS
+        (0x18, 14) => (digits[..4].parse().ok()?, &digits[4..]),
+        _ => return None,
+    };
+    if !rest.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let field = |i: usize| rest[i..i + 2].parse::<i64>().ok();
+    let (month, day, hour, minute, second) = (field(0)?, field(2)?, field(4)?, field(6)?, field(8)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    Some(days_from_civil(year, month, day) * 86_400 + hour * 3_600 + minute * 60 + second)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 fn key_error(e: &rustls::pki_types::pem::Error) -> &'static str {
@@ -369,6 +475,33 @@ pub fn log_refusal(listener: &str, refusal: Refusal, peer: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_certificates_expiry_is_read_from_its_der() {
+        let key = rcgen::KeyPair::generate().expect("key");
+        for ((y, m, d), want) in [
+            // UTCTime up to 2049, GeneralizedTime from 2050 (RFC 5280)
+            ((2031, 5, 17), 1_936_742_400),
+            ((2049, 12, 31), 2_524_521_600),
+            ((2050, 1, 1), 2_524_608_000),
+            ((1999, 3, 1), 920_246_400),
+        ] {
+            let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+            params.not_before = rcgen::date_time_ymd(1990, 1, 1);
+            params.not_after = rcgen::date_time_ymd(y, m, d);
+            let cert = params.self_signed(&key).expect("cert");
+            assert_eq!(not_after(cert.der()), Some(want), "{y}-{m}-{d}");
+        }
+        // anything that is not a certificate: no answer, never a panic
+        assert_eq!(not_after(b""), None);
+        assert_eq!(not_after(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]), None);
+        assert_eq!(not_after(&[0x30, 0x03, 0x30, 0x01]), None);
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+        let der = params.self_signed(&key).expect("cert").der().to_vec();
+        for cut in 0..der.len() {
+            let _ = not_after(&der[..cut]);
+        }
+    }
 
     #[test]
     fn settings_are_checked_and_errors_name_the_field() {
