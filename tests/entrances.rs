@@ -964,6 +964,59 @@ async fn an_unaudited_payload_view_is_refused(p: &Pipeline, operator: &reqwest::
     println!("unaudited payload view refused after {:?}", t.elapsed());
 }
 
+/// A token issued and then revoked in the tokens file is served, then refused, by the running
+/// services (no restart), and a broken edit of the file is reported while the tokens in force
+/// stay.
+async fn a_token_issued_and_revoked_in_the_file_takes_effect_without_a_restart(p: &Pipeline, pki: &Pki) {
+    let file = p.tokens_file();
+    let before = std::fs::read_to_string(&file).unwrap();
+    let replace = |text: &str| {
+        let next = file.with_extension("next");
+        std::fs::write(&next, text).unwrap();
+        std::fs::rename(&next, &file).unwrap();
+    };
+    let token = "issued-while-running-7c1e4b2f9a";
+    let trust = pki.trusting(&pki.ca, None);
+    let new_viewer = http_client(Some(&trust), Some(token)).unwrap();
+    let dl = format!("https://localhost:{}/api/dead-letters", p.api_port);
+    let pid = p.services["dead-letter"].child.id();
+    let status_within = |want: u16, what: &'static str| {
+        let (client, dl) = (new_viewer.clone(), dl.clone());
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let got = client.get(&dl).send().await.unwrap().status().as_u16();
+                if got == want {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{what}: still {got}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    status_within(401, "a token not in the file").await;
+    replace(&format!(
+        "{before}- {{actor: \"Vera Viewer (new)\", role: viewer, token: \"{token}\"}}\n"
+    ));
+    status_within(200, "a token issued in the file was never accepted").await;
+    // an edit that breaks the file: the tokens in force stay, and it shows
+    replace(&format!("{before}- {{actor: \"Bad\", role: viewer, token: short}}\n"));
+    let failing = "sluice_auth_tokens_reload_failing";
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    status_within(200, "a broken edit dropped the tokens in force").await;
+    assert_eq!(
+        counted(p, "dead-letter", failing, 1.0).await,
+        1.0,
+        "a broken tokens file not reported"
+    );
+    replace(&before);
+    status_within(401, "a token revoked in the file was still accepted").await;
+    assert_eq!(metric(p, "dead-letter", failing).await, 0.0);
+    assert!(metric(p, "dead-letter", "sluice_auth_tokens_reloads_total{result=\"loaded\"}").await >= 2.0);
+    assert_eq!(p.services["dead-letter"].child.id(), pid, "dead-letter was not restarted");
+    assert!(!p.logs().contains(token), "a token in a log");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_entrance_is_encrypted_and_authenticated() {
     let pki = Pki::new();
@@ -982,6 +1035,7 @@ async fn every_entrance_is_encrypted_and_authenticated() {
     every_http_entrance_is_https_only(&p).await;
     let work = something_to_look_at_and_act_on(&p, &pki, &client(Who::Viewer)).await;
     every_route_answers_each_role_what_it_should_and_nothing_more(&p, &clients, &work).await;
+    a_token_issued_and_revoked_in_the_file_takes_effect_without_a_restart(&p, &pki).await;
     views_and_actions_are_audited_with_the_tokens_actor(&p, &work).await;
     a_stated_actor_is_refused(&p, &pki, &work).await;
     mllp_over_tls_serves_clients_without_a_certificate_and_refuses_the_rest(&mut p, &pki).await;

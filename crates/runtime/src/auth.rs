@@ -358,14 +358,57 @@ pub fn refusals() -> &'static prometheus::IntCounterVec {
 
 /// Checks bearer tokens against the static tokens and the OIDC provider.
 pub struct Authenticator {
-    statics: Vec<([u8; 32], String, Role)>,
+    cfg: AuthConfig,
+    prefix: String,
+    statics: std::sync::RwLock<Statics>,
     oidc: Option<Oidc>,
+}
+
+/// The static tokens in force (their SHA-256, actor and role), and the tokens file they came
+/// from: it is looked at again at most every [`TOKENS_CHECK`], so a token added or revoked in
+/// the file (a Secret update) takes effect without a restart.
+struct Statics {
+    tokens: Vec<([u8; 32], String, Role)>,
+    /// The file's stamp when last read (also after a failed read, so a broken file is read, and
+    /// logged, once per change, not on every request).
+    stamp: crate::tls::Stamp,
+    checked: Instant,
+}
+
+/// How often a request may look at the tokens file for a change.
+pub const TOKENS_CHECK: Duration = Duration::from_secs(1);
+
+/// Reloads of the tokens file by result, and whether the last one failed.
+fn token_reloads() -> &'static (prometheus::IntCounterVec, prometheus::IntGaugeVec) {
+    static M: OnceLock<(prometheus::IntCounterVec, prometheus::IntGaugeVec)> = OnceLock::new();
+    M.get_or_init(|| {
+        (
+            crate::telemetry::counter(
+                "sluice_auth_tokens_reloads_total",
+                "the static tokens file read again after it changed, by result (loaded, failed)",
+                &["result"],
+            ),
+            crate::telemetry::gauge(
+                "sluice_auth_tokens_reload_failing",
+                "1 while the changed tokens file could not be read (the tokens read before stay in force)",
+                &[],
+            ),
+        )
+    })
+}
+
+fn hashed(tokens: Vec<StaticToken>) -> Vec<([u8; 32], String, Role)> {
+    tokens
+        .into_iter()
+        .map(|t| (sha256(t.token.expose().as_bytes()), t.actor, t.role))
+        .collect()
 }
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.statics.read().map(|s| s.tokens.len()).unwrap_or(0);
         f.debug_struct("Authenticator")
-            .field("static_tokens", &self.statics.len())
+            .field("static_tokens", &n)
             .field("oidc", &self.oidc.is_some())
             .finish()
     }
@@ -385,17 +428,25 @@ impl Authenticator {
     /// until the keys can be fetched).
     pub fn new(cfg: &AuthConfig, prefix: &str) -> Result<Arc<Authenticator>, AuthError> {
         cfg.validate(prefix)?;
-        let statics = cfg
-            .all_tokens(prefix)?
-            .into_iter()
-            .map(|t| (sha256(t.token.expose().as_bytes()), t.actor, t.role))
-            .collect();
+        let stamp = crate::tls::Stamp::of(&[cfg.tokens_file.trim()]);
+        let statics = Statics {
+            tokens: hashed(cfg.all_tokens(prefix)?),
+            stamp,
+            checked: Instant::now(),
+        };
+        // the series shows (0) from the start
+        let _ = token_reloads().1.with_label_values::<&str>(&[]);
         let oidc = if cfg.oidc.enabled() {
             Some(Oidc::new(&cfg.oidc, prefix)?)
         } else {
             None
         };
-        let auth = Arc::new(Authenticator { statics, oidc });
+        let auth = Arc::new(Authenticator {
+            cfg: cfg.clone(),
+            prefix: prefix.to_owned(),
+            statics: std::sync::RwLock::new(statics),
+            oidc,
+        });
         if auth.oidc.is_some()
             && let Ok(handle) = tokio::runtime::Handle::try_current()
         {
@@ -409,6 +460,48 @@ impl Authenticator {
             });
         }
         Ok(auth)
+    }
+
+    /// Reads the tokens file again when it changed (looked at, at most every
+    /// [`TOKENS_CHECK`]). A file that cannot be read or checked leaves the tokens in force as
+    /// they were (failing closed would lock every sender and operator out), counted, logged at
+    /// ERROR and shown by `sluice_auth_tokens_reload_failing` until a change reads cleanly.
+    fn reload_tokens_if_changed(&self) {
+        let file = self.cfg.tokens_file.trim();
+        if file.is_empty() {
+            return;
+        }
+        {
+            let s = self.statics.read().unwrap_or_else(|e| e.into_inner());
+            if s.checked.elapsed() < TOKENS_CHECK {
+                return;
+            }
+        }
+        let mut s = self.statics.write().unwrap_or_else(|e| e.into_inner());
+        if s.checked.elapsed() < TOKENS_CHECK {
+            return;
+        }
+        s.checked = Instant::now();
+        let stamp = crate::tls::Stamp::of(&[file]);
+        if stamp == s.stamp {
+            return;
+        }
+        s.stamp = stamp;
+        let (reloads, failing) = token_reloads();
+        match self.cfg.all_tokens(&self.prefix) {
+            Ok(tokens) => {
+                s.tokens = hashed(tokens);
+                reloads.with_label_values(&["loaded"]).inc();
+                failing.with_label_values::<&str>(&[]).set(0);
+                tracing::info!(tokens = s.tokens.len(), "static tokens read again");
+            }
+            Err(e) => {
+                reloads.with_label_values(&["failed"]).inc();
+                failing.with_label_values::<&str>(&[]).set(1);
+                // the error names the field and file and never quotes the file's content
+                tracing::error!(error = %e, "the changed tokens file could not be read; the tokens read before stay in force");
+            }
+        }
     }
 
     /// The caller a request's `Authorization` header names.
@@ -425,16 +518,20 @@ impl Authenticator {
             return Err(Refused::unauthenticated("missing_token"));
         };
         let hash = sha256(presented.as_bytes());
+        self.reload_tokens_if_changed();
         // every token is compared, so the time taken does not say which one nearly matched
         let mut found = None;
-        for (h, actor, role) in &self.statics {
-            if equal_time(h, &hash) {
-                found = Some((actor, *role));
+        {
+            let statics = self.statics.read().unwrap_or_else(|e| e.into_inner());
+            for (h, actor, role) in &statics.tokens {
+                if equal_time(h, &hash) {
+                    found = Some((actor.clone(), *role));
+                }
             }
         }
         if let Some((actor, role)) = found {
             return Ok(Caller {
-                actor: actor.clone(),
+                actor,
                 roles: BTreeSet::from([role]),
                 authentication: "static",
             });
@@ -922,6 +1019,46 @@ mod tests {
             let e = oidc(change).expect_err("invalid");
             assert!(e.to_string().contains(field), "{e}");
         }
+    }
+
+    /// A token added to or removed from the file is in force within a second, without a
+    /// restart; a file broken by an edit keeps the tokens read before (and says so).
+    #[tokio::test]
+    async fn the_tokens_file_is_read_again_when_it_changes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("tokens.yaml");
+        let line = |actor: &str, role: &str, token: &str| format!("- {{actor: \"{actor}\", role: {role}, token: \"{token}\"}}\n");
+        let (old, new) = ("old-operator-token-0123456789", "new-operator-token-9876543210");
+        std::fs::write(&f, line("Old Op", "operator", old)).expect("write");
+        let a = Authenticator::new(
+            &AuthConfig {
+                tokens_file: f.display().to_string(),
+                ..Default::default()
+            },
+            "auth",
+        )
+        .expect("auth");
+        assert_eq!(a.authenticate(&bearer(old)).await.expect("old").actor, "Old Op");
+        assert_eq!(a.authenticate(&bearer(new)).await.expect_err("not yet").reason, "unknown_token");
+
+        // the old one revoked, a new one issued: a rename over the file, as the kubelet does
+        let next = dir.path().join("tokens.next");
+        std::fs::write(&next, line("New Op", "operator", new)).expect("write");
+        std::fs::rename(&next, &f).expect("rename");
+        tokio::time::sleep(TOKENS_CHECK + Duration::from_millis(100)).await;
+        assert_eq!(a.authenticate(&bearer(new)).await.expect("new").actor, "New Op");
+        assert_eq!(a.authenticate(&bearer(old)).await.expect_err("revoked").reason, "unknown_token");
+        assert_eq!(token_reloads().1.with_label_values::<&str>(&[]).get(), 0);
+
+        // a broken edit: the tokens in force stay, the failure shows
+        std::fs::write(&f, "- {actor: x, role: operator, token: short}\n").expect("write");
+        tokio::time::sleep(TOKENS_CHECK + Duration::from_millis(100)).await;
+        assert_eq!(a.authenticate(&bearer(new)).await.expect("kept").actor, "New Op");
+        assert_eq!(token_reloads().1.with_label_values::<&str>(&[]).get(), 1);
+        std::fs::write(&f, line("New Op", "operator", new)).expect("write");
+        tokio::time::sleep(TOKENS_CHECK + Duration::from_millis(100)).await;
+        assert_eq!(a.authenticate(&bearer(new)).await.expect("fixed").actor, "New Op");
+        assert_eq!(token_reloads().1.with_label_values::<&str>(&[]).get(), 0);
     }
 
     #[test]

@@ -166,10 +166,10 @@ impl Refusal {
 
 /// Identity of the files last loaded: a changed one means a rotation.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Stamp(Vec<Option<(SystemTime, u64, u64)>>);
+pub(crate) struct Stamp(Vec<Option<(SystemTime, u64, u64)>>);
 
 impl Stamp {
-    fn of(files: &[&str]) -> Stamp {
+    pub(crate) fn of(files: &[&str]) -> Stamp {
         Stamp(
             files
                 .iter()
