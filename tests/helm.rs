@@ -50,10 +50,12 @@ const MUTUAL_TLS: [&str; 3] = [
 ];
 
 /// Mutual TLS on MLLP, and OIDC besides the static tokens, its settings and CA from a Secret.
-const SECURED: [&str; 3] = [
+const SECURED: [&str; 5] = [
     "tls.mllpClientCaSecret=sluice-mllp-clients",
     "auth.oidc.secret=sluice-oidc",
     "auth.oidc.caCertificate=true",
+    "auth.oidc.roleValues.sluice-operators=operator",
+    "auth.oidc.roleValues.nhs\\.viewers=viewer",
 ];
 
 /// TLS terminated by a mesh or proxy in front: the listeners serve plaintext (tokens still needed).
@@ -156,6 +158,18 @@ fn check_environments(manifest: &str) {
             }
             let out = run_ok(&mut cmd);
             assert!(!out.contains("s3cret-from-secret"), "a secret was printed: {out}");
+            // the provider's group names reach the service as its role mapping
+            if c["env"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .any(|e| e["name"] == "SLUICE_AUTH__OIDC__ROLE_VALUES")
+            {
+                assert!(
+                    out.contains(r#""sluice-operators": Operator"#) && out.contains(r#""nhs.viewers": Viewer"#),
+                    "{service}: role mapping not in force: {out}"
+                );
+            }
             checked += 1;
         }
     }

@@ -67,6 +67,13 @@ true
 {{- end }}
 - {name: SLUICE_AUTH__OIDC__ROLES_CLAIM, value: {{ $v.auth.oidc.rolesClaim | quote }}}
 - {name: SLUICE_AUTH__OIDC__ACTOR_CLAIM, value: {{ $v.auth.oidc.actorClaim | quote }}}
+{{- with $v.auth.oidc.roleValues }}
+{{- $pairs := list }}
+{{- range $group, $role := . }}
+{{- $pairs = append $pairs (printf "%q=%q" $group $role) }}
+{{- end }}
+- {name: SLUICE_AUTH__OIDC__ROLE_VALUES, value: {{ printf "{%s}" (join ", " $pairs) | quote }}}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- end }}
