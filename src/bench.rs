@@ -62,12 +62,18 @@ pub struct PipelineArgs {
     /// Length of the open-loop run
     #[arg(long, default_value_t = 10.0)]
     pub seconds: f64,
+    /// Flat-out rounds, pipeline and pass-through taking turns (medians are reported)
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
     /// Known patients before the run, one measurement each (comma-separated)
     #[arg(long, value_delimiter = ',', default_value = "1000")]
     pub known_patients: Vec<u64>,
     /// An external Kafka cluster (plaintext); without it a fresh embedded broker per size
     #[arg(long)]
     pub bootstrap_servers: Option<String>,
+    /// The process id of the external broker (with --bootstrap-servers), to count its CPU
+    #[arg(long)]
+    pub broker_pid: Option<u32>,
     /// Skip the pass-through chain
     #[arg(long)]
     pub no_baseline: bool,
@@ -111,9 +117,14 @@ pub struct Figures {
     pub per_sec: f64,
     pub ack: Vec<Duration>,
     pub e2e: Vec<Duration>,
-    /// accepted but not seen on the routed topics by the end: held for identity review or
-    /// dead-lettered (the pipeline's own tests account for each; this only reports the count)
+    /// accepted, not routed by the end and not held for identity review: dead-lettered or lost
     pub missing: usize,
+    /// accepted and held for identity review (every event of the message in a review item)
+    pub held: usize,
+    /// CPU time per message over the run, in µs: this process (services, or the pass-through
+    /// copies, and the load generator) and the embedded broker's process. Steal and other
+    /// tenants do not count in it, so it moves far less than msg/s on a shared machine.
+    pub cpu_us: Option<(f64, f64)>,
 }
 
 fn pct(v: &[Duration], p: f64) -> Duration {
@@ -138,22 +149,28 @@ impl Figures {
             ack,
             e2e,
             missing: expected.saturating_sub(messages),
+            held: 0,
+            cpu_us: None,
         }
     }
 
     fn line(&self, what: &str) -> String {
         format!(
-            "{what:<34} {:>7} msgs {:>8.0} msg/s  ACK p50 {:>6} p99 {:>6} ms  e2e p50 {:>7} p99 {:>7} ms{}",
+            "{what:<34} {:>7} msgs {:>8.0} msg/s  ACK p50 {:>6} p99 {:>6} ms  e2e p50 {:>7} p99 {:>7} ms{}{}",
             self.messages,
             self.per_sec,
             ms(pct(&self.ack, 0.5)),
             ms(pct(&self.ack, 0.99)),
             ms(pct(&self.e2e, 0.5)),
             ms(pct(&self.e2e, 0.99)),
-            if self.missing > 0 {
-                format!("  MISSING {}", self.missing)
-            } else {
-                String::new()
+            match self.cpu_us {
+                Some((own, broker)) => format!("  CPU/msg {own:.0}+{broker:.0} us"),
+                None => String::new(),
+            },
+            match (self.held, self.missing) {
+                (0, 0) => String::new(),
+                (h, 0) => format!("  held for review {h}"),
+                (h, m) => format!("  held for review {h}, NOT ROUTED OR HELD {m}"),
             }
         )
     }
@@ -211,12 +228,20 @@ impl Collector {
 
     /// Waits until nothing new arrived for `quiet` (or `limit` passed), then stops.
     async fn finish(self, quiet: Duration, limit: Duration) -> Vec<Seen> {
+        self.finish_with_cpu(quiet, limit, None).await.0
+    }
+
+    /// [`Collector::finish`], also returning the CPU used by the time the last record arrived
+    /// (the quiet wait after it is idle time, not the run's work).
+    async fn finish_with_cpu(self, quiet: Duration, limit: Duration, broker: Option<u32>) -> (Vec<Seen>, Cpu) {
         let started = Instant::now();
         let (mut last, mut since) = (usize::MAX, Instant::now());
+        let mut cpu = Cpu::now(broker);
         while started.elapsed() < limit {
             let n = self.len();
             if n != last {
                 (last, since) = (n, Instant::now());
+                cpu = Cpu::now(broker);
             } else if since.elapsed() >= quiet {
                 break;
             }
@@ -224,7 +249,7 @@ impl Collector {
         }
         self.stop.store(true, Ordering::SeqCst);
         let _ = self.thread.join();
-        std::mem::take(&mut *self.seen.lock().unwrap_or_else(|e| e.into_inner()))
+        (std::mem::take(&mut *self.seen.lock().unwrap_or_else(|e| e.into_inner())), cpu)
     }
 }
 
@@ -288,6 +313,78 @@ async fn pipeline_figures(
         }
     }
     Figures::of(last.len(), end - first_send, ack, e2e, accepted)
+}
+
+/// Where the accepted messages that never reached a routed topic are: `(held, elsewhere)`,
+/// those with an event waiting for identity review, and the rest (dead-lettered, or lost: the
+/// bench says so loudly). A synthetic patient can look like a known one closely enough to be
+/// held; that is the identity rules at work, not loss.
+async fn account_missing(rt: &RuntimeConfig, store: &SchemaStore, seen: &[Seen], sent: &[Vec<u8>]) -> anyhow::Result<(usize, usize)> {
+    let ours: std::collections::HashSet<String> = sent.iter().map(|m| sluice_model::ids::sha256_hex(m)).collect();
+    let mut routed = std::collections::HashSet::new();
+    for (_, v, _) in seen {
+        if store.prefetch(v).await.is_ok()
+            && let Ok(m) = store.decode::<MatchedEvent>(v)
+        {
+            routed.insert(m.event.source.raw_id);
+        }
+    }
+    let read = |topic: &'static str| {
+        let kafka = rt.kafka.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut values = Vec::new();
+            sluice_runtime::state::read_topic(&kafka, topic, |_, v| values.extend(v.map(<[u8]>::to_vec)))?;
+            anyhow::Ok(values)
+        })
+    };
+    // the review topic carries the held events themselves
+    let mut held_raw = std::collections::HashSet::new();
+    for v in read(names::REVIEW).await?? {
+        store.prefetch(&v).await?;
+        if let Ok(m) = store.decode::<MatchedEvent>(&v) {
+            held_raw.insert(m.event.source.raw_id);
+        }
+    }
+    let unrouted: Vec<&String> = ours.iter().filter(|r| !routed.contains(*r)).collect();
+    let held = unrouted.iter().filter(|r| held_raw.contains(**r)).count();
+    Ok((held, unrouted.len().saturating_sub(held)))
+}
+
+/// CPU seconds (user + system) a process has used so far, from `/proc/<pid>/stat`.
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // after the command name in parentheses (which may hold spaces): utime and stime are the
+    // 12th and 13th fields
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+        return 0.0;
+    };
+    let f: Vec<f64> = rest.split(' ').map(|x| x.parse().unwrap_or(0.0)).collect();
+    let hz = 100.0; // USER_HZ on Linux
+    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / hz
+}
+
+/// CPU used so far by this process and the broker's, for [`Figures::cpu_us`].
+#[derive(Clone, Copy)]
+struct Cpu {
+    own: f64,
+    broker: f64,
+}
+
+impl Cpu {
+    fn now(broker: Option<u32>) -> Cpu {
+        Cpu {
+            own: cpu_seconds(std::process::id()),
+            broker: broker.map(cpu_seconds).unwrap_or(0.0),
+        }
+    }
+
+    /// Per message from `self` to `end`, in µs.
+    fn per_message(self, end: Cpu, messages: usize) -> Option<(f64, f64)> {
+        let n = messages.max(1) as f64;
+        Some(((end.own - self.own) / n * 1e6, (end.broker - self.broker) / n * 1e6))
+    }
 }
 
 /// Raw id -> received_at, for every raw record written so far.
@@ -460,20 +557,22 @@ fn free_addr() -> anyhow::Result<String> {
 
 struct Measured {
     known: u64,
-    pipeline_max: Figures,
+    /// Each flat-out round: the pipeline, then the pass-through.
+    rounds: Vec<(Figures, Option<Figures>)>,
     pipeline_rate: Figures,
-    pass_max: Option<Figures>,
     pass_rate: Option<Figures>,
 }
 
 async fn one_size(a: &PipelineArgs, known_patients: u64) -> anyhow::Result<Measured> {
     let shutdown = Shutdown::new();
-    let mut broker_child = None;
+    let mut broker_child: Option<tokio::process::Child> = None;
+    let mut broker_pid: Option<u32> = a.broker_pid;
     let bootstrap = match &a.bootstrap_servers {
         Some(b) => b.clone(),
         None => {
             let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
             broker_child = Some(broker::start(port).await?);
+            broker_pid = broker_child.as_ref().and_then(tokio::process::Child::id);
             format!("127.0.0.1:{port}")
         }
     };
@@ -559,52 +658,86 @@ async fn one_size(a: &PipelineArgs, known_patients: u64) -> anyhow::Result<Measu
     let routed = sluice_route::load_rules(&sluice_route::Config::default())?.destinations();
 
     // warm-up: connections, schema caches, the first transactions
-    let warm = generate::messages_for(200, 100, 1);
+    let warm = generate::messages_for(200, 100, u64::try_from(micros_now()).unwrap_or(1));
     let c = Collector::start(&rt, &routed)?;
     closed_loop_mllp(&mllp, &warm, 4).await?;
     c.finish(Duration::from_secs(5), Duration::from_secs(120)).await;
 
-    // flat out
-    let msgs = generate::messages_for(a.messages, a.messages, 2);
-    let c = Collector::start(&rt, &routed)?;
-    let first = micros_now();
-    let (ack, accepted) = closed_loop_mllp(&mllp, &msgs, a.conns).await?;
-    let seen = c.finish(Duration::from_secs(10), Duration::from_secs(900)).await;
-    let (received, raw_values) = receipts(&rt, &store).await?;
-    let pipeline_max = pipeline_figures(&store, &seen, &received, &msgs, first, ack, accepted).await;
-    eprintln!("{}", pipeline_max.line("pipeline, flat out"));
+    // flat out, pipeline and pass-through taking turns (`--rounds`): this machine's speed
+    // drifts by tens of percent within minutes, and each round's ratio compares two runs made
+    // a minute apart; the figures are each side's median, the ratio the median of the rounds'
+    let mut pass: Option<(Shutdown, Vec<std::thread::JoinHandle<()>>, FutureProducer)> = None;
+    let mut rounds: Vec<(Figures, Option<Figures>)> = Vec::new();
+    let mut raw_values = Vec::new();
+    // messages of their own in every run: against a cluster kept between runs, a second run
+    // of the same messages would be skipped as resends (as it should be)
+    let seed = u64::try_from(micros_now()).unwrap_or(0);
+    for r in 0..a.rounds.max(1) {
+        let msgs = generate::messages_for(a.messages, a.messages, seed + 10 + r as u64);
+        let c = Collector::start(&rt, &routed)?;
+        let first = micros_now();
+        let cpu = Cpu::now(broker_pid);
+        let (ack, accepted) = closed_loop_mllp(&mllp, &msgs, a.conns).await?;
+        let (seen, end) = c
+            .finish_with_cpu(Duration::from_secs(10), Duration::from_secs(900), broker_pid)
+            .await;
+        let cpu = cpu.per_message(end, msgs.len());
+        let (received, values) = receipts(&rt, &store).await?;
+        raw_values = values;
+        let mut f = pipeline_figures(&store, &seen, &received, &msgs, first, ack, accepted).await;
+        if f.missing > 0 {
+            (f.held, f.missing) = account_missing(&rt, &store, &seen, &msgs).await?;
+        }
+        f.cpu_us = cpu;
+        eprintln!("{}", f.line(&format!("pipeline, flat out, round {}", r + 1)));
+        let mut pf = None;
+        if !a.no_baseline {
+            if pass.is_none() {
+                let partitions = Topology::load()?.topic(names::RAW)?.partitions;
+                create_pass_topics(&rt, partitions).await?;
+                let copies = Shutdown::new();
+                let threads = start_copies(&rt, &store, &copies, &health);
+                let producer: FutureProducer = sluice_runtime::kafka::idempotent_producer(&rt.kafka, "sluice-bench-pass").create()?;
+                let c = Collector::start(&rt, &[PASS[3].to_owned()])?;
+                // warm-up, as for the pipeline
+                pass_closed(0, &producer, &raw_values, 200, 4).await?;
+                c.finish(Duration::from_secs(5), Duration::from_secs(60)).await;
+                pass = Some((copies, threads, producer));
+            }
+            if let Some((_, _, producer)) = &pass {
+                let run = 10 + u8::try_from(r).unwrap_or(u8::MAX - 10);
+                let c = Collector::start(&rt, &[PASS[3].to_owned()])?;
+                let first = micros_now();
+                let cpu = Cpu::now(broker_pid);
+                let ack = pass_closed(run, producer, &raw_values, a.messages, a.conns).await?;
+                let (seen, end) = c
+                    .finish_with_cpu(Duration::from_secs(5), Duration::from_secs(600), broker_pid)
+                    .await;
+                let cpu = cpu.per_message(end, a.messages);
+                let mut f = pass_figures(run, &seen, first, ack, a.messages);
+                f.cpu_us = cpu;
+                eprintln!("{}", f.line(&format!("pass-through, flat out, round {}", r + 1)));
+                pf = Some(f);
+            }
+        }
+        rounds.push((f, pf));
+    }
 
-    // open loop at the offered rate
+    // open loop at the offered rate, once each
     let count = (a.rate * a.seconds).round() as usize;
-    let msgs = Arc::new(generate::messages_for(count, count, 3));
+    let msgs = Arc::new(generate::messages_for(count, count, seed + 3));
     let c = Collector::start(&rt, &routed)?;
     let first = micros_now();
     let report = crate::load::load(&mllp, msgs.clone(), a.rate, a.conns, a.seconds).await?;
     let seen = c.finish(Duration::from_secs(10), Duration::from_secs(900)).await;
     let (received, _) = receipts(&rt, &store).await?;
-    let pipeline_rate = pipeline_figures(&store, &seen, &received, &msgs, first, report.latencies, report.accepted).await;
+    let mut pipeline_rate = pipeline_figures(&store, &seen, &received, &msgs, first, report.latencies, report.accepted).await;
+    if pipeline_rate.missing > 0 {
+        (pipeline_rate.held, pipeline_rate.missing) = account_missing(&rt, &store, &seen, &msgs).await?;
+    }
     eprintln!("{}", pipeline_rate.line(&format!("pipeline, {:.0} msg/s offered", a.rate)));
-
-    let (mut pass_max, mut pass_rate) = (None, None);
-    if !a.no_baseline {
-        let partitions = Topology::load()?.topic(names::RAW)?.partitions;
-        create_pass_topics(&rt, partitions).await?;
-        let copies = Shutdown::new();
-        let threads = start_copies(&rt, &store, &copies, &health);
-        let producer: FutureProducer = sluice_runtime::kafka::idempotent_producer(&rt.kafka, "sluice-bench-pass").create()?;
-        let c = Collector::start(&rt, &[PASS[3].to_owned()])?;
-        // warm-up, as for the pipeline
-        pass_closed(0, &producer, &raw_values, 200, 4).await?;
-        c.finish(Duration::from_secs(5), Duration::from_secs(60)).await;
-
-        let c = Collector::start(&rt, &[PASS[3].to_owned()])?;
-        let first = micros_now();
-        let ack = pass_closed(1, &producer, &raw_values, a.messages, a.conns).await?;
-        let seen = c.finish(Duration::from_secs(5), Duration::from_secs(600)).await;
-        let f = pass_figures(1, &seen, first, ack, a.messages);
-        eprintln!("{}", f.line("pass-through, flat out"));
-        pass_max = Some(f);
-
+    let mut pass_rate = None;
+    if let Some((copies, threads, producer)) = pass {
         let c = Collector::start(&rt, &[PASS[3].to_owned()])?;
         let first = micros_now();
         let ack = pass_open(2, &producer, &raw_values, a.rate, a.seconds).await?;
@@ -638,9 +771,8 @@ async fn one_size(a: &PipelineArgs, known_patients: u64) -> anyhow::Result<Measu
     }
     Ok(Measured {
         known: known_patients,
-        pipeline_max,
+        rounds,
         pipeline_rate,
-        pass_max,
         pass_rate,
     })
 }
@@ -653,7 +785,8 @@ async fn pipeline(a: PipelineArgs) -> anyhow::Result<()> {
     }
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     println!(
-        "\nsluice bench pipeline: {} messages flat out over {} connections, then {:.0} msg/s for {:.0} s; {cpus} CPUs; broker {}",
+        "\nsluice bench pipeline: {} rounds of {} messages flat out over {} connections, then {:.0} msg/s for {:.0} s; {cpus} CPUs; broker {}",
+        a.rounds,
         a.messages,
         a.conns,
         a.rate,
@@ -662,13 +795,41 @@ async fn pipeline(a: PipelineArgs) -> anyhow::Result<()> {
     );
     for m in &all {
         println!("\nknown patients: {}", m.known);
-        println!("{}", m.pipeline_max.line("pipeline, flat out"));
-        if let Some(p) = &m.pass_max {
-            println!("{}", p.line("pass-through, flat out"));
+        for (r, (pl, pass)) in m.rounds.iter().enumerate() {
+            println!("{}", pl.line(&format!("pipeline, flat out, round {}", r + 1)));
+            if let Some(p) = pass {
+                println!("{}", p.line(&format!("pass-through, flat out, round {}", r + 1)));
+            }
+        }
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().unwrap_or(0.0)
+        };
+        let pipe = median(m.rounds.iter().map(|(p, _)| p.per_sec).collect());
+        let ratios: Vec<f64> = m
+            .rounds
+            .iter()
+            .filter_map(|(pl, pass)| pass.as_ref().map(|p| pl.per_sec / p.per_sec.max(1e-9)))
+            .collect();
+        if ratios.is_empty() {
+            println!("  pipeline flat out, median of {} rounds: {pipe:.0} msg/s", m.rounds.len());
+        } else {
+            let pass = median(m.rounds.iter().filter_map(|(_, p)| p.as_ref().map(|p| p.per_sec)).collect());
             println!(
-                "  throughput ratio pipeline/pass-through: {:.2}",
-                m.pipeline_max.per_sec / p.per_sec.max(1e-9)
+                "  median of {} rounds: pipeline {pipe:.0} msg/s, pass-through {pass:.0} msg/s; throughput ratio pipeline/pass-through {:.2} (rounds: {})",
+                m.rounds.len(),
+                median(ratios.clone()),
+                ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(", ")
             );
+            let total = |f: &Figures| f.cpu_us.map(|(a, b)| a + b);
+            let pipe_cpu = median(m.rounds.iter().filter_map(|(p, _)| total(p)).collect());
+            let pass_cpu = median(m.rounds.iter().filter_map(|(_, p)| p.as_ref().and_then(total)).collect());
+            if pipe_cpu > 0.0 && pass_cpu > 0.0 {
+                println!(
+                    "  CPU per message (this process + broker), median: pipeline {pipe_cpu:.0} us, pass-through {pass_cpu:.0} us; pass-through/pipeline {:.2} (the throughput ratio the CPU alone allows)",
+                    pass_cpu / pipe_cpu
+                );
+            }
         }
         println!("{}", m.pipeline_rate.line(&format!("pipeline, {:.0} msg/s offered", a.rate)));
         if let Some(p) = &m.pass_rate {
