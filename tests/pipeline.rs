@@ -348,3 +348,98 @@ async fn a_resend_is_skipped_after_its_partition_moves_to_another_normalise_inst
     p.wait_routed(&ids, Duration::from_secs(60)).await.assert_exactly_once(&ids);
     assert!(p.exited().is_empty(), "a stage process exited");
 }
+
+/// CPU seconds (user + system) a process has used, from `/proc/<pid>/stat`.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // the fields after the command name (which may hold spaces) in parentheses
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// Issue 13, scale-out: a second instance of each stateless stage (normalise, route) takes half
+/// of its service's input partitions, both carry traffic, and nothing is lost or duplicated.
+/// The CPU each instance spends per record it consumed is printed beside the single
+/// instance's (information only: on 2 cores wall-clock scaling cannot show, and a timed
+/// assertion would judge the machine).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_instance_of_each_stateless_stage_takes_half_the_partitions() {
+    let mut p = Pipeline::start_on(BrokerKind::exactly_once(), &[]).await;
+    let consumed = |s: &str| format!(r#"sluice_runtime_records_consumed_total{{service="{s}"}}"#);
+    let assigned = |s: &str| format!(r#"sluice_runtime_assigned_partitions{{service="{s}"}}"#);
+    let pid = |p: &Pipeline, key: &str| p.services[key].child.id();
+
+    // one instance each: CPU per record consumed
+    let one = sluice::generate::messages(600, 51);
+    let mut cpu_one = BTreeMap::new();
+    for s in ["normalise", "route"] {
+        cpu_one.insert(s, (cpu_seconds(pid(&p, s)), p.metric(s, &consumed(s)).await));
+    }
+    for (code, _) in send_phase(p.mllp_port, &one, 4).await {
+        assert_eq!(code, "AA");
+    }
+    let mut all = one.clone();
+    p.wait_routed(&hl7_event_ids(&all), Duration::from_secs(120)).await;
+    let mut per_record_one = BTreeMap::new();
+    for s in ["normalise", "route"] {
+        let (cpu, n) = cpu_one[s];
+        let records = p.metric(s, &consumed(s)).await - n;
+        per_record_one.insert(s, (cpu_seconds(pid(&p, s)) - cpu) / records * 1e6);
+    }
+
+    // a second instance of each: the group splits the partitions half and half
+    let mut alone = BTreeMap::new();
+    for s in ["normalise", "route"] {
+        alone.insert(s, p.metric(s, &assigned(s)).await);
+    }
+    p.start_instance("normalise-b", "normalise", &[]);
+    p.start_instance("route-b", "route", &[]);
+    p.wait_ready("normalise-b").await;
+    p.wait_ready("route-b").await;
+    for (a, b) in [("normalise", "normalise-b"), ("route", "route-b")] {
+        let total = alone[a];
+        assert!(total >= 2.0, "{a} held {total} partitions alone");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let (x, y) = (p.metric(a, &assigned(a)).await, p.metric(b, &assigned(a)).await);
+            if x + y == total && (x - y).abs() <= 1.0 {
+                println!("scale-out: {a} {x} + {y} of {total} partitions");
+                break;
+            }
+            assert!(Instant::now() < deadline, "{a}: {x} and {y} of {total} partitions");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let keys = [
+        ("normalise", "normalise"),
+        ("normalise-b", "normalise"),
+        ("route", "route"),
+        ("route-b", "route"),
+    ];
+    let mut before = BTreeMap::new();
+    for (k, s) in keys {
+        before.insert(k, (cpu_seconds(pid(&p, k)), p.metric(k, &consumed(s)).await));
+    }
+    let two = sluice::generate::messages(600, 52);
+    for (code, _) in send_phase(p.mllp_port, &two, 4).await {
+        assert_eq!(code, "AA");
+    }
+    all.extend(two);
+    p.wait_routed(&hl7_event_ids(&all), Duration::from_secs(120))
+        .await
+        .assert_exactly_once(&hl7_event_ids(&all));
+    for (k, s) in keys {
+        let (cpu, n) = before[k];
+        let records = p.metric(k, &consumed(s)).await - n;
+        assert!(records > 0.0, "{k} consumed nothing: the second instance carries no traffic");
+        println!(
+            "scale-out: {k}: {records} records, {:.0} us CPU per record (one instance: {:.0})",
+            (cpu_seconds(pid(&p, k)) - cpu) / records * 1e6,
+            per_record_one[s]
+        );
+    }
+    assert!(p.exited().is_empty(), "a stage process exited");
+}
