@@ -350,8 +350,9 @@ async fn account_missing(rt: &RuntimeConfig, store: &SchemaStore, seen: &[Seen],
     Ok((held, unrouted.len().saturating_sub(held)))
 }
 
-/// CPU seconds (user + system) a process has used so far, from `/proc/<pid>/stat`.
-fn cpu_seconds(pid: u32) -> f64 {
+/// CPU seconds (user + system) a process has used so far, from `/proc/<pid>/stat` (0 when it
+/// cannot be read).
+pub fn cpu_seconds(pid: u32) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;
     };

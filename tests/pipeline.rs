@@ -349,17 +349,6 @@ async fn a_resend_is_skipped_after_its_partition_moves_to_another_normalise_inst
     assert!(p.exited().is_empty(), "a stage process exited");
 }
 
-/// CPU seconds (user + system) a process has used, from `/proc/<pid>/stat`.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // the fields after the command name (which may hold spaces) in parentheses
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = rest.split(' ').collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name
-    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
-    ticks / 100.0
-}
-
 /// Issue 13, scale-out: a second instance of each stateless stage (normalise, route) takes half
 /// of its service's input partitions, both carry traffic, and nothing is lost or duplicated.
 /// The CPU each instance spends per record it consumed is printed beside the single
@@ -376,7 +365,7 @@ async fn a_second_instance_of_each_stateless_stage_takes_half_the_partitions() {
     let one = sluice::generate::messages(600, 51);
     let mut cpu_one = BTreeMap::new();
     for s in ["normalise", "route"] {
-        cpu_one.insert(s, (cpu_seconds(pid(&p, s)), p.metric(s, &consumed(s)).await));
+        cpu_one.insert(s, (sluice::bench::cpu_seconds(pid(&p, s)), p.metric(s, &consumed(s)).await));
     }
     for (code, _) in send_phase(p.mllp_port, &one, 4).await {
         assert_eq!(code, "AA");
@@ -387,7 +376,7 @@ async fn a_second_instance_of_each_stateless_stage_takes_half_the_partitions() {
     for s in ["normalise", "route"] {
         let (cpu, n) = cpu_one[s];
         let records = p.metric(s, &consumed(s)).await - n;
-        per_record_one.insert(s, (cpu_seconds(pid(&p, s)) - cpu) / records * 1e6);
+        per_record_one.insert(s, (sluice::bench::cpu_seconds(pid(&p, s)) - cpu) / records * 1e6);
     }
 
     // a second instance of each: the group splits the partitions half and half
@@ -421,7 +410,7 @@ async fn a_second_instance_of_each_stateless_stage_takes_half_the_partitions() {
     ];
     let mut before = BTreeMap::new();
     for (k, s) in keys {
-        before.insert(k, (cpu_seconds(pid(&p, k)), p.metric(k, &consumed(s)).await));
+        before.insert(k, (sluice::bench::cpu_seconds(pid(&p, k)), p.metric(k, &consumed(s)).await));
     }
     let two = sluice::generate::messages(600, 52);
     for (code, _) in send_phase(p.mllp_port, &two, 4).await {
@@ -437,7 +426,7 @@ async fn a_second_instance_of_each_stateless_stage_takes_half_the_partitions() {
         assert!(records > 0.0, "{k} consumed nothing: the second instance carries no traffic");
         println!(
             "scale-out: {k}: {records} records, {:.0} us CPU per record (one instance: {:.0})",
-            (cpu_seconds(pid(&p, k)) - cpu) / records * 1e6,
+            (sluice::bench::cpu_seconds(pid(&p, k)) - cpu) / records * 1e6,
             per_record_one[s]
         );
     }

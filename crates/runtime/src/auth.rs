@@ -252,13 +252,17 @@ impl AuthConfig {
         let mut seen = BTreeSet::new();
         for t in &all {
             if !seen.insert(t.token.expose()) {
-                return Err(AuthError::Invalid {
-                    field: format!("{prefix}.tokens"),
-                    why: "the same token is given twice: each actor needs a token of its own".into(),
-                });
+                return Err(duplicate_token(prefix));
             }
         }
         Ok(all)
+    }
+}
+
+fn duplicate_token(prefix: &str) -> AuthError {
+    AuthError::Invalid {
+        field: format!("{prefix}.tokens"),
+        why: "the same token is given twice: each actor needs a token of its own".into(),
     }
 }
 
@@ -358,7 +362,10 @@ pub fn refusals() -> &'static prometheus::IntCounterVec {
 
 /// Checks bearer tokens against the static tokens and the OIDC provider.
 pub struct Authenticator {
+    /// The settings without their inline tokens (only hashes of those are kept, in `inline`):
+    /// what a reload of the tokens file needs.
     cfg: AuthConfig,
+    inline: Vec<([u8; 32], String, Role)>,
     prefix: String,
     statics: std::sync::RwLock<Statics>,
     oidc: Option<Oidc>,
@@ -442,7 +449,11 @@ impl Authenticator {
             None
         };
         let auth = Arc::new(Authenticator {
-            cfg: cfg.clone(),
+            cfg: AuthConfig {
+                tokens: Vec::new(),
+                ..cfg.clone()
+            },
+            inline: hashed(cfg.tokens.clone()),
             prefix: prefix.to_owned(),
             statics: std::sync::RwLock::new(statics),
             oidc,
@@ -488,9 +499,17 @@ impl Authenticator {
         }
         s.stamp = stamp;
         let (reloads, failing) = token_reloads();
-        match self.cfg.all_tokens(&self.prefix) {
+        // the file's tokens (checked, and unique among themselves), then unique against the
+        // inline ones, whose hashes are all that is kept of them
+        let read = self.cfg.all_tokens(&self.prefix).map(hashed).and_then(|file| {
+            if file.iter().any(|(h, _, _)| self.inline.iter().any(|(i, _, _)| i == h)) {
+                return Err(duplicate_token(&self.prefix));
+            }
+            Ok(self.inline.iter().cloned().chain(file).collect())
+        });
+        match read {
             Ok(tokens) => {
-                s.tokens = hashed(tokens);
+                s.tokens = tokens;
                 reloads.with_label_values(&["loaded"]).inc();
                 failing.with_label_values::<&str>(&[]).set(0);
                 tracing::info!(tokens = s.tokens.len(), "static tokens read again");
@@ -1030,14 +1049,17 @@ mod tests {
         let line = |actor: &str, role: &str, token: &str| format!("- {{actor: \"{actor}\", role: {role}, token: \"{token}\"}}\n");
         let (old, new) = ("old-operator-token-0123456789", "new-operator-token-9876543210");
         std::fs::write(&f, line("Old Op", "operator", old)).expect("write");
+        let inline = "inline-viewer-token-5551234567";
         let a = Authenticator::new(
             &AuthConfig {
                 tokens_file: f.display().to_string(),
+                tokens: vec![token("Inline Viewer", Role::Viewer, inline)],
                 ..Default::default()
             },
             "auth",
         )
         .expect("auth");
+        assert!(!format!("{:?}", a.cfg).contains(inline), "an inline token kept in plain text");
         assert_eq!(a.authenticate(&bearer(old)).await.expect("old").actor, "Old Op");
         assert_eq!(a.authenticate(&bearer(new)).await.expect_err("not yet").reason, "unknown_token");
 
@@ -1048,9 +1070,19 @@ mod tests {
         tokio::time::sleep(TOKENS_CHECK + Duration::from_millis(100)).await;
         assert_eq!(a.authenticate(&bearer(new)).await.expect("new").actor, "New Op");
         assert_eq!(a.authenticate(&bearer(old)).await.expect_err("revoked").reason, "unknown_token");
+        assert_eq!(a.authenticate(&bearer(inline)).await.expect("inline kept").actor, "Inline Viewer");
         assert_eq!(token_reloads().1.with_label_values::<&str>(&[]).get(), 0);
 
-        // a broken edit: the tokens in force stay, the failure shows
+        // broken edits, a short token or the inline token again: the tokens in force stay,
+        // the failure shows
+        std::fs::write(
+            &f,
+            format!("{}{}", line("New Op", "operator", new), line("Again", "operator", inline)),
+        )
+        .expect("write");
+        tokio::time::sleep(TOKENS_CHECK + Duration::from_millis(100)).await;
+        assert_eq!(a.authenticate(&bearer(inline)).await.expect("kept").actor, "Inline Viewer");
+        assert_eq!(token_reloads().1.with_label_values::<&str>(&[]).get(), 1);
         std::fs::write(&f, "- {actor: x, role: operator, token: short}\n").expect("write");
         tokio::time::sleep(TOKENS_CHECK + Duration::from_millis(100)).await;
         assert_eq!(a.authenticate(&bearer(new)).await.expect("kept").actor, "New Op");
