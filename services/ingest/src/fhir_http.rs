@@ -402,6 +402,8 @@ pub async fn serve(ingest: Arc<Ingest>, listener: TcpListener, shutdown: Shutdow
                 }
             },
         };
+        // a 202 goes out when written, not after the client's next segment (see mllp::tune_accepted)
+        let _ = stream.set_nodelay(true);
         let held = (limit.clone().try_acquire_owned().ok(), peers.acquire(peer.ip()));
         let refusal = match &held {
             (None, _) => Some("connection_limit"),

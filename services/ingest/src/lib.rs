@@ -579,9 +579,7 @@ pub async fn serve(ingest: Arc<Ingest>, listener: TcpListener, shutdown: Shutdow
                 tasks.spawn(async move {
                     let _held = (permit, slot);
                     let listener = ing.cfg.listener_name.clone();
-                    // ACKs are small: a bounded send buffer keeps what a peer that never reads
-                    // can hold in the kernel small too, so the write timeout notices it soon
-                    let _ = socket2::SockRef::from(&stream).set_send_buffer_size(mllp::ACK_SEND_BUFFER);
+                    mllp::tune_accepted(&stream);
                     let Some(stream) = secure(&ing, stream, &peer).await else { return };
                     metrics().connections.with_label_values(&[&listener]).inc();
                     let r = mllp::connection(stream, &peer.to_string(), &ing, &sd).await;

@@ -261,6 +261,18 @@ impl Decoder {
     }
 }
 
+/// Socket options of an accepted MLLP connection.
+/// - ACKs are small: a bounded send buffer keeps what a peer that never reads can hold in the
+///   kernel small too, so the write timeout notices it soon.
+/// - No Nagle: an ACK goes out the moment it is written. With Nagle's algorithm on, an ACK
+///   written while the previous one was still unacknowledged by the peer's TCP (delayed ACK)
+///   waited for the peer's next segment: a sender writing every 16 ms saw ACK p50 16.6 ms
+///   instead of 4.4 ms in `sluice bench pipeline` at 1,000 msg/s over 16 connections.
+pub(crate) fn tune_accepted(stream: &tokio::net::TcpStream) {
+    let _ = socket2::SockRef::from(stream).set_send_buffer_size(ACK_SEND_BUFFER);
+    let _ = stream.set_nodelay(true);
+}
+
 /// Writes one ACK frame, giving up after the write timeout (a peer that never reads its ACKs
 /// cannot hold a blocked write open).
 async fn write_ack<S: AsyncWrite + Unpin>(stream: &mut S, ack: &[u8], timeout: Duration, listener: &str) -> std::io::Result<()> {
@@ -386,6 +398,19 @@ pub fn ack_code(ack: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_accepted_connection_sends_acks_without_nagle_and_with_a_small_buffer() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        assert!(!accepted.nodelay().unwrap(), "the kernel default is Nagle on");
+        tune_accepted(&accepted);
+        assert!(accepted.nodelay().unwrap(), "an ACK must not wait for the peer's next segment");
+        let sndbuf = socket2::SockRef::from(&accepted).send_buffer_size().unwrap();
+        assert!(sndbuf <= 2 * ACK_SEND_BUFFER, "send buffer {sndbuf}");
+    }
 
     #[test]
     fn frames_split_across_reads_and_noise_between() {
