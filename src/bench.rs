@@ -65,6 +65,10 @@ pub struct PipelineArgs {
     /// Flat-out rounds, pipeline and pass-through taking turns (medians are reported)
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
+    /// Messages through each chain before anything is measured (a JVM broker compiles its hot
+    /// paths during the first tens of thousands of records)
+    #[arg(long, default_value_t = 10_000)]
+    pub warmup: usize,
     /// Known patients before the run, one measurement each (comma-separated)
     #[arg(long, value_delimiter = ',', default_value = "1000")]
     pub known_patients: Vec<u64>,
@@ -352,10 +356,26 @@ async fn account_missing(rt: &RuntimeConfig, store: &SchemaStore, seen: &[Seen],
 
 /// CPU seconds (user + system) a process has used so far, from `/proc/<pid>/stat` (0 when it
 /// cannot be read).
+/// CPU used so far by a JVM's JIT compiler threads (`C1/C2 CompilerThread<n>`); `None` when
+/// the process has none (not a JVM).
+fn jit_cpu_seconds(pid: u32) -> Option<f64> {
+    let mut total = None;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if comm.starts_with("C1 Compiler") || comm.starts_with("C2 Compiler") {
+            let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+            *total.get_or_insert(0.0) += stat_cpu_seconds(&stat);
+        }
+    }
+    total
+}
+
 pub fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(0.0, |s| stat_cpu_seconds(&s))
+}
+
+/// utime + stime of a `/proc/.../stat` line, in seconds.
+fn stat_cpu_seconds(stat: &str) -> f64 {
     // after the command name in parentheses (which may hold spaces): utime and stime are the
     // 12th and 13th fields
     let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
@@ -488,15 +508,19 @@ async fn pass_closed(
     count: usize,
     writers: usize,
 ) -> anyhow::Result<Vec<Duration>> {
+    // each writer takes its own share of the records, not a copy of them all: the raw topic holds
+    // every record of the run (tens of thousands after the warm-up), and sixteen copies of it
+    // cost the pass-through more than its own work (`clear_page_erms` under perf)
     let mut tasks = Vec::new();
     for w in 0..writers {
-        let (p, values) = (producer.clone(), values.to_vec());
+        let values: Vec<Vec<u8>> = (w..count).step_by(writers).map(|n| values[n % values.len()].clone()).collect();
+        let p = producer.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
-            for n in (w..count).step_by(writers) {
+            for (n, value) in (w..count).step_by(writers).zip(&values) {
                 let t = Instant::now();
                 let key = pass_key(run, micros_now(), n);
-                let rec = FutureRecord::to(PASS[0]).key(&key).payload(&values[n % values.len()]);
+                let rec = FutureRecord::to(PASS[0]).key(&key).payload(value);
                 p.send(rec, Duration::from_secs(30)).await.map_err(|(e, _)| e)?;
                 lat.push(t.elapsed());
             }
@@ -558,7 +582,7 @@ fn free_addr() -> anyhow::Result<String> {
 
 struct Measured {
     known: u64,
-    /// Each flat-out round: the pipeline, then the pass-through.
+    /// Each flat-out round: the pipeline and the pass-through (taking turns at going first).
     rounds: Vec<(Figures, Option<Figures>)>,
     pipeline_rate: Figures,
     pass_rate: Option<Figures>,
@@ -664,16 +688,69 @@ async fn one_size(a: &PipelineArgs, known_patients: u64) -> anyhow::Result<Measu
     closed_loop_mllp(&mllp, &warm, 4).await?;
     c.finish(Duration::from_secs(5), Duration::from_secs(120)).await;
 
-    // flat out, pipeline and pass-through taking turns (`--rounds`): this machine's speed
-    // drifts by tens of percent within minutes, and each round's ratio compares two runs made
-    // a minute apart; the figures are each side's median, the ratio the median of the rounds'
-    let mut pass: Option<(Shutdown, Vec<std::thread::JoinHandle<()>>, FutureProducer)> = None;
-    let mut rounds: Vec<(Figures, Option<Figures>)> = Vec::new();
-    let mut raw_values = Vec::new();
     // messages of their own in every run: against a cluster kept between runs, a second run
     // of the same messages would be skipped as resends (as it should be)
     let seed = u64::try_from(micros_now()).unwrap_or(0);
+
+    // warm-up of both chains before anything is measured, in chunks of `--warmup` messages each,
+    // until a JVM broker's compiler threads go quiet: a fresh broker spent a fifth of both cores
+    // compiling (perf: `C2 CompilerThread` 21% of the samples) through its first 40 s of load,
+    // which charged whichever side ran first for the other's warm broker
+    let mut raw_values = Vec::new();
+    let mut pass: Option<(Shutdown, Vec<std::thread::JoinHandle<()>>, FutureProducer)> = None;
+    for chunk in 0..if a.warmup > 0 { 8 } else { 1 } {
+        let t = Instant::now();
+        let jit = broker_pid.and_then(jit_cpu_seconds);
+        if a.warmup > 0 {
+            let msgs = generate::messages_for(a.warmup, a.warmup, seed + 100 + chunk);
+            let c = Collector::start(&rt, &routed)?;
+            closed_loop_mllp(&mllp, &msgs, a.conns).await?;
+            c.finish(Duration::from_secs(5), Duration::from_secs(600)).await;
+        }
+        // the pass-through copies the pipeline's own raw records byte for byte
+        if raw_values.is_empty() {
+            raw_values = receipts(&rt, &store).await?.1;
+        }
+        if !a.no_baseline {
+            if pass.is_none() {
+                let partitions = Topology::load()?.topic(names::RAW)?.partitions;
+                create_pass_topics(&rt, partitions).await?;
+                let copies = Shutdown::new();
+                let threads = start_copies(&rt, &store, &copies, &health);
+                let producer: FutureProducer = sluice_runtime::kafka::idempotent_producer(&rt.kafka, "sluice-bench-pass").create()?;
+                pass = Some((copies, threads, producer));
+            }
+            if let Some((_, _, producer)) = &pass {
+                let c = Collector::start(&rt, &[PASS[3].to_owned()])?;
+                pass_closed(0, producer, &raw_values, a.warmup.max(200), a.conns).await?;
+                c.finish(Duration::from_secs(5), Duration::from_secs(600)).await;
+            }
+        }
+        let secs = t.elapsed().as_secs_f64();
+        let compiling = jit.zip(broker_pid.and_then(jit_cpu_seconds)).map(|(a, b)| (b - a) / secs);
+        eprintln!(
+            "warm-up {}: {} messages through each chain in {secs:.1} s{}",
+            chunk + 1,
+            a.warmup,
+            compiling.map_or(String::new(), |c| format!(", broker compiling {:.0}% of a core", c * 100.0))
+        );
+        // not a JVM (Tansu), or its compiler under 5% of a core
+        if compiling.is_none_or(|c| c < 0.05) {
+            break;
+        }
+    }
+
+    // flat out, pipeline and pass-through taking turns (`--rounds`), the pipeline first in odd
+    // rounds and second in even ones: this machine's speed drifts by tens of percent within
+    // minutes, and each round's ratio compares two runs made a minute apart; the figures are
+    // each side's median, the ratio the median of the rounds'
+    let mut rounds: Vec<(Figures, Option<Figures>)> = Vec::new();
     for r in 0..a.rounds.max(1) {
+        let pass_first = r % 2 == 1;
+        let mut pf = None;
+        if pass_first && let Some((_, _, producer)) = &pass {
+            pf = Some(pass_round(&rt, producer, &raw_values, a, r, broker_pid).await?);
+        }
         let msgs = generate::messages_for(a.messages, a.messages, seed + 10 + r as u64);
         let c = Collector::start(&rt, &routed)?;
         let first = micros_now();
@@ -691,35 +768,8 @@ async fn one_size(a: &PipelineArgs, known_patients: u64) -> anyhow::Result<Measu
         }
         f.cpu_us = cpu;
         eprintln!("{}", f.line(&format!("pipeline, flat out, round {}", r + 1)));
-        let mut pf = None;
-        if !a.no_baseline {
-            if pass.is_none() {
-                let partitions = Topology::load()?.topic(names::RAW)?.partitions;
-                create_pass_topics(&rt, partitions).await?;
-                let copies = Shutdown::new();
-                let threads = start_copies(&rt, &store, &copies, &health);
-                let producer: FutureProducer = sluice_runtime::kafka::idempotent_producer(&rt.kafka, "sluice-bench-pass").create()?;
-                let c = Collector::start(&rt, &[PASS[3].to_owned()])?;
-                // warm-up, as for the pipeline
-                pass_closed(0, &producer, &raw_values, 200, 4).await?;
-                c.finish(Duration::from_secs(5), Duration::from_secs(60)).await;
-                pass = Some((copies, threads, producer));
-            }
-            if let Some((_, _, producer)) = &pass {
-                let run = 10 + u8::try_from(r).unwrap_or(u8::MAX - 10);
-                let c = Collector::start(&rt, &[PASS[3].to_owned()])?;
-                let first = micros_now();
-                let cpu = Cpu::now(broker_pid);
-                let ack = pass_closed(run, producer, &raw_values, a.messages, a.conns).await?;
-                let (seen, end) = c
-                    .finish_with_cpu(Duration::from_secs(5), Duration::from_secs(600), broker_pid)
-                    .await;
-                let cpu = cpu.per_message(end, a.messages);
-                let mut f = pass_figures(run, &seen, first, ack, a.messages);
-                f.cpu_us = cpu;
-                eprintln!("{}", f.line(&format!("pass-through, flat out, round {}", r + 1)));
-                pf = Some(f);
-            }
+        if !pass_first && let Some((_, _, producer)) = &pass {
+            pf = Some(pass_round(&rt, producer, &raw_values, a, r, broker_pid).await?);
         }
         rounds.push((f, pf));
     }
@@ -802,10 +852,6 @@ async fn pipeline(a: PipelineArgs) -> anyhow::Result<()> {
                 println!("{}", p.line(&format!("pass-through, flat out, round {}", r + 1)));
             }
         }
-        let median = |mut v: Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v.get(v.len() / 2).copied().unwrap_or(0.0)
-        };
         let pipe = median(m.rounds.iter().map(|(p, _)| p.per_sec).collect());
         let ratios: Vec<f64> = m
             .rounds
@@ -978,4 +1024,48 @@ async fn stages(a: StagesArgs) -> anyhow::Result<()> {
     anyhow::ensure!(!routed.is_empty(), "nothing came out of route");
     shutdown.trigger();
     Ok(())
+}
+
+/// One flat-out round of the pass-through chain.
+async fn pass_round(
+    rt: &RuntimeConfig,
+    producer: &FutureProducer,
+    raw_values: &[Vec<u8>],
+    a: &PipelineArgs,
+    r: usize,
+    broker_pid: Option<u32>,
+) -> anyhow::Result<Figures> {
+    let run = 10 + u8::try_from(r).unwrap_or(u8::MAX - 10);
+    let c = Collector::start(rt, &[PASS[3].to_owned()])?;
+    let first = micros_now();
+    let cpu = Cpu::now(broker_pid);
+    let ack = pass_closed(run, producer, raw_values, a.messages, a.conns).await?;
+    let (seen, end) = c
+        .finish_with_cpu(Duration::from_secs(5), Duration::from_secs(600), broker_pid)
+        .await;
+    let mut f = pass_figures(run, &seen, first, ack, a.messages);
+    f.cpu_us = cpu.per_message(end, a.messages);
+    eprintln!("{}", f.line(&format!("pass-through, flat out, round {}", r + 1)));
+    Ok(f)
+}
+
+/// The median; of an even count, the mean of the middle two (taking the upper one flattered a
+/// two-round ratio: rounds 1.66 and 0.30 were reported as 1.66).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_median_of_an_even_count_is_the_mean_of_the_middle_two() {
+        assert!((super::median(vec![1.66, 0.30]) - 0.98).abs() < 1e-9);
+        assert_eq!(super::median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(super::median(vec![]), 0.0);
+    }
 }
