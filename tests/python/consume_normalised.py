@@ -4,6 +4,7 @@ AvroDeserializer reading clinical.normalised.v1 through Sluice's schema registry
 usage: consume_normalised.py BOOTSTRAP REGISTRY_URL MIN_RECORDS
 Prints one summary line; exits non-zero when fewer than MIN_RECORDS decode.
 """
+import datetime
 import sys
 import time
 import uuid
@@ -25,7 +26,7 @@ consumer = Consumer({
 })
 partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
 consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-count, kinds, with_patient = 0, {}, 0
+count, kinds, with_patient, instants = 0, {}, 0, 0
 deadline = time.time() + 60
 while count < minimum and time.time() < deadline:
     msg = consumer.poll(0.5)
@@ -36,7 +37,14 @@ while count < minimum and time.time() < deadline:
     assert event["source"]["raw_topic"] == "hl7v2.raw.v1"
     kinds[event["kind"]] = kinds.get(event["kind"], 0) + 1
     with_patient += event["patient"] is not None
+    # the registry serves the schema as registered, logical types included: an instant reads
+    # as a timestamp, not as a bare count of microseconds
+    at = (event.get("event_time") or {}).get("utc_micros")
+    if at is not None:
+        assert isinstance(at, datetime.datetime), f"utc_micros read as {type(at).__name__}"
+        instants += 1
     count += 1
 consumer.close()
-print(f"python confluent-kafka read {count} events via the schema registry: kinds {kinds}, with patient {with_patient}")
-sys.exit(0 if count >= minimum else 1)
+print(f"python confluent-kafka read {count} events via the schema registry: kinds {kinds}, with patient {with_patient}, "
+      f"timestamps {instants}")
+sys.exit(0 if count >= minimum and instants > 0 else 1)

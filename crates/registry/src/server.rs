@@ -16,8 +16,12 @@ use std::sync::{Arc, Mutex};
 
 #[derive(Default)]
 struct Inner {
-    /// id -> canonical schema text
+    /// id -> the schema text as first registered: with its logical types, defaults and docs,
+    /// which the canonical form drops and a consumer outside Sluice needs (a timestamp read as
+    /// a bare long loses its meaning)
     schemas: Vec<String>,
+    /// id -> its stable canonical form, what makes two texts the same schema
+    canonical: Vec<String>,
     /// subject -> ids of its versions, in order
     subjects: BTreeMap<String, Vec<u32>>,
 }
@@ -91,11 +95,11 @@ async fn register(State(r): State<Registry>, Path(subject): Path<String>, Json(b
         Ok(s) => s,
         Err(resp) => return *resp,
     };
-    let canonical = schema.canonical_form();
+    let canonical = sluice_model::schemas::stable_canonical_form(&schema);
     let mut inner = r.lock();
     if let Some(latest) = inner.subjects.get(&subject).and_then(|v| v.last()).copied() {
         let latest_text = inner.schemas.get(latest as usize - 1).cloned().unwrap_or_default();
-        if latest_text != canonical {
+        if inner.canonical.get(latest as usize - 1) != Some(&canonical) {
             let Ok(writer) = Schema::parse_str(&latest_text) else {
                 return error(StatusCode::INTERNAL_SERVER_ERROR, 50001, "stored schema unreadable");
             };
@@ -108,10 +112,11 @@ async fn register(State(r): State<Registry>, Path(subject): Path<String>, Json(b
             }
         }
     }
-    let id = match inner.schemas.iter().position(|s| *s == canonical) {
+    let id = match inner.canonical.iter().position(|s| *s == canonical) {
         Some(p) => p as u32 + 1,
         None => {
-            inner.schemas.push(canonical);
+            inner.schemas.push(body.schema);
+            inner.canonical.push(canonical);
             inner.schemas.len() as u32
         }
     };
@@ -206,6 +211,22 @@ mod tests {
         let c = store.register("t3", RecordType::DeadLetter).await.expect("register other");
         assert_ne!(a, c);
         assert!(client.schema_by_id(c).await.expect("by id").contains("DeadLetter"));
+        // the text as registered, not its canonical form: a consumer outside Sluice still sees
+        // that first_seen_at is a timestamp
+        assert!(client.schema_by_id(a).await.expect("by id").contains("timestamp-micros"));
+        // another service's store decodes a record written under that id as its own schema,
+        // without resolving one against the other for every record
+        let reader = SchemaStore::new(client.clone()).expect("reader store");
+        let seen = sluice_model::SeenEvent {
+            event_id: "e1".into(),
+            first_seen_at: 1_700_000_000_000_000,
+            ..Default::default()
+        };
+        let bytes = store.encode("t1", &seen).expect("encode");
+        reader.prefetch(&bytes).await.expect("prefetch");
+        let back: sluice_model::SeenEvent = reader.decode(&bytes).expect("decode");
+        assert_eq!(back, seen);
+        assert_eq!(reader.is_own_schema(a, RecordType::SeenEvent), Some(true));
         // an incompatible change under the same subject is refused
         let bad = r#"{"type":"record","name":"SeenEvent","namespace":"sluice.v1","fields":[{"name":"x","type":"string"}]}"#;
         assert!(client.register("t1-value", bad).await.is_err());

@@ -86,6 +86,12 @@ impl SchemaStore {
         Ok(wire::encode_direct(self.own.expanded_schema(T::TYPE), id, record)?)
     }
 
+    /// Whether decoding under writer schema `id` found it to be this build's own schema of `t`
+    /// (`None` before the first such decode).
+    pub fn is_own_schema(&self, id: u32, t: sluice_model::schemas::RecordType) -> Option<bool> {
+        self.same_as_own.read().unwrap_or_else(|e| e.into_inner()).get(&(id, t)).copied()
+    }
+
     /// Decodes a framed value whose writer schema is cached (see [`SchemaStore::prefetch`]).
     pub fn decode<T: Record>(&self, value: &[u8]) -> Result<T, DecodeError> {
         let (id, body) = wire::split(value)?;
@@ -106,7 +112,7 @@ impl SchemaStore {
         let same = match cached {
             Some(same) => same,
             None => {
-                let same = writer.canonical_form() == own.canonical_form();
+                let same = sluice_model::schemas::stable_canonical_form(&writer) == sluice_model::schemas::stable_canonical_form(own);
                 self.same_as_own
                     .write()
                     .unwrap_or_else(|e| e.into_inner())
@@ -115,7 +121,7 @@ impl SchemaStore {
             }
         };
         if same {
-            return Ok(wire::decode_direct(self.own.expanded_schema(T::TYPE), body)?);
+            return Ok(self.own.decode_own::<T>(body)?);
         }
         Ok(wire::decode(&writer, own, body)?)
     }
