@@ -961,14 +961,22 @@ async fn stages(a: StagesArgs) -> anyhow::Result<()> {
     };
     let sd = shutdown.clone();
     tokio::spawn(sluice_registry::server::serve(listener, async move { sd.wait().await }));
+    // a store per service, as in the pipeline: each registers what it writes and fetches the
+    // writer schemas of what it reads from the registry (one shared store would know every
+    // schema as its own, and hide what decoding a fetched schema costs)
     let store = sluice_runtime::stage::schema_store(&rt)?;
     store.register(names::RAW, sluice_model::schemas::RecordType::RawMessage).await?;
+    let mut stores = HashMap::new();
     for s in ["normalise", "identifier-match", "route"] {
-        sluice_runtime::register_produced(&store, s).await?;
+        let st = sluice_runtime::stage::schema_store(&rt)?;
+        sluice_runtime::register_produced(&st, s).await?;
+        stores.insert(s, st);
     }
     let rules = sluice_route::load_rules(&sluice_route::Config::default())?;
     for d in rules.destinations() {
-        store.register(&d, sluice_model::schemas::RecordType::MatchedEvent).await?;
+        stores["route"]
+            .register(&d, sluice_model::schemas::RecordType::MatchedEvent)
+            .await?;
     }
     let raws: Vec<Rec> = generate::messages_for(a.messages, a.messages, 2)
         .iter()
@@ -997,7 +1005,17 @@ async fn stages(a: StagesArgs) -> anyhow::Result<()> {
         );
     };
 
-    let mut normaliser = sluice_normalise::Normaliser::new(store.clone(), Default::default());
+    let prefetch = |st: &Arc<SchemaStore>, recs: &[Rec]| {
+        let (st, first) = (st.clone(), recs.first().map(|(_, _, v)| v.clone()));
+        async move {
+            if let Some(v) = first {
+                st.prefetch(&v).await?;
+            }
+            anyhow::Ok(())
+        }
+    };
+    prefetch(&stores["normalise"], &raws).await?;
+    let mut normaliser = sluice_normalise::Normaliser::new(stores["normalise"].clone(), Default::default());
     let t = Instant::now();
     let normalised = stage_normalise(&mut normaliser, &raws);
     if only.is_none_or(|o| o == "normalise") {
@@ -1006,8 +1024,10 @@ async fn stages(a: StagesArgs) -> anyhow::Result<()> {
     let normalised: Vec<_> = normalised.into_iter().filter(|(t, _, _)| t == names::NORMALISED).collect();
 
     let index = known::index(a.known_patients);
-    let resolver = sluice_identifier_match::resolve::Resolver::new(index, Box::new(sluice_identifier_match::AvroCodec(store.clone())));
-    let mut matcher = sluice_identifier_match::Stage::new(store.clone(), resolver);
+    let st = stores["identifier-match"].clone();
+    prefetch(&st, &normalised).await?;
+    let resolver = sluice_identifier_match::resolve::Resolver::new(index, Box::new(sluice_identifier_match::AvroCodec(st.clone())));
+    let mut matcher = sluice_identifier_match::Stage::new(st, resolver);
     let t = Instant::now();
     let matched = stage_identifier_match(&mut matcher, &normalised);
     if only.is_none_or(|o| o == "identifier-match") {
@@ -1015,7 +1035,8 @@ async fn stages(a: StagesArgs) -> anyhow::Result<()> {
     }
     let matched: Vec<_> = matched.into_iter().filter(|(t, _, _)| t == names::MATCHED).collect();
 
-    let mut router = sluice_route::Router::new(store.clone(), rules);
+    prefetch(&stores["route"], &matched).await?;
+    let mut router = sluice_route::Router::new(stores["route"].clone(), rules);
     let t = Instant::now();
     let routed = stage_route(&mut router, &matched);
     if only.is_none_or(|o| o == "route") {

@@ -703,16 +703,6 @@ mod tests {
         assert_eq!(&back, v);
         let direct: T = wire::decode_direct(set.expanded_schema(T::TYPE), body).expect("decode directly");
         assert_eq!(&direct, v);
-        let own: T = set.decode_own(body).expect("decode with the names built once");
-        assert_eq!(&own, v);
-        // on a cut body the names-once decoder does what decode_direct does, at every cut (an
-        // error, or, where only trailing optional fields are cut, apache-avro's nulls for them:
-        // Kafka's CRC keeps a stored record from being cut in the first place)
-        for cut in 0..body.len() {
-            let a = set.decode_own::<T>(&body[..cut]).ok();
-            let b = wire::decode_direct::<T>(set.expanded_schema(T::TYPE), &body[..cut]).ok();
-            assert_eq!(a, b, "{:?} cut at {cut} of {}", T::TYPE, body.len());
-        }
     }
 
     pub fn sample_event() -> ClinicalEvent {

@@ -217,15 +217,12 @@ pub struct SchemaSet {
     /// The same schemas with every named reference replaced by its definition, for
     /// [`crate::wire::encode_direct`] and [`crate::wire::decode_direct`].
     expanded: BTreeMap<RecordType, Schema>,
-    /// A decoder per record type, its table of names built once.
-    decoders: BTreeMap<RecordType, std::sync::Arc<crate::wire::DirectDecoder>>,
 }
 
 impl SchemaSet {
     pub fn load() -> Result<SchemaSet, SchemaError> {
         let mut schemas = BTreeMap::new();
         let mut expanded = BTreeMap::new();
-        let mut decoders = BTreeMap::new();
         for r in RecordType::ALL {
             let s = schema(r)?;
             let avro = |e| SchemaError::Avro {
@@ -233,22 +230,10 @@ impl SchemaSet {
                 source: Box::new(e),
             };
             let e = crate::wire::expand(&s).map_err(avro)?;
-            decoders.insert(r, std::sync::Arc::new(crate::wire::DirectDecoder::new(&s).map_err(avro)?));
             expanded.insert(r, e);
             schemas.insert(r, s);
         }
-        Ok(SchemaSet {
-            schemas,
-            expanded,
-            decoders,
-        })
-    }
-
-    /// Decodes a body written with this version's own schema of `T`.
-    pub fn decode_own<T: crate::records::Record>(&self, body: &[u8]) -> Result<T, crate::wire::WireError> {
-        // load() fills every record type
-        #[allow(clippy::indexing_slicing)]
-        self.decoders[&T::TYPE].decode(body)
+        Ok(SchemaSet { schemas, expanded })
     }
 
     /// The schema of `r` with no named references, for [`crate::wire::encode_direct`] and

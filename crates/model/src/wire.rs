@@ -129,41 +129,6 @@ pub fn decode_direct<T: DeserializeOwned>(expanded: &Schema, body: &[u8]) -> Res
     from_value(&value).map_err(|e| WireError::Decode(Box::new(e)))
 }
 
-/// [`decode_direct`] with the schema's table of names built once instead of for every record:
-/// apache-avro's `from_avro_datum_schemata` resolves its schemata on each call, which walked the
-/// whole schema, hashing and cloning every name (`ResolvedSchema::resolve`, SipHash and
-/// `String::clone` near the top of identifier-match's and route's profiles).
-pub struct DirectDecoder(apache_avro::GenericSingleObjectReader);
-
-/// The single-object reader's header, empty: our bodies carry the registry's framing instead.
-struct NoHeader;
-
-impl apache_avro::headers::HeaderBuilder for NoHeader {
-    fn build_header(&self) -> Vec<u8> {
-        Vec::new()
-    }
-}
-
-impl DirectDecoder {
-    /// For bodies written with exactly `schema` (as parsed, not [`expand`]ed: the expanded form
-    /// repeats named types, which a table of names refuses).
-    pub fn new(schema: &Schema) -> Result<DirectDecoder, apache_avro::Error> {
-        apache_avro::GenericSingleObjectReader::new_with_header_builder(schema.clone(), NoHeader).map(DirectDecoder)
-    }
-
-    pub fn decode<T: DeserializeOwned>(&self, body: &[u8]) -> Result<T, WireError> {
-        let mut cursor = body;
-        let value = self.0.read_value(&mut cursor).map_err(|e| WireError::Decode(Box::new(e)))?;
-        from_value(&value).map_err(|e| WireError::Decode(Box::new(e)))
-    }
-}
-
-impl std::fmt::Debug for DirectDecoder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("DirectDecoder")
-    }
-}
-
 /// Decodes an Avro body written with `writer` into the reader's shape.
 pub fn decode<T: DeserializeOwned>(writer: &Schema, reader: &Schema, body: &[u8]) -> Result<T, WireError> {
     let mut cursor = body;

@@ -121,7 +121,7 @@ impl SchemaStore {
             }
         };
         if same {
-            return Ok(self.own.decode_own::<T>(body)?);
+            return Ok(wire::decode_direct(self.own.expanded_schema(T::TYPE), body)?);
         }
         Ok(wire::decode(&writer, own, body)?)
     }
