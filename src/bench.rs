@@ -354,8 +354,6 @@ async fn account_missing(rt: &RuntimeConfig, store: &SchemaStore, seen: &[Seen],
     Ok((held, unrouted.len().saturating_sub(held)))
 }
 
-/// CPU seconds (user + system) a process has used so far, from `/proc/<pid>/stat` (0 when it
-/// cannot be read).
 /// CPU used so far by a JVM's JIT compiler threads (`C1/C2 CompilerThread<n>`); `None` when
 /// the process has none (not a JVM).
 fn jit_cpu_seconds(pid: u32) -> Option<f64> {
@@ -370,6 +368,8 @@ fn jit_cpu_seconds(pid: u32) -> Option<f64> {
     total
 }
 
+/// CPU seconds (user + system) a process has used so far, from `/proc/<pid>/stat` (0 when it
+/// cannot be read).
 pub fn cpu_seconds(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(0.0, |s| stat_cpu_seconds(&s))
 }

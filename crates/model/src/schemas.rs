@@ -225,11 +225,10 @@ impl SchemaSet {
         let mut expanded = BTreeMap::new();
         for r in RecordType::ALL {
             let s = schema(r)?;
-            let avro = |e| SchemaError::Avro {
+            let e = crate::wire::expand(&s).map_err(|e| SchemaError::Avro {
                 name: r.name().to_owned(),
                 source: Box::new(e),
-            };
-            let e = crate::wire::expand(&s).map_err(avro)?;
+            })?;
             expanded.insert(r, e);
             schemas.insert(r, s);
         }
@@ -249,6 +248,7 @@ impl SchemaSet {
         &self.schemas[&r]
     }
 }
+
 /// A schema's Parsing Canonical Form, made stable: apache-avro's `canonical_form` is not
 /// idempotent (a logical type's `{"type":"long"}` stays an object, and becomes `"long"` once the
 /// form is parsed again), so a writer schema fetched as canonical text never equalled this
