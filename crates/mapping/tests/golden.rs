@@ -71,6 +71,15 @@ fn every_golden_message_maps_to_its_canonical_event() {
         let evs = map_message(&msg, &raw(&bytes), &position());
         kinds.extend(evs.iter().map(|e| e.kind.clone()));
         let bundles: Vec<serde_json::Value> = evs.iter().map(sluice_mapping::fhir_out::bundle).collect();
+        // the text normalise writes is the same as the Value's own compact form
+        for (ev, b) in evs.iter().zip(&bundles) {
+            assert_eq!(
+                sluice_mapping::fhir_out::bundle_json(ev).unwrap(),
+                b.to_string(),
+                "{}",
+                input.display()
+            );
+        }
         // one event (and Bundle) per message, or a list of them for a message of several patients
         let (got, fhir) = match (evs.as_slice(), bundles.as_slice()) {
             ([ev], [b]) => (serde_json::to_string_pretty(ev).unwrap(), serde_json::to_string_pretty(b).unwrap()),

@@ -167,11 +167,14 @@ impl Processor for Normaliser {
                 raw_partition: input.partition,
                 raw_offset: input.offset,
             };
+            let Ok(bundle) = crate::fhir::bundle_json(&event) else {
+                return Self::reject("fhir_encode_failed", "fhir bundle could not be serialised".into());
+            };
             let fhir = sluice_model::FhirBundle {
                 event_id: event.event_id.clone(),
                 kind: event.kind.clone(),
                 fhir_version: "4.0.1".into(),
-                bundle: crate::fhir::bundle(&event).to_string(),
+                bundle,
             };
             let (Ok(ev_bytes), Ok(seen_bytes), Ok(fhir_bytes)) = (
                 self.store.encode(names::NORMALISED, &event),

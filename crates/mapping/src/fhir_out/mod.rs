@@ -185,6 +185,12 @@ pub fn bundle(ev: &ClinicalEvent) -> Value {
     collection(ev, entries)
 }
 
+/// [`bundle`] as compact JSON text, serialised straight into bytes (`Value`'s `Display` goes
+/// through a formatter, a call per token; the bundle is most of normalise's work).
+pub fn bundle_json(ev: &ClinicalEvent) -> Result<String, serde_json::Error> {
+    serde_json::to_string(&bundle(ev))
+}
+
 /// The Bundle (type `collection`) of the entries of one event.
 fn collection(ev: &ClinicalEvent, entries: Vec<Value>) -> Value {
     let mut b = Map::new();
