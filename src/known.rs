@@ -78,7 +78,7 @@ pub fn produce(kafka: &KafkaConfig, store: &SchemaStore, ix: &Index) -> anyhow::
     let producer: BaseProducer = sluice_runtime::kafka::base(kafka, "sluice-known-patients")
         .set("linger.ms", "50")
         .set("batch.size", "1000000")
-        .set("compression.type", "lz4")
+        .set("compression.type", &kafka.compression)
         .set("queue.buffering.max.messages", "1000000")
         .create()?;
     let records = ix.len();

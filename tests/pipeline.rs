@@ -200,6 +200,33 @@ async fn mllp_to_routed_topics_exactly_once_through_kill_restart_and_resend() {
         String::from_utf8_lossy(&out.stderr)
     );
     println!("{text}");
+
+    // every service's producer compressed what it wrote (`kafka.compression`, lz4 by default),
+    // as the brokers stored it; the consumers above read it back
+    let cluster = p.broker.kafka().expect("the exactly-once tier runs on Apache Kafka");
+    for topic in [
+        names::RAW,
+        names::NORMALISED,
+        names::FHIR,
+        names::MATCHED,
+        "routed.adt.v1",
+        names::DL_INGEST,
+        names::DL_AUDIT,
+    ] {
+        let batches = cluster.stored_batches(topic);
+        let plain: Vec<usize> = batches.iter().filter(|(c, _)| c != "lz4").map(|(_, size)| *size).collect();
+        println!(
+            "{topic}: {} stored batches, {} not compressed (sizes {plain:?})",
+            batches.len(),
+            plain.len()
+        );
+        // librdkafka sends a batch as it is when lz4 would not make it smaller: only small ones
+        assert!(plain.len() * 4 < batches.len(), "{topic}: most batches not compressed");
+        assert!(
+            plain.iter().all(|size| *size < 1024),
+            "{topic}: a batch of 1 KiB or more not compressed"
+        );
+    }
 }
 
 /// Readiness means consuming: a SIGKILLed stage restarted onto a backlog reports ready only once

@@ -378,6 +378,45 @@ impl KafkaCluster {
     pub fn dir(&self) -> &std::path::Path {
         self.dir.path()
     }
+
+    /// How the data batches of `topic` that the brokers stored are compressed, read from the
+    /// log segments on disk with Kafka's own `DumpLogSegments`: (codec, stored size in bytes) of
+    /// every data batch (every replica's copy; transaction markers left out).
+    pub fn stored_batches(&self, topic: &str) -> Vec<(String, usize)> {
+        let mut segments = Vec::new();
+        for n in self.prepared["nodes"].as_array().unwrap() {
+            let data = PathBuf::from(n["data"].as_str().unwrap());
+            for dir in std::fs::read_dir(&data).unwrap().flatten() {
+                let name = dir.file_name().to_string_lossy().into_owned();
+                if name.rsplit_once('-').is_some_and(|(t, p)| t == topic && p.parse::<u32>().is_ok()) {
+                    for f in std::fs::read_dir(dir.path()).unwrap().flatten() {
+                        if f.path().extension().is_some_and(|e| e == "log") {
+                            segments.push(f.path());
+                        }
+                    }
+                }
+            }
+        }
+        assert!(!segments.is_empty(), "no log segments of {topic}");
+        let out = super::run_ok(
+            Command::new("java")
+                .arg("-cp")
+                .arg(format!("{}/*", tool("kafka/lib").display()))
+                .arg("org.apache.kafka.tools.DumpLogSegments")
+                .arg("--files")
+                .arg(segments.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(",")),
+        );
+        let field = |line: &str, name: &str| {
+            line.split(&format!(" {name}: "))
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .map(str::to_owned)
+        };
+        out.lines()
+            .filter(|l| l.contains("isControl: false"))
+            .filter_map(|l| Some((field(l, "compresscodec")?, field(l, "size")?.parse().ok()?)))
+            .collect()
+    }
 }
 
 /// `SLUICE_RUNTIME__KAFKA__*` variables carrying librdkafka settings

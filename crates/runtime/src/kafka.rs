@@ -64,6 +64,7 @@ pub fn idempotent_producer(cfg: &KafkaConfig, client_id: &str) -> ClientConfig {
     c.set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", cfg.linger_ms.to_string())
+        .set("compression.type", &cfg.compression)
         .set("message.timeout.ms", "30000");
     c
 }
