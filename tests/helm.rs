@@ -25,8 +25,9 @@ fn render(sets: &[&str]) -> String {
     run_ok(&mut c)
 }
 
-const ALL_ON: [&str; 14] = [
+const ALL_ON: [&str; 15] = [
     "prometheusRule.enabled=true",
+    "kafka.compression=zstd",
     "serviceMonitor.enabled=true",
     "grafanaDashboards.enabled=true",
     "tracing.otlpEndpoint=http://otel-collector.monitoring:4317",

@@ -122,6 +122,7 @@ containers:
     env:
       - {name: SLUICE_RUNTIME__KAFKA__BOOTSTRAP_SERVERS, value: {{ .root.Values.kafka.bootstrapServers | quote }}}
       - {name: SLUICE_RUNTIME__KAFKA__SECURITY_PROTOCOL, value: {{ .root.Values.kafka.securityProtocol | quote }}}
+      - {name: SLUICE_RUNTIME__KAFKA__COMPRESSION, value: {{ .root.Values.kafka.compression | default "lz4" | quote }}}
       {{- with .root.Values.kafka.saslMechanism }}
       - {name: SLUICE_RUNTIME__KAFKA__SASL_MECHANISM, value: {{ . | quote }}}
       {{- end }}
