@@ -166,6 +166,13 @@ fn corpus_outputs_match_their_recorded_digests() {
             let evs = map_message(&msg, &raw(m), &position());
             let mut out = String::new();
             for ev in &evs {
+                // no two results of one message share a key: a consumer replacing by key keeps all
+                let mut keys = std::collections::HashSet::new();
+                for o in &ev.observations {
+                    if let Some(k) = &o.result_key {
+                        assert!(keys.insert(k), "{}#{i}: two results share the key {k}", rel(&file));
+                    }
+                }
                 out.push_str(&serde_json::to_string_pretty(ev).unwrap());
                 out.push('\n');
                 out.push_str(&serde_json::to_string_pretty(&sluice_mapping::fhir_out::bundle(ev)).unwrap());

@@ -102,6 +102,8 @@ struct Group {
     /// context, until FT1, CTI or BLG closes the order group. Read greedily, as the standard's
     /// grammar reads it: an ORC after prior results stays in the prior group.
     prior: bool,
+    /// how many OBX so far had each result key (see [`results::repeated`])
+    result_keys: std::collections::HashMap<String, usize>,
 }
 
 impl Group {
@@ -137,6 +139,7 @@ impl Group {
             last_obr: None,
             last_orc: None,
             prior: false,
+            result_keys: std::collections::HashMap::new(),
         }
     }
 }

@@ -45,6 +45,17 @@ pub fn result_key(
     ]))
 }
 
+/// The key of the `occurrence`th (from 1) OBX with the same [`result_key`] in one message: the
+/// first keeps it, so a lone result keys as before; each further one gets its own, the same in
+/// a corrected resend that repeats the lines in their order. Without this every line of a
+/// multi-line result shared one key, and a consumer replacing results by key kept only the last.
+pub fn repeated(key: String, occurrence: usize) -> String {
+    if occurrence <= 1 {
+        return key;
+    }
+    sluice_model::ids::uuid_from(&[b"result-repeat", key.as_bytes(), &(occurrence as u64).to_be_bytes()])
+}
+
 /// Units as a UCUM code: as sent when the sender says the code is UCUM, else from a table of
 /// unambiguous spellings seen in UK and US laboratory feeds. `None` when not recognisable:
 /// never a guess (`mcg` could be microgram, but `U` alone is not known to be enzyme units).
@@ -121,7 +132,15 @@ pub(super) fn obx<'a>(m: &Mapper<'_, 'a>, seg: &Segment<'a>, ev: &mut ClinicalEv
         code.as_ref().and_then(|c| c.code.as_deref()),
         code.as_ref().and_then(|c| c.system.as_deref()),
         sub_id.as_deref(),
-    );
+    )
+    .map(|key| {
+        // OBX of one test under one order number without sub-ids to tell them apart (a report
+        // sent a line per OBX, an isolate's sensitivities under a child OBR with its parent's
+        // number): each its own result, by its place among them
+        let seen = g.result_keys.entry(key.clone()).or_insert(0);
+        *seen += 1;
+        repeated(key, *seen)
+    });
     let units_ucum = units
         .as_ref()
         .and_then(|u| ucum(u.code.as_deref(), u.text.as_deref(), u.system.as_deref()));

@@ -85,3 +85,38 @@ OBR|1|P1|F1|CBC^Blood count^L|||20240701080000+0100|||||||20240701090000+0100|BL
     assert_eq!(s.received_time.as_ref().and_then(|t| t.offset_minutes), Some(60));
     assert!(ev.unmapped_fields.iter().all(|f| f.segment != "OBR"), "{:?}", ev.unmapped_fields);
 }
+
+#[test]
+fn repeated_lines_of_one_test_each_keep_their_own_result_key_across_a_correction() {
+    let msg = |status: &str| {
+        format!(
+            "MSH|^~\\&|LAB|RTH|EPR|RTH|20240630123000+0100||ORU^R01^ORU_R01|C{status}|P|2.5\rPID|1||123^^^RTH^MR||SMITH^ANN||19800101|F\rOBR|1|PL1|FL1|HIST^Histology^L|||20240630120000+0100||||||||||||||||||F\rOBX|1|TX|HIST^Histology^L||Line one|||||{status}\rOBX|2|TX|HIST^Histology^L||Line two|||||{status}\rOBX|3|TX|HIST^Histology^L||Line three|||||{status}\rOBX|4|NM|GLU^Glucose^L||5.5|mmol/L|||||{status}\r"
+        )
+    };
+    let keys = |text: String| {
+        let m = Message::parse(text.as_bytes());
+        let ev = map_message(&m, &raw(), &RawPosition::default()).remove(0);
+        ev.observations
+            .iter()
+            .map(|o| o.result_key.clone().expect("keyed"))
+            .collect::<Vec<_>>()
+    };
+    let first = keys(msg("F"));
+    let corrected = keys(msg("C"));
+    assert_eq!(first.len(), 4);
+    let distinct: std::collections::HashSet<&String> = first.iter().collect();
+    assert_eq!(distinct.len(), 4, "three lines of one test and another test: four results");
+    assert_eq!(
+        first, corrected,
+        "a correction repeating the lines keys each to the line it replaces"
+    );
+    // a lone result keys as it always did
+    assert_eq!(
+        first[3],
+        results::result_key("RTH", Some("FL1"), Some("GLU"), Some("L"), None).expect("key")
+    );
+    assert_eq!(
+        first[0],
+        results::result_key("RTH", Some("FL1"), Some("HIST"), Some("L"), None).expect("key")
+    );
+}
