@@ -202,8 +202,9 @@ async fn mllp_to_routed_topics_exactly_once_through_kill_restart_and_resend() {
     println!("{text}");
 
     // every service's producer compressed what it wrote (`kafka.compression`, lz4 by default),
-    // as the brokers stored it; the consumers above read it back
-    let cluster = p.broker.kafka().expect("the exactly-once tier runs on Apache Kafka");
+    // as the brokers stored it; the consumers above read it back. (Tansu, under
+    // SLUICE_TEST_BROKER=tansu, keeps its records in memory: no segments to read.)
+    let Some(cluster) = p.broker.kafka() else { return };
     for topic in [
         names::RAW,
         names::NORMALISED,
